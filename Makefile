@@ -1,0 +1,63 @@
+# citynode: two commands on a fresh machine — `make demo` and `make test`.
+# Both create the virtual environment and install what they need (mosquitto
+# from Debian's packages when run as root).
+
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed-stamp
+PYTEST  := $(BIN)/python -m pytest
+
+.PHONY: all venv deps-system demo test test-system lint bench clean help
+
+all: test
+
+help:
+	@echo "make demo         run a whole node on emulated sensors and a local mosquitto (Ctrl-C stops)"
+	@echo "make test         unit, emulator and end-to-end tests (what CI runs first)"
+	@echo "make test-system  tests against a real private journald (root)"
+	@echo "make lint         ruff"
+	@echo "make bench        payload size and other figures"
+	@echo "make clean        remove the virtual environment and caches"
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	# The Sparkplug B schema for the payload bench; its own pins (paho 1.x) are not wanted.
+	$(BIN)/pip install -q --no-deps 'mqtt-spb-wrapper>=2,<3'
+	touch $@
+
+venv: $(STAMP)
+
+deps-system:
+	@if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing mosquitto (Debian package)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			mosquitto mosquitto-clients >/dev/null; \
+	else \
+		echo "mosquitto is not installed and this is not root: sudo apt-get install mosquitto"; \
+		echo "(tests that need a broker will be skipped)"; \
+	fi
+
+demo: venv deps-system
+	$(BIN)/citynode simulate
+
+test: venv deps-system
+	$(PYTEST) -q -m "not system"
+
+test-system: venv deps-system
+	@if [ ! -x /lib/systemd/systemd-journald ] && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null; fi
+	$(PYTEST) -q -m system
+
+lint: venv
+	$(BIN)/ruff check .
+
+bench: venv
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build dist *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

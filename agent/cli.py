@@ -1,0 +1,208 @@
+"""The ``citynode`` command: run the daemon, check a config, decode bytes and payloads."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+
+EX_USAGE = 64
+EX_DATAERR = 65
+EX_NOINPUT = 66
+
+_HEX_TEXT = re.compile(rb"^[0-9a-fA-Fx:,\s]*$")
+
+
+def _hex_to_bytes(text: str | bytes) -> bytes:
+    """Accept hex as installers paste it: spaces, colons, commas, 0x prefixes, newlines."""
+    if isinstance(text, bytes):
+        text = text.decode("ascii")
+    cleaned = re.sub(r"0x", "", text, flags=re.IGNORECASE)
+    cleaned = re.sub(r"[\s:,]", "", cleaned)
+    if len(cleaned) % 2:
+        raise ValueError(f"odd number of hex digits ({len(cleaned)})")
+    try:
+        return bytes.fromhex(cleaned)
+    except ValueError as exc:
+        raise ValueError(f"not hex: {exc}") from None
+
+
+def _read_input(path: str | None, hex_text: str | None, fmt: str) -> bytes:
+    if hex_text is not None:
+        return _hex_to_bytes(hex_text)
+    if path in (None, "-"):
+        data = sys.stdin.buffer.read()
+    else:
+        data = Path(path).read_bytes()
+    if fmt == "hex" or (fmt == "auto" and data.strip() and _HEX_TEXT.match(data)):
+        return _hex_to_bytes(data)
+    return data
+
+
+def _print_json(obj: object) -> None:
+    sys.stdout.write(json.dumps(obj, separators=(", ", ": ")) + "\n")
+
+
+# -- subcommands ---------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from .config import EX_CONFIG, ConfigError, load
+    from .daemon import Node, install_signal_handlers
+    from .journal import setup_logging
+
+    try:
+        cfg = load(args.config)
+    except ConfigError as exc:
+        # Logging is not set up yet: say it where systemd and a person both see it.
+        print(f"citynode: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    setup_logging(cfg.log.target, cfg.log.level, node_id=cfg.node.id)
+    node = Node(cfg)
+    install_signal_handlers(node)
+    return node.run()
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from .config import EX_CONFIG, ConfigError, load
+
+    try:
+        cfg = load(args.file, check_devices=not args.no_devices)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    mode = "local mode (no broker)" if cfg.local_mode else f"broker {cfg.mqtt.host}:{cfg.mqtt.port}"
+    print(f"{args.file}: OK - node {cfg.node.id}, {len(cfg.sensor)} sensor(s), {mode}, "
+          f"report every {cfg.report.interval_s:g} s as {cfg.report.format}")
+    return 0
+
+
+def cmd_frames(args: argparse.Namespace) -> int:
+    from drivers import registry
+
+    try:
+        codec = registry.get(args.device)
+    except KeyError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return EX_USAGE
+    try:
+        data = _read_input(args.file, args.hex, args.format)
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read input: {exc}", file=sys.stderr)
+        return EX_NOINPUT
+    counts = {"frame": 0, "ack": 0, "rejected": 0}
+    for doc in registry.decode_stream(codec, [data]):
+        counts[doc["type"]] = counts.get(doc["type"], 0) + 1
+        _print_json(doc)
+    print(f"{len(data)} bytes: {counts['frame']} frames, {counts['ack']} acks, "
+          f"{counts['rejected']} rejected spans", file=sys.stderr)
+    return 0 if counts["frame"] or counts["ack"] or not data else EX_DATAERR
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from .payload import PayloadError, decode, to_readable
+
+    try:
+        data = _read_input(args.file, args.hex, args.format)
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read input: {exc}", file=sys.stderr)
+        return EX_NOINPUT
+    try:
+        pack = decode(data)
+    except PayloadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EX_DATAERR
+    print(json.dumps(to_readable(pack), indent=None if args.compact else 2))
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .simulate import main as simulate_main
+
+    return simulate_main(args)
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(f"citynode {__version__}")
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="citynode", description=(
+        "Agent for Raspberry Pi smart-city sensor nodes. See README.md and docs/."))
+    p.add_argument("--version", action="version", version=f"citynode {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    default_cfg = os.environ.get("CITYNODE_CONFIG", "/etc/citynode/citynode.toml")
+    r = sub.add_parser("run", help="run the node daemon (what the systemd unit starts)")
+    r.add_argument("--config", "-c", default=default_cfg, help=f"TOML file (default {default_cfg})")
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("config", help="configuration tools")
+    csub = c.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    ck = csub.add_parser("check", help="validate a configuration file (exit 78 on error)")
+    ck.add_argument("file")
+    ck.add_argument("--no-devices", action="store_true",
+                    help="do not require device paths to exist (checking on a laptop)")
+    ck.set_defaults(func=cmd_config_check)
+
+    def add_input(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("file", nargs="?", help="file to read (default: standard input)")
+        sp.add_argument("--hex", help='bytes as hex text, e.g. "42 4d 00 1c ..."')
+        sp.add_argument("--format", choices=("auto", "raw", "hex"), default="auto",
+                        help="how to read the file or stdin (auto: hex text if it looks like it)")
+
+    f = sub.add_parser("frames", help="decode captured raw sensor bytes, one JSON line per frame")
+    f.add_argument("device", help="device type, e.g. pms5003")
+    add_input(f)
+    f.set_defaults(func=cmd_frames)
+
+    d = sub.add_parser("decode", help="decode a citynode payload (SenML CBOR or JSON) to JSON")
+    add_input(d)
+    d.add_argument("--compact", action="store_true", help="one line of JSON")
+    d.set_defaults(func=cmd_decode)
+
+    s = sub.add_parser("simulate", help="run a whole node on emulated sensors and a local broker")
+    s.add_argument("--duration", type=float, default=0,
+                   help="stop after this many seconds (default: until Ctrl-C)")
+    s.add_argument("--sensors", type=int, default=1, help="number of emulated PMS5003 (1-8)")
+    s.add_argument("--interval", type=float, default=10, help="report interval in seconds")
+    s.add_argument("--faults", default="",
+                   help='fault injection, e.g. "noise=0.05,checksum=0.02,truncate=0.02"')
+    s.add_argument("--unplug-every", type=float, default=0,
+                   help="pull a sensor's cable every N seconds (0: never)")
+    s.add_argument("--broker", default="",
+                   help="use this broker HOST:PORT instead of starting mosquitto")
+    s.add_argument("--no-broker", action="store_true", help="local mode: messages to the log")
+    s.add_argument("--format", choices=("senml-cbor", "senml-json"), default="senml-cbor")
+    s.add_argument("--speed", type=float, default=60.0,
+                   help="replay the recorded PM log this many times faster than real time")
+    s.add_argument("--workdir", default="", help="where to keep config, state and logs")
+    s.set_defaults(func=cmd_simulate)
+
+    v = sub.add_parser("version", help="print the version")
+    v.set_defaults(func=cmd_version)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EX_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

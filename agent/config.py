@@ -1,0 +1,252 @@
+"""The node's one TOML file: schema, validation, and errors an installer can act on.
+
+Everything is checked before any port or socket is opened: unknown keys, wrong
+types, out-of-range values, duplicate names and missing device paths. A problem
+raises :class:`ConfigError` naming the key and, where it can be found, the line;
+the daemon then exits with 78 (EX_CONFIG), which the systemd unit treats as
+"do not restart" (a restart cannot fix a typo).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+EX_CONFIG = 78
+DEFAULT_PATH = "/etc/citynode/citynode.toml"
+
+NodeId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,15}$")]
+Prefix = Annotated[str, msgspec.Meta(pattern=r"^([a-z][a-z0-9_]{0,7}\.)?$")]
+TopicPrefix = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")]
+Seconds = Annotated[float, msgspec.Meta(gt=0, le=86400)]
+
+
+class _Table(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class NodeConfig(_Table):
+    id: NodeId
+    state_dir: str = ""
+
+    def resolved_state_dir(self) -> Path:
+        """The configured folder, else systemd's StateDirectory, else /var/lib/citynode."""
+        if self.state_dir:
+            return Path(self.state_dir)
+        env = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+        return Path(env or "/var/lib/citynode")
+
+
+class ReportConfig(_Table):
+    interval_s: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 60.0
+    format: Literal["senml-cbor", "senml-json"] = "senml-cbor"
+    stats: list[Literal["mean", "min", "max", "count"]] = msgspec.field(
+        default_factory=lambda: ["mean", "min", "max", "count"]
+    )
+
+
+class MqttConfig(_Table):
+    host: str = ""
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1883
+    prefix: TopicPrefix = "citynode"
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    client_id: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 60
+    backoff_initial_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
+    backoff_max_s: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 300.0
+    queue_max: Annotated[int, msgspec.Meta(ge=10, le=1_000_000)] = 10_000
+
+
+class LogConfig(_Table):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    target: Literal["auto", "journal", "stderr"] = "auto"
+
+
+class _Sensor(_Table, tag_field="type", kw_only=True):
+    name: Name
+    prefix: Prefix = ""
+    stale_after_s: Seconds = 60.0
+
+
+PMSQuantity = Literal[
+    "pm1", "pm25", "pm10", "pm1_cf1", "pm25_cf1", "pm10_cf1",
+    "n0_3", "n0_5", "n1_0", "n2_5", "n5_0", "n10",
+]
+
+
+class PMS5003Config(_Sensor, tag="pms5003", kw_only=True):
+    port: Annotated[str, msgspec.Meta(min_length=1)]
+    mode: Literal["active", "passive"] = "passive"
+    read_interval_s: Annotated[float, msgspec.Meta(ge=0.2, le=3600)] = 2.0
+    warmup_s: Annotated[float, msgspec.Meta(ge=0, le=600)] = 30.0
+    quantities: list[PMSQuantity] = msgspec.field(default_factory=lambda: ["pm1", "pm25", "pm10"])
+
+
+SensorConfig = PMS5003Config
+SENSOR_TYPES = {"pms5003": PMS5003Config}
+
+
+class Config(_Table):
+    node: NodeConfig
+    report: ReportConfig = msgspec.field(default_factory=ReportConfig)
+    mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
+    sensor: list[SensorConfig] = msgspec.field(default_factory=list)
+
+    @property
+    def local_mode(self) -> bool:
+        """No broker configured: messages go to the log instead."""
+        return not self.mqtt.host
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased for the person holding the file."""
+
+    def __init__(self, message: str, *, path: str = "", key: str = "", line: int | None = None):
+        self.message, self.path, self.key, self.line = message, path, key, line
+        where = path + (f":{line}" if line else "")
+        lead = ": ".join(p for p in (where, key) if p)
+        super().__init__(f"{lead}: {message}" if lead else message)
+
+
+# -- locating keys in the TOML text -------------------------------------------------
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\"-]+)\s*\]\]?")
+_KEYLINE = re.compile(r"^\s*([A-Za-z0-9_\"-]+)\s*=")
+
+
+def _locate(text: str, key: str) -> int | None:
+    """Line number of ``key`` (like ``sensor[1].port``) in TOML text, or of its table."""
+    parts = re.findall(r"[^.\[\]]+|\[\d+\]", key)
+    want: list[str] = [p for p in parts]
+    table: list[str] = []
+    arrays: dict[str, int] = {}
+    table_line: dict[str, int] = {}
+    for no, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0]
+        m = _HEADER.match(line)
+        if m:
+            name = m.group(2).replace('"', "")
+            table = name.split(".")
+            if m.group(1) == "[[":
+                idx = arrays.get(name, -1) + 1
+                arrays[name] = idx
+                table = table + [f"[{idx}]"]
+            table_line[".".join(table)] = no
+            continue
+        m = _KEYLINE.match(line)
+        if m and table + [m.group(1).replace('"', "")] == want:
+            return no
+    # Fall back to the closest enclosing table that exists.
+    for n in range(len(want), 0, -1):
+        hit = table_line.get(".".join(want[:n]))
+        if hit:
+            return hit
+    return None
+
+
+def _key_from_msgspec(path: str) -> str:
+    # msgspec says `$.sensor[0].port`; people say sensor[0].port
+    return path.removeprefix("$").removeprefix(".")
+
+
+def _friendly(msg: str, key: str, data: Any) -> tuple[str, str]:
+    """Turn a msgspec validation message into (key, sentence)."""
+    m = re.match(r"Object contains unknown field `([^`]+)`", msg)
+    if m:
+        key = f"{key}.{m.group(1)}" if key else m.group(1)
+        return key, "unknown key (check the spelling against docs/configuration.md)"
+    m = re.match(r"Object missing required field `([^`]+)`", msg)
+    if m:
+        key = f"{key}.{m.group(1)}" if key else m.group(1)
+        return key, "required key is missing"
+    if key.endswith(".type") and msg.startswith("Invalid value"):
+        return key, f"{msg.split(' - ')[0].lower()}: known sensor types are {sorted(SENSOR_TYPES)}"
+    if msg.startswith("Expected `str` matching regex"):
+        if key.startswith("node.id"):
+            return key, "must be 1-64 letters, digits, '-' or '_' (it becomes part of MQTT topics)"
+        if key.endswith(".name"):
+            return key, "must be 1-16 lower-case letters, digits or '_', starting with a letter"
+        if key.endswith(".prefix") and key.startswith("sensor"):
+            return key, "must be empty or up to 8 lower-case letters/digits followed by '.'"
+        if key.endswith("prefix"):
+            return key, "must be topic levels of letters, digits, '-' or '_' separated by '/'"
+    m = re.match(r"Invalid enum value (.+)", msg)
+    if m:
+        return key, f"{m.group(1)} is not one of {_allowed(key)}"
+    text = msg.replace("Expected", "must be").replace("`", "")
+    return key, text
+
+
+def _allowed(key: str) -> str:
+    """The choices for a Literal-typed key, for error messages."""
+    import typing
+
+    leaf = key.rsplit(".", 1)[-1]
+    for cls in (NodeConfig, ReportConfig, MqttConfig, LogConfig, *SENSOR_TYPES.values()):
+        hint = typing.get_type_hints(cls).get(leaf)
+        if hint is not None and typing.get_origin(hint) is Literal:
+            return ", ".join(repr(a) for a in typing.get_args(hint))
+    return "the documented values"
+
+
+def parse(text: str, path: str = "<config>", *, check_devices: bool = True) -> Config:
+    """Validate TOML text into a :class:`Config`, or raise :class:`ConfigError`."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"\(at line (\d+)", str(exc))
+        raise ConfigError(f"not valid TOML: {exc}", path=path,
+                          line=int(m.group(1)) if m else None) from None
+    try:
+        cfg = msgspec.convert(data, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        msg, _, where = str(exc).partition(" - at ")
+        key, sentence = _friendly(msg, _key_from_msgspec(where.strip("`")), data)
+        raise ConfigError(sentence, path=path, key=key, line=_locate(text, key)) from None
+    _check_semantics(cfg, text, path, check_devices)
+    return cfg
+
+
+def _check_semantics(cfg: Config, text: str, path: str, check_devices: bool) -> None:
+    def fail(key: str, message: str) -> None:
+        raise ConfigError(message, path=path, key=key, line=_locate(text, key))
+
+    if cfg.mqtt.backoff_max_s < cfg.mqtt.backoff_initial_s:
+        fail("mqtt.backoff_max_s", "must not be smaller than mqtt.backoff_initial_s")
+    names: dict[str, int] = {}
+    records: dict[str, str] = {}
+    for i, s in enumerate(cfg.sensor):
+        if s.name in names:
+            fail(f"sensor[{i}].name", f"'{s.name}' is already used by sensor[{names[s.name]}]")
+        names[s.name] = i
+        if len(set(s.quantities)) != len(s.quantities):
+            fail(f"sensor[{i}].quantities", "lists a quantity twice")
+        for q in s.quantities:
+            rec = s.prefix + q
+            if rec in records:
+                fail(f"sensor[{i}].prefix",
+                     f"'{rec}' is already reported by sensor '{records[rec]}': give one of them "
+                     "a prefix such as \"b.\"")
+            records[rec] = s.name
+        if check_devices and not os.path.exists(s.port):
+            fail(f"sensor[{i}].port",
+                 f"device {s.port} does not exist (is the sensor wired and the UART enabled?)")
+
+
+def load(path: str | os.PathLike[str], *, check_devices: bool = True) -> Config:
+    """Read and validate a configuration file."""
+    p = os.fspath(path)
+    try:
+        text = Path(p).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found (use --config to name another)", path=p) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", path=p) from None
+    return parse(text, p, check_devices=check_devices)
+

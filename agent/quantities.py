@@ -1,0 +1,61 @@
+"""The catalogue of record names: what each means, its unit and its resolution.
+
+Payloads leave units implicit to stay small; this table (mirrored in
+docs/payload.md) is the contract that makes them explicit. A record name is
+``[prefix.]quantity[:stat]`` for measurements and ``sensor:n`` / ``sensor:q``
+for a sensor's sample count and quality flags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Quantity:
+    unit: str  # SenML unit (RFC 8428 section 12.1), "" where none is registered
+    resolution: float
+    description: str
+    ipso: str = ""  # LwM2M/IPSO object/resource with the same meaning
+
+
+CATALOGUE: dict[str, Quantity] = {
+    "pm1": Quantity("ug/m3", 1, "PM1.0 mass concentration (atmospheric)", "3428/5"),
+    "pm25": Quantity("ug/m3", 1, "PM2.5 mass concentration (atmospheric)", "3428/3"),
+    "pm10": Quantity("ug/m3", 1, "PM10 mass concentration (atmospheric)", "3428/1"),
+    "pm1_cf1": Quantity("ug/m3", 1, "PM1.0, Plantower CF=1 'standard particle'"),
+    "pm25_cf1": Quantity("ug/m3", 1, "PM2.5, Plantower CF=1 'standard particle'"),
+    "pm10_cf1": Quantity("ug/m3", 1, "PM10, Plantower CF=1 'standard particle'"),
+    "n0_3": Quantity("", 1, "particles > 0.3 um per 0.1 L"),
+    "n0_5": Quantity("", 1, "particles > 0.5 um per 0.1 L"),
+    "n1_0": Quantity("", 1, "particles > 1.0 um per 0.1 L"),
+    "n2_5": Quantity("", 1, "particles > 2.5 um per 0.1 L"),
+    "n5_0": Quantity("", 1, "particles > 5.0 um per 0.1 L"),
+    "n10": Quantity("", 1, "particles > 10 um per 0.1 L"),
+    "w": Quantity("W", 0.1, "active power", "3328/5700"),
+    "d": Quantity("m", 0.001, "distance", "3330/5700"),
+    "fall": Quantity("/", 0.01, "fall score, 0..1", ""),
+}
+#: Per-sensor bookkeeping records.
+COUNT = Quantity("", 1, "samples aggregated in the report window")
+FLAGS = Quantity("", 1, "quality flags bitmask (docs/payload.md)")
+
+
+def lookup(name: str) -> Quantity | None:
+    """The quantity behind a record name, ignoring any prefix and stat suffix."""
+    base, _, stat = name.partition(":")
+    if stat == "n":
+        return COUNT
+    if stat == "q":
+        return FLAGS
+    return CATALOGUE.get(base.rsplit(".", 1)[-1])
+
+
+def resolution(name: str) -> float | None:
+    q = lookup(name)
+    return q.resolution if q else None
+
+
+def unit(name: str) -> str:
+    q = lookup(name)
+    return q.unit if q else ""

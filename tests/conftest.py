@@ -1,0 +1,32 @@
+"""Shared fixtures: a real mosquitto, the project root, the shared data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("CITYNODE_SHARED", ROOT.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """../shared beside the repository; tests that need it skip clearly without it."""
+    if not SHARED.is_dir():
+        pytest.skip(f"shared data folder not found at {SHARED} (set CITYNODE_SHARED)")
+    return SHARED
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path):
+    """A private mosquitto on a free loopback port, stopped after the test."""
+    from agent.simulate import Mosquitto, find_mosquitto
+
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto is not installed (make test installs it when run as root)")
+    broker = Mosquitto(tmp_path)
+    broker.start()
+    yield broker
+    broker.stop()

@@ -1,0 +1,194 @@
+"""End to end: emulated PMS5003 on a pty -> the agent process -> real mosquitto -> subscriber.
+
+Also checks the systemd side over a notify socket the test binds: READY, STATUS,
+WATCHDOG while sampling makes progress, STOPPING and a clean flush on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.simulate import Subscriber, write_config
+from drivers.emulation import SerialEmulator
+from drivers.pms5003.emulator import PMS5003Model
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.timeout(90)
+
+# A repeating script of (pm1_cf1, pm25_cf1, pm10_cf1, pm1, pm25, pm10) values.
+SCRIPT = [(5, 8, 11, 5, 8, 11), (7, 12, 16, 7, 12, 16), (6, 10, 13, 6, 10, 13)]
+
+
+class NotifySocket:
+    """What systemd's side of sd_notify sees."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.messages: list[str] = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    def lines(self, key: str) -> list[str]:
+        return [ln for m in self.messages for ln in m.splitlines() if ln.startswith(key + "=")]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._t.join(2)
+        self.sock.close()
+
+
+def wait_for(pred, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def node(tmp_path, mosquitto):
+    model = PMS5003Model(itertools.cycle(SCRIPT), interval_s=0.5, warmup_s=0.0)
+    emu = SerialEmulator(model, tmp_path / "dev" / "pms0")
+    emu.start()
+    cfg = tmp_path / "citynode.toml"
+    write_config(cfg, node_id="e2e-1", state_dir=tmp_path / "state", ports=[emu.path],
+                 interval=2, fmt="senml-cbor", broker=(mosquitto.host, mosquitto.port),
+                 warmup_s=0.0, read_interval_s=0.3)
+    received: list[tuple[str, dict, bool]] = []
+    sub = Subscriber(mosquitto.host, mosquitto.port, "citynode/e2e-1/#",
+                     lambda t, d, r: received.append((t, d, r)))
+    sub.start()
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000",
+           "PYTHONUNBUFFERED": "1"}
+    env.pop("WATCHDOG_PID", None)
+    log = open(tmp_path / "agent.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(cfg)],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+    yield proc, model, received, notify, tmp_path / "agent.log"
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(5)
+    log.close()
+    notify.close()
+    sub.stop()
+    emu.stop()
+
+
+def test_pms5003_to_subscriber_with_systemd_protocol(node):
+    proc, model, received, notify, logfile = node
+    tele = lambda: [d for t, d, _ in received if t.endswith("/telemetry") and d.get("records")  # noqa: E731
+                    and any(r["n"] == "pm25" for r in d["records"])]
+    wait_for(lambda: len(tele()) >= 2, 30, "two telemetry messages with pm25")
+    assert notify.lines("READY") == ["READY=1"]
+    status = notify.lines("STATUS")
+    assert status and "pm0" in status[-1] and "mqtt" in status[-1]
+    wait_for(lambda: len(notify.lines("WATCHDOG")) >= 2, 5, "watchdog pings")
+
+    # Values: every reported mean/min/max lies within what the emulator sent.
+    sent_pm25 = {v for *_, v, _ in SCRIPT}
+    for d in tele():
+        recs = {r["n"]: r["v"] for r in d["records"]}
+        assert min(sent_pm25) <= recs["pm25:min"] <= recs["pm25"] <= recs["pm25:max"] <= max(
+            sent_pm25)
+        assert recs["pm0:n"] >= 1
+
+    # Birth: retained state "online" with the same boot session as the telemetry.
+    births = [d for t, d, _ in received if t.endswith("/state")]
+    assert births and births[0]["records"][0] == {"n": "status", "vs": "online"}
+    session = births[0]["session"]
+    assert all(d["session"] == session for _, d, _ in received)
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0, logfile.read_text()
+    wait_for(lambda: any(d["records"][0].get("vs") == "offline" for t, d, _ in received
+                         if t.endswith("/state")), 5, "offline state")
+    assert notify.lines("STOPPING") == ["STOPPING=1"]
+    goodbye = [d for t, d, _ in received if t.endswith("/state")][-1]
+    assert {"n": "reason", "vs": "shutdown"} in goodbye["records"]
+
+    # Sequence numbers: unique, and no gaps (nothing lost between agent and broker).
+    seqs = sorted(d["seq"] for _, d, _ in received)
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
+
+
+def test_birth_is_retained_for_late_subscribers(node, mosquitto):
+    proc, model, received, notify, logfile = node
+    wait_for(lambda: any(t.endswith("/state") for t, _, _ in received), 20, "birth")
+    late: list[tuple[str, dict, bool]] = []
+    sub = Subscriber(mosquitto.host, mosquitto.port, "citynode/e2e-1/state",
+                     lambda t, d, r: late.append((t, d, r)))
+    sub.start()
+    try:
+        wait_for(lambda: late, 5, "retained birth")
+        assert late[0][2] is True and late[0][1]["records"][0]["vs"] == "online"
+    finally:
+        sub.stop()
+
+
+def test_last_will_on_sigkill(node, mosquitto):
+    proc, model, received, notify, logfile = node
+    wait_for(lambda: any(t.endswith("/state") for t, _, _ in received), 20, "birth")
+    proc.kill()
+    proc.wait(5)
+    wait_for(lambda: any(d["records"][0].get("vs") == "offline" for t, d, _ in received
+                         if t.endswith("/state")), 10, "last will")
+    will = [d for t, d, _ in received if t.endswith("/state")][-1]
+    assert {"n": "reason", "vs": "lost"} in will["records"]
+
+
+def test_cable_pull_is_survived(tmp_path, mosquitto):
+    """The port vanishes and comes back: the agent reports disconnected, then recovers."""
+    model = PMS5003Model(itertools.cycle(SCRIPT), interval_s=0.5, warmup_s=0.0)
+    emu = SerialEmulator(model, tmp_path / "dev" / "pms0")
+    emu.start()
+    cfg = tmp_path / "c.toml"
+    write_config(cfg, node_id="e2e-2", state_dir=tmp_path / "state", ports=[emu.path],
+                 interval=1, fmt="senml-json", broker=(mosquitto.host, mosquitto.port),
+                 warmup_s=0.0, read_interval_s=0.3)
+    received: list[tuple[str, dict, bool]] = []
+    sub = Subscriber(mosquitto.host, mosquitto.port, "citynode/e2e-2/#",
+                     lambda t, d, r: received.append((t, d, r)))
+    sub.start()
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(cfg)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL)
+    try:
+        health = lambda: [r["vs"] for t, d, _ in received if t.endswith("/event")  # noqa: E731
+                          for r in d["records"] if r["n"] == "pm0:health"]
+        wait_for(lambda: "ok" in health(), 20, "sensor ok")
+        emu.unplug()
+        wait_for(lambda: "disconnected" in health(), 15, "disconnected event")
+        emu.replug()
+        wait_for(lambda: health()[-1] == "ok", 30, "recovery")
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        sub.stop()
+        emu.stop()
