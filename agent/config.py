@@ -160,7 +160,7 @@ def _friendly(msg: str, key: str, data: Any) -> tuple[str, str]:
     m = re.match(r"Object contains unknown field `([^`]+)`", msg)
     if m:
         key = f"{key}.{m.group(1)}" if key else m.group(1)
-        return key, "unknown key (check the spelling against docs/configuration.md)"
+        return key, "unknown key (check the spelling against the configuration reference in README.md)"
     m = re.match(r"Object missing required field `([^`]+)`", msg)
     if m:
         key = f"{key}.{m.group(1)}" if key else m.group(1)

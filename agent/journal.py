@@ -176,7 +176,7 @@ class JournalHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             data = self.payload(record)
-        except Exception:  # noqa: BLE001 - a log call must never raise; logging reports it
+        except Exception:  # a log call must never raise; handleError reports it
             self.handleError(record)
             return
         try:
@@ -239,7 +239,7 @@ class JournalHandler(logging.Handler):
                              "logging to stderr\n")
             stream.write(self.fallback_formatter.format(record) + "\n")
             stream.flush()
-        except Exception:  # noqa: BLE001 - as above: report through logging.raiseExceptions
+        except Exception:  # as above
             self.handleError(record)
 
 
@@ -267,7 +267,8 @@ def setup_logging(
 ) -> logging.Logger:
     """Configure the "citynode" logger and return it; calling again replaces its handler.
 
-    ``target``: "journal", "stderr", or "auto" (journal when the socket exists).  The socket
+    ``target``: "journal", "stderr", or "auto" (journal when the socket exists, unless
+    stderr is a terminal outside systemd).  The socket
     defaults to $CITYNODE_JOURNAL_SOCKET, then /run/systemd/journal/socket.  ``stream`` is the
     stderr target (default: sys.stderr at emit time).  The logger does not propagate, so
     nothing is printed twice if someone configures the root logger too.
@@ -282,7 +283,9 @@ def setup_logging(
             raise ValueError(f"unknown log level {level!r}")
     path = socket_path or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
     if target == "auto":
-        target = "journal" if _is_socket(path) else "stderr"
+        # A person running citynode in a terminal wants to see its logs there.
+        interactive = (stream or sys.stderr).isatty() and "JOURNAL_STREAM" not in os.environ
+        target = "journal" if _is_socket(path) and not interactive else "stderr"
 
     logger = logging.getLogger(APP_LOGGER)
     for old in [h for h in logger.handlers if getattr(h, _MARK, False)]:

@@ -15,6 +15,7 @@ enough for 50,000 nodes (docs/payload.md has the byte-level walk-through):
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import struct
@@ -85,7 +86,10 @@ def compact_number(value: float, resolution: float | None, relative: float = 0.0
     """
     if not resolution:
         return int(value) if float(value).is_integer() and abs(value) < 2**63 else value
-    value = round(value / resolution) * resolution
+    scaled = value / resolution
+    if not math.isfinite(scaled):  # too large to round at this resolution: send as it is
+        return value
+    value = float(round(scaled) * resolution)
     if float(value).is_integer() and abs(value) < 2**63:
         return int(value)
     tol = max(resolution / 2 * 0.999, abs(value) * relative / 2)
@@ -167,7 +171,10 @@ def decode(payload: bytes) -> Pack:
         if payload[:1] in (b"[", b" ", b"\n"):
             raw = json.loads(payload)
         else:
-            raw = cbor2.loads(payload)
+            fp = io.BytesIO(payload)
+            raw = cbor2.CBORDecoder(fp).decode()
+            if fp.tell() != len(payload):  # cbor2.loads would ignore them silently
+                raise ValueError(f"{len(payload) - fp.tell()} bytes after the end of the pack")
     except (ValueError, cbor2.CBORDecodeError, RecursionError) as exc:
         raise PayloadError(f"not SenML CBOR or JSON: {exc}") from None
     recs = _normalise(raw)
@@ -190,7 +197,7 @@ def decode(payload: bytes) -> Pack:
                 flag=r.get("vb"),
                 t=float(r["t"]) if "t" in r else None,
             ))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise PayloadError(f"malformed record: {exc}") from None
     return pack
 

@@ -100,8 +100,8 @@ class SensorLoop(threading.Thread):
                     self.aggregator.flag(Quality.DISCONNECTED)
                     self._set_health(Health.DISCONNECTED, str(exc))
                     self.opened.set()
-                    self._halt.wait(backoff_delay(attempt, self.reopen_initial_s,
-                                                  self.reopen_max_s, self._rng))
+                    self._pause(backoff_delay(attempt, self.reopen_initial_s,
+                                              self.reopen_max_s, self._rng))
                     attempt += 1
                     continue
                 is_open, attempt = True, 0
@@ -124,7 +124,7 @@ class SensorLoop(threading.Thread):
                 log.exception("unexpected error in driver", extra={
                     "SENSOR": self.sensor, "EVENT": "driver_exception"})
                 self._error(f"driver exception: {exc!r}")
-                self._halt.wait(1.0)
+                self._pause(1.0)
                 continue
             now = self._clock()
             for r in readings:
@@ -135,6 +135,16 @@ class SensorLoop(threading.Thread):
             self._update_health(now)
         self.device.close()
         self._set_health(Health.STOPPED, "stopped")
+
+    def _pause(self, seconds: float) -> None:
+        """Wait (for a backoff) while still beating: waiting on purpose is progress."""
+        deadline = self._clock() + seconds
+        while not self._halt.is_set():
+            left = deadline - self._clock()
+            if left <= 0:
+                return
+            self._beat()
+            self._halt.wait(min(1.0, left))
 
     @property
     def reopens(self) -> int:

@@ -103,6 +103,18 @@ def test_link_refuses_to_replace_a_real_file(tmp_path):
     with pytest.raises(FileExistsError):
         PtyLink(real)
     assert real.read_text() == "not a symlink"
+    udev_style = tmp_path / "serial0"
+    udev_style.symlink_to(real)
+    with pytest.raises(FileExistsError, match="not a pty"):
+        PtyLink(udev_style)
+    assert udev_style.is_symlink()
+
+
+def test_link_replaces_a_stale_link_from_an_earlier_run(tmp_path):
+    stale = tmp_path / "pms0"
+    stale.symlink_to("/dev/pts/999")
+    with PtyLink(stale) as link:
+        assert os.readlink(stale) == link.slave_name
 
 
 # -- SerialEmulator ---------------------------------------------------------------
@@ -280,7 +292,7 @@ def test_every_intact_frame_survives_the_decoder():
 
 
 def test_injector_rejects_bad_rates():
-    with pytest.raises(ValueError, match="outside 0..1"):
+    with pytest.raises(ValueError, match=r"outside 0\.\.1"):
         FaultInjector(noise=1.5)
     with pytest.raises(ValueError, match="at most 1"):
         FaultInjector(drop=0.6, checksum=0.6)
@@ -306,8 +318,8 @@ def test_parse_fault_spec():
         ("jitter=0.1", "unknown fault 'jitter'"),
         ("noise", "is not KEY=RATE"),
         ("noise=lots", "'lots' is not a number"),
-        ("noise=1.2", "outside 0..1"),
-        ("drop=-0.1", "outside 0..1"),
+        ("noise=1.2", r"outside 0\.\.1"),
+        ("drop=-0.1", r"outside 0\.\.1"),
         ("noise=0.1,noise=0.2", "given twice"),
         ("drop=0.5,truncate=0.3,checksum=0.3", "at most 1"),
         ("seed=1.5", "seed must be an integer"),

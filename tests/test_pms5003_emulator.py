@@ -154,6 +154,17 @@ def test_sources_accept_tuples_and_callables():
     m = PMS5003Model(lambda now: PMValues(7, 8, 9, 7, 8, 9), interval_s=1.0)
     m.receive(codec.SET_PASSIVE, 0.0)
     assert only_frame(m.receive(codec.READ, 0.1)).pm25 == 8
+    counts = (60, 50, 40, 30, 20, 10)
+    m = PMS5003Model(iter([(1, 2, 3, 4, 5, 6, counts), (1, 2, 3, 4, 5, 6, *counts)]))
+    m.receive(codec.SET_PASSIVE, 0.0)
+    for _ in range(2):
+        f = only_frame(m.receive(codec.READ, 0.1))
+        assert (f.pm10, f.n0_3, f.n10) == (6, 60, 10)
+    m = PMS5003Model(iter([(1.4, 2, 3, 4, 5, 6.6), ("1", 2, 3, 4, 5, 6)]))
+    m.receive(codec.SET_PASSIVE, 0.0)
+    assert only_frame(m.receive(codec.READ, 0.1)).pm10 == 7
+    with pytest.raises(ValueError, match="6 masses"):
+        m.receive(codec.READ, 0.2)
 
 
 def test_counts_look_like_a_real_sensor():
@@ -221,7 +232,8 @@ def test_builtin_profile_is_seeded_plausible_and_diurnal():
         assert v.pm25 <= v.pm25_cf1 and list(v.counts) == sorted(v.counts, reverse=True)
 
     def mean_at(hour_lo: float, hour_hi: float) -> float:
-        sel = [v.pm25 for t, v in zip(times, va) if hour_lo <= (t * 60 / 3600) % 24 < hour_hi]
+        hours = ((t * 60 / 3600) % 24 for t in times)
+        sel = [v.pm25 for h, v in zip(hours, va, strict=True) if hour_lo <= h < hour_hi]
         return sum(sel) / len(sel)
 
     assert mean_at(19, 21) > 1.5 * mean_at(3, 5)

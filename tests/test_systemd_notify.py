@@ -187,7 +187,9 @@ def test_watchdog_pid_mismatch_disables_pings(path_listener: Listener) -> None:
         assert path_listener.count_pings(0.1) == 0
 
 
-def _beat_forever(beat: Callable[[], None], stop: threading.Event, every: float = 0.005) -> threading.Thread:
+def _beat_forever(
+    beat: Callable[[], None], stop: threading.Event, every: float = 0.005
+) -> threading.Thread:
     def run() -> None:
         while not stop.wait(every):
             beat()

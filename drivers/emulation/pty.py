@@ -86,7 +86,12 @@ class PtyLink:
         self.slave_name: str | None = None
         self.plugs = 0
         p = Path(self.path)
-        if p.exists() and not p.is_symlink():
+        if p.is_symlink():
+            # A link left by an earlier run points at a pty; anything else (say
+            # /dev/serial0 -> ttyAMA0, made by udev) belongs to real hardware.
+            if not os.readlink(p).startswith("/dev/pts/"):
+                raise FileExistsError(f"{self.path} links to {os.readlink(p)}, not a pty; refusing")
+        elif p.exists():
             # Never replace a real device node or file (e.g. /dev/ttyAMA0).
             raise FileExistsError(f"{self.path} exists and is not a symlink; refusing to replace")
         p.parent.mkdir(parents=True, exist_ok=True)

@@ -171,7 +171,7 @@ class FrameDecoder:
     """Incremental decoder: feed it any chunking of the byte stream.
 
     Resynchronisation follows the datasheet and what field experience taught
-    (see docs/drivers.md): match the whole two-byte start sequence, check the
+    (docs/drivers.md): match the whole two-byte start sequence, check the
     length field against the known variants, check the 16-bit sum, and on any
     failure slide by one byte only, so a frame that begins inside a corrupt one
     is still found.

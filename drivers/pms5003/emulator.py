@@ -26,6 +26,7 @@ import csv
 import itertools
 import logging
 import math
+import numbers
 import os
 import random
 import time
@@ -48,6 +49,13 @@ STABLE_INTERVAL_S = 2.3  # datasheet: "stable mode" frame interval
 WARMUP_S = 30.0  # datasheet: stable data at least 30 s after wake-up
 
 
+#: Field names of one frame's values, as in :class:`drivers.pms5003.Frame`.
+VALUE_NAMES = (
+    "pm1_cf1", "pm25_cf1", "pm10_cf1", "pm1", "pm25", "pm10",
+    "n0_3", "n0_5", "n1_0", "n2_5", "n5_0", "n10",
+)
+
+
 class PMValues(NamedTuple):
     """One frame's worth of values: µg/m³ (CF=1 and atmospheric), counts per 0.1 L."""
 
@@ -65,9 +73,7 @@ class PMValues(NamedTuple):
 
     def as_dict(self) -> dict[str, int]:
         """Named like the fields of :class:`drivers.pms5003.Frame` and the driver's quantities."""
-        names = ("pm1_cf1", "pm25_cf1", "pm10_cf1", "pm1", "pm25", "pm10",
-                 "n0_3", "n0_5", "n1_0", "n2_5", "n5_0", "n10")
-        return dict(zip(names, (*self.masses, *self.counts)))
+        return dict(zip(VALUE_NAMES, (*self.masses, *self.counts), strict=True))
 
 
 ZERO = PMValues(0, 0, 0, 0, 0, 0)
@@ -123,16 +129,19 @@ def values_from_cf1(pm1_cf1: float, pm25_cf1: float, pm10_cf1: float) -> PMValue
 
 
 def coerce_values(v: PMValues | tuple[int, ...]) -> PMValues:
-    """Accept a :class:`PMValues`, 6 masses (counts are made up) or 6 masses + 6 counts."""
+    """Accept a :class:`PMValues`, 6 masses (counts made up), or 6 masses + 6 counts.
+
+    The counts may also come as a 7th item holding a 6-tuple; numbers are rounded to ints.
+    """
     if isinstance(v, PMValues):
         return v
-    t = tuple(int(x) for x in v)
-    if len(t) == 6:
-        return PMValues(*t, counts_from_masses(*t[:3]))  # type: ignore[arg-type]
-    if len(t) == 12:
+    if len(v) == 7 and isinstance(v[6], (tuple, list)) and len(v[6]) == 6:
+        v = (*v[:6], *v[6])
+    if len(v) in (6, 12) and all(isinstance(x, numbers.Real) for x in v):
+        t = tuple(round(x) for x in v)
+        if len(t) == 6:
+            return PMValues(*t, counts_from_masses(*t[:3]))  # type: ignore[arg-type]
         return PMValues(*t[:6], t[6:])  # type: ignore[arg-type]
-    if len(t) == 7 and isinstance(v[6], tuple):
-        return PMValues(*v)
     raise ValueError(f"PMS5003 values need 6 masses (+ 6 counts), got {v!r}")
 
 
@@ -185,7 +194,8 @@ class CsvReplay:
         skipped = 0
         with path.open(newline="") as f:
             reader = csv.DictReader(f)
-            missing = [c for c in ("datetime_local", *cls.COLUMNS) if c not in (reader.fieldnames or ())]
+            have = reader.fieldnames or ()
+            missing = [c for c in ("datetime_local", *cls.COLUMNS) if c not in have]
             if missing:
                 raise ValueError(f"{path}: missing columns {missing}")
             for rec in reader:
