@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntFlag
-from typing import Iterable, Mapping
 
 from drivers.base import Reading
 

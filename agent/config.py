@@ -136,11 +136,11 @@ def _locate(text: str, key: str) -> int | None:
             if m.group(1) == "[[":
                 idx = arrays.get(name, -1) + 1
                 arrays[name] = idx
-                table = table + [f"[{idx}]"]
+                table = [*table, f"[{idx}]"]
             table_line[".".join(table)] = no
             continue
         m = _KEYLINE.match(line)
-        if m and table + [m.group(1).replace('"', "")] == want:
+        if m and [*table, m.group(1).replace('"', "")] == want:
             return no
     # Fall back to the closest enclosing table that exists.
     for n in range(len(want), 0, -1):
@@ -160,7 +160,7 @@ def _friendly(msg: str, key: str, data: Any) -> tuple[str, str]:
     m = re.match(r"Object contains unknown field `([^`]+)`", msg)
     if m:
         key = f"{key}.{m.group(1)}" if key else m.group(1)
-        return key, "unknown key (check the spelling against the configuration reference in README.md)"
+        return key, "unknown key (see the configuration reference in README.md)"
     m = re.match(r"Object missing required field `([^`]+)`", msg)
     if m:
         key = f"{key}.{m.group(1)}" if key else m.group(1)

@@ -13,8 +13,8 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from . import __version__, payload
 from .aggregate import Aggregator
@@ -187,7 +187,8 @@ class Node:
         main_beat = watchdog.register("report")
         if not self.cfg.local_mode:
             m = self.cfg.mqtt
-            self.uplink = Uplink(m, m.client_id or f"{m.prefix.replace('/', '-')}-{self.cfg.node.id}",
+            client_id = m.client_id or f"{m.prefix.replace('/', '-')}-{self.cfg.node.id}"
+            self.uplink = Uplink(m, client_id,
                                  will=lambda: self.offline("lost"),
                                  on_connect=lambda: [self.birth()])
             self.uplink.start()

@@ -19,8 +19,9 @@ import io
 import json
 import math
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import cbor2
 

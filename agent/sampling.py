@@ -12,8 +12,8 @@ import logging
 import random
 import threading
 import time
-from enum import Enum
-from typing import Callable
+from collections.abc import Callable
+from enum import StrEnum
 
 from drivers.base import Device, DeviceError, DeviceGone
 
@@ -22,7 +22,7 @@ from .aggregate import Aggregator, Quality
 log = logging.getLogger("citynode.sampling")
 
 
-class Health(str, Enum):
+class Health(StrEnum):
     OK = "ok"
     WARMING_UP = "warming_up"
     STALE = "stale"

@@ -14,11 +14,10 @@ from __future__ import annotations
 import collections
 import logging
 import random
-import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -203,7 +202,7 @@ class Uplink:
         client = self._new_client()
         try:
             client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
-        except (OSError, socket.timeout) as exc:
+        except (TimeoutError, OSError) as exc:
             self._set_state(f"disconnected: cannot reach {self.cfg.host}:{self.cfg.port} ({exc})",
                             logging.WARNING)
             return False
@@ -230,7 +229,7 @@ class Uplink:
         return False
 
     def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        self._connack = int(reason_code.value) if hasattr(reason_code, "value") else int(reason_code)
+        self._connack = int(getattr(reason_code, "value", reason_code))
         self._connack_text = str(reason_code)
         if self._connack != 0:
             return

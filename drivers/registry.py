@@ -7,8 +7,9 @@ turns each decoder event into a JSON-ready dict. Rejected spans always become
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
 
 from .pms5003 import codec as pms
 

@@ -86,10 +86,11 @@ def test_missing_device_path(tmp_path):
 
 
 def test_duplicate_sensor_names_and_record_collisions(tmp_path):
-    two = GOOD.format(port=tmp_path) + f'[[sensor]]\ntype = "pms5003"\nname = "pm"\nport = "{tmp_path}"\n'
+    extra = '[[sensor]]\ntype = "pms5003"\nname = "{name}"\nport = "{port}"\n'
+    two = GOOD.format(port=tmp_path) + extra.format(name="pm", port=tmp_path)
     with pytest.raises(ConfigError, match="already used by sensor"):
         parse(two)
-    two = GOOD.format(port=tmp_path) + f'[[sensor]]\ntype = "pms5003"\nname = "pm2"\nport = "{tmp_path}"\n'
+    two = GOOD.format(port=tmp_path) + extra.format(name="pm2", port=tmp_path)
     with pytest.raises(ConfigError, match="give one of them a prefix") as err:
         parse(two)
     assert err.value.key == "sensor[1].prefix"

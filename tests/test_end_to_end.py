@@ -101,7 +101,7 @@ def node(tmp_path, mosquitto):
 
 
 def test_pms5003_to_subscriber_with_systemd_protocol(node):
-    proc, model, received, notify, logfile = node
+    proc, _model, received, notify, logfile = node
     tele = lambda: [d for t, d, _ in received if t.endswith("/telemetry") and d.get("records")  # noqa: E731
                     and any(r["n"] == "pm25" for r in d["records"])]
     wait_for(lambda: len(tele()) >= 2, 30, "two telemetry messages with pm25")
@@ -138,7 +138,7 @@ def test_pms5003_to_subscriber_with_systemd_protocol(node):
 
 
 def test_birth_is_retained_for_late_subscribers(node, mosquitto):
-    proc, model, received, notify, logfile = node
+    _proc, _model, received, _notify, _logfile = node
     wait_for(lambda: any(t.endswith("/state") for t, _, _ in received), 20, "birth")
     late: list[tuple[str, dict, bool]] = []
     sub = Subscriber(mosquitto.host, mosquitto.port, "citynode/e2e-1/state",
@@ -152,7 +152,7 @@ def test_birth_is_retained_for_late_subscribers(node, mosquitto):
 
 
 def test_last_will_on_sigkill(node, mosquitto):
-    proc, model, received, notify, logfile = node
+    proc, _model, received, _notify, _logfile = node
     wait_for(lambda: any(t.endswith("/state") for t, _, _ in received), 20, "birth")
     proc.kill()
     proc.wait(5)

@@ -12,10 +12,10 @@ from drivers.pms5003 import codec
 from drivers.pms5003.protocol import Discarded, PMS5003Protocol, Sample
 
 # Real frames from ../shared/reference/sensor-protocols.md section 1 (checksums verified there).
-REAL_1 = bytes.fromhex(
-    "42 4d 00 1c 00 03 00 04 00 07 00 04 00 05 00 08 03 1b 00 f9 00 1b 00 06 00 03 00 03 9a 00 02 a2")
-REAL_2 = bytes.fromhex(
-    "42 4D 00 1C 00 02 00 0A 00 0A 00 02 00 0A 00 0A 02 46 00 AF 00 31 00 16 00 00 00 00 97 00 02 AC")
+REAL_1 = bytes.fromhex("42 4d 00 1c 00 03 00 04 00 07 00 04 00 05 00 08"
+                       "03 1b 00 f9 00 1b 00 06 00 03 00 03 9a 00 02 a2")
+REAL_2 = bytes.fromhex("42 4D 00 1C 00 02 00 0A 00 0A 00 02 00 0A 00 0A"
+                       "02 46 00 AF 00 31 00 16 00 00 00 00 97 00 02 AC")
 ZERO = bytes.fromhex("42 4D 00 1C") + bytes(26) + bytes.fromhex("00 AB")
 ZERO_VERSION = bytes.fromhex("42 4d 00 1c") + bytes(24) + bytes.fromhex("97 00 01 42")
 ACK_PASSIVE = bytes.fromhex("42 4D 00 04 E1 00 01 74")
@@ -231,3 +231,22 @@ def test_protocol_rejects_bad_arguments():
         PMS5003Protocol("sleepy")
     with pytest.raises(ValueError):
         PMS5003Protocol("passive", warmup_s=-1)
+
+
+def test_noise_that_looks_like_a_long_frame_start_is_expired_on_silence():
+    # "BM 00 24" announces a 40-byte PMS5003ST frame; a real 32-byte frame follows,
+    # then the line goes quiet (passive mode). The decoder must not sit on it.
+    dec = codec.FrameDecoder()
+    assert frames(dec.feed(b"BM\x00\x24" + REAL_1)) == []
+    events = dec.expire()
+    assert events[0].reason == "incomplete frame, then silence"
+    assert [f.raw for f in frames(events)] == [REAL_1]
+    assert dec.expire() == [] and dec.buffered == 0
+
+
+def test_protocol_line_idle_yields_the_frame_as_a_sample():
+    p = PMS5003Protocol("active", warmup_s=0)
+    p.start(0)
+    assert not [e for e in p.receive(b"BM\x00\x24" + REAL_2, now=1) if isinstance(e, Sample)]
+    samples = [e for e in p.line_idle(now=2) if isinstance(e, Sample)]
+    assert samples and samples[0].frame.pm25 == 10

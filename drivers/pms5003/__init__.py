@@ -5,6 +5,12 @@ from .device import DEFAULT_QUANTITIES, PMS5003, QUANTITIES
 from .protocol import PMS5003Protocol
 
 __all__ = [
-    "Ack", "Frame", "FrameDecoder", "Rejected",
-    "PMS5003", "PMS5003Protocol", "QUANTITIES", "DEFAULT_QUANTITIES",
+    "DEFAULT_QUANTITIES",
+    "PMS5003",
+    "QUANTITIES",
+    "Ack",
+    "Frame",
+    "FrameDecoder",
+    "PMS5003Protocol",
+    "Rejected",
 ]

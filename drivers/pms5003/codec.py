@@ -201,6 +201,22 @@ class FrameDecoder:
         self.counters.bad_frames += rest.startswith(START[:1])
         return [Rejected(rest, "truncated: input ended inside a frame")]
 
+    def expire(self) -> list[Event]:
+        """The line went quiet with a partial frame buffered: it will never complete.
+
+        A frame takes 33 ms at 9600 baud, so a longer silence inside one means the
+        rest was lost. Drop the candidate (slide to the next start sequence) and
+        decode what follows, so a frame hidden behind noise that looked like a
+        long frame's start is not held back until more bytes arrive.
+        """
+        if not self._buf:
+            return []
+        idx = self._buf.find(START, 1)
+        self.counters.bad_frames += self._buf.startswith(START)
+        events: list[Event] = [
+            self._reject(idx if idx > 0 else len(self._buf), "incomplete frame, then silence")]
+        return events + self.feed(b"")
+
     def reset(self) -> None:
         """Forget buffered bytes, as after re-opening a port."""
         self._buf.clear()

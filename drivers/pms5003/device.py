@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import serial
 
@@ -27,6 +27,9 @@ QUANTITIES = (
     "n0_3", "n0_5", "n1_0", "n2_5", "n5_0", "n10",
 )
 DEFAULT_QUANTITIES = ("pm1", "pm25", "pm10")
+
+#: Silence after which a partially received frame is given up (a frame takes 33 ms).
+LINE_IDLE_S = 0.5
 
 SerialFactory = Callable[..., serial.Serial]
 
@@ -61,6 +64,7 @@ class PMS5003:
         self._ser: serial.Serial | None = None
         self._next_read = 0.0
         self._last_frame = 0.0
+        self._last_rx = 0.0
 
     # -- lifecycle -----------------------------------------------------------
     def open(self) -> None:
@@ -120,8 +124,15 @@ class PMS5003:
             self.close()
             raise DeviceGone(f"{self.port}: {exc}") from exc
         now = self._clock()
+        if data:
+            self._last_rx = now
+            events = self.protocol.receive(data, now)
+        elif self.protocol.decoder.buffered and now - self._last_rx > LINE_IDLE_S:
+            events = self.protocol.line_idle(now)
+        else:
+            events = []
         readings: list[Reading] = []
-        for ev in self.protocol.receive(data, now):
+        for ev in events:
             if isinstance(ev, (Sample, Discarded)):
                 self._last_frame = now
             if isinstance(ev, Sample):

@@ -103,13 +103,13 @@ class PMS5003Protocol:
     # -- sensor input --------------------------------------------------------
     def receive(self, data: bytes, now: float) -> list[ProtocolEvent]:
         """Decode received bytes into events, applying the sensor's habits."""
-        out: list[ProtocolEvent] = []
-        for ev in self.decoder.feed(data):
-            if isinstance(ev, codec.Frame):
-                out.append(self._on_frame(ev, now))
-            else:
-                out.append(ev)
-        return out
+        return [self._on_frame(ev, now) if isinstance(ev, codec.Frame) else ev
+                for ev in self.decoder.feed(data)]
+
+    def line_idle(self, now: float) -> list[ProtocolEvent]:
+        """The port has been silent for a while: give up on any partial frame."""
+        return [self._on_frame(ev, now) if isinstance(ev, codec.Frame) else ev
+                for ev in self.decoder.expire()]
 
     def _on_frame(self, frame: codec.Frame, now: float) -> Sample | Discarded:
         if self.mode == "passive":
