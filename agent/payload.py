@@ -85,6 +85,8 @@ def compact_number(value: float, resolution: float | None, relative: float = 0.0
     default, far below any of these sensors' accuracy). Without a resolution the
     value is sent as it is.
     """
+    if not math.isfinite(value):
+        raise ValueError(f"cannot encode the non-finite value {value}")
     if not resolution:
         return int(value) if float(value).is_integer() and abs(value) < 2**63 else value
     scaled = value / resolution

@@ -243,6 +243,19 @@ class FrameDecoder:
                 return None
         return self._reject(idx, reason)
 
+    def _valid_frame_inside(self, total: int) -> int:
+        """Offset of a complete, valid frame starting inside the first ``total`` bytes, or 0."""
+        buf = self._buf
+        q = buf.find(START, 1, total + 1)
+        while 0 < q < total:
+            if len(buf) >= q + 4:
+                n = 4 + int.from_bytes(buf[q + 2:q + 4], "big")
+                if (n - 4) in LENGTHS and len(buf) >= q + n and sum16(
+                        buf[q:q + n - 2]) == int.from_bytes(buf[q + n - 2:q + n], "big"):
+                    return q
+            q = buf.find(START, q + 1, total + 1)
+        return 0
+
     def _next(self) -> Event | None:
         buf = self._buf
         skipped = self._skip_to_start("no start bytes 42 4d")
@@ -266,6 +279,13 @@ class FrameDecoder:
             return self._skip_to_start(
                 f"checksum mismatch: computed {expected:04x}, frame says {got:04x}", 1
             )
+        later = self._valid_frame_inside(total)
+        if later:
+            # A truncated frame plus the next frame's first byte can pass the 16-bit sum
+            # (about 1 in 256 truncations). When a complete valid frame starts inside
+            # this one, that frame is the real one.
+            self.counters.bad_frames += 1
+            return self._reject(later, "checksum collision: a valid frame starts inside")
         del buf[:total]
         if variant == "ack":
             self.counters.acks += 1
