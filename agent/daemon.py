@@ -95,9 +95,11 @@ class Node:
             return seq
 
     def message(self, topic: str, records: list[Record], *, kind: str, retain: bool = False,
-                t: float | None = None) -> Message:
-        pack = Pack(time=time.time() if t is None else t, session=self.session,
-                    seq=self.next_seq(), records=records)
+                t: float | None = None, numbered: bool = True) -> Message:
+        """Build a pack; only events keep milliseconds (whole seconds save 4 bytes)."""
+        t = time.time() if t is None else t
+        pack = Pack(time=t if kind == "event" else float(round(t)), session=self.session,
+                    seq=self.next_seq() if numbered else None, records=records)
         return Message(topic, payload.encode(pack, self.fmt), retain=retain,
                        content_type=self.content_type, kind=kind)
 
@@ -121,10 +123,12 @@ class Node:
             Record("sensors", text=sensors),
         ], kind="state", retain=True)
 
-    def offline(self, reason: str) -> Message:
+    def offline(self, reason: str, *, will: bool = False) -> Message:
+        """The goodbye, or (``will``) the last will: unnumbered, since the broker
+        publishes it only if this connection dies, and a number would leave a gap."""
         return self.message(self.topics.state, [
             Record("status", text="offline"), Record("reason", text=reason),
-        ], kind="state", retain=True)
+        ], kind="state", retain=True, numbered=not will)
 
     # -- health and status -------------------------------------------------------
     def on_health(self, sensor: str, old: Health, new: Health, detail: str) -> None:
@@ -189,7 +193,7 @@ class Node:
             m = self.cfg.mqtt
             client_id = m.client_id or f"{m.prefix.replace('/', '-')}-{self.cfg.node.id}"
             self.uplink = Uplink(m, client_id,
-                                 will=lambda: self.offline("lost"),
+                                 will=lambda: self.offline("lost", will=True),
                                  on_connect=lambda: [self.birth()])
             self.uplink.start()
         else:

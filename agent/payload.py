@@ -7,7 +7,8 @@ enough for 50,000 nodes (docs/payload.md has the byte-level walk-through):
   :mod:`agent.quantities` fixes them), and the node id lives in the topic, not
   in a base name;
 * every value is sent in the smallest CBOR number (integer, float16, float32)
-  that still holds it to the quantity's documented resolution;
+  that still holds it to the quantity's resolution or to 0.05 % of the value,
+  whichever is coarser (finer than any of these sensors' accuracy);
 * the boot session and sequence number ride as two one-letter extension fields
   (``"b"`` and ``"q"``) on the first record, which RFC 8428 section 4.4 lets any
   parser ignore; longer labels would cost 4 bytes a message.
@@ -71,7 +72,7 @@ class Pack:
 
     time: float
     session: int
-    seq: int
+    seq: int | None  # None only for the last will, which may never be published
     records: list[Record] = field(default_factory=list)
     historical: bool = False
 
@@ -114,7 +115,8 @@ def _record_map(rec: Record, first: bool, pack: Pack, cbor: bool) -> dict[Any, A
     if first:
         m[label("bt")] = compact_number(pack.time, 0.001, relative=0)
         m[SESSION] = pack.session
-        m[SEQUENCE] = pack.seq
+        if pack.seq is not None:
+            m[SEQUENCE] = pack.seq
         if pack.historical:
             m[HISTORICAL] = True
     m[label("n")] = rec.name
@@ -186,7 +188,7 @@ def decode(payload: bytes) -> Pack:
         pack = Pack(
             time=float(head.get("bt", 0.0)),
             session=int(head.get(SESSION, 0)),
-            seq=int(head.get(SEQUENCE, 0)),
+            seq=int(head[SEQUENCE]) if SEQUENCE in head else None,
             historical=bool(head.get(HISTORICAL, False)),
         )
         base_name = ""
@@ -228,12 +230,10 @@ def to_readable(pack: Pack) -> dict[str, Any]:
         if r.t:
             d["t"] = round(pack.time + r.t, 3)
         recs.append(d)
-    out: dict[str, Any] = {
-        "time": round(pack.time, 3),
-        "session": pack.session,
-        "seq": pack.seq,
-        "records": recs,
-    }
+    out: dict[str, Any] = {"time": round(pack.time, 3), "session": pack.session}
+    if pack.seq is not None:
+        out["seq"] = pack.seq
+    out["records"] = recs
     if pack.historical:
         out["historical"] = True
     return out

@@ -172,7 +172,7 @@ def build_rows() -> tuple[list[Row], bytes, list[str]]:
     rows.append(Row("citynode CBOR worst realistic: b=65535 q=2^31 PM 12.4/20.6",
                     payload.encode(worst)))
     worst.time = REF_TIME + 0.123
-    rows.append(Row("  + bt with milliseconds (daemon stamps time.time())",
+    rows.append(Row("  + bt with milliseconds (as event packs carry it)",
                     payload.encode(worst)))
     with strict_resolution():
         rows.append(Row("citynode CBOR reference, resolution only (no 0.05 % rule)",
@@ -204,16 +204,19 @@ def build_rows() -> tuple[list[Row], bytes, list[str]]:
                      "types); seq 1440 sent as 1440 % 256 = 160; timestamps in ms. \"All Float\" "
                      "uses Float for every metric; \"Tahu addMetric()\" adds the datatype and a "
                      "timestamp to every metric, as the Tahu Python helper does.")
+        minimal = len(sparkplug_ddata(pb))
         notes.append(f"The landscape's {LANDSCAPE_SPARKPLUG_BYTES} B for a minimal Sparkplug "
-                     "DDATA is not reproduced by the Tahu schema: 5 aliased metrics without "
-                     "datatypes or per-metric timestamps take the bytes above (each per-metric "
-                     "timestamp adds 7 B, as the landscape says).")
-    notes.append("citynode's bt is an integer only for whole seconds; the daemon stamps packs "
-                 "with time.time(), so a real bt costs 9 bytes (float64) instead of 5.")
+                     f"DDATA is not reproduced by the Tahu schema: 5 aliased metrics without "
+                     f"datatypes or per-metric timestamps take {minimal} B, so Sparkplug's "
+                     f"minimal form is smaller than citynode's pack (each per-metric timestamp "
+                     f"adds 7 B, as the landscape says). It needs the DBIRTH's alias table to "
+                     f"be read; a SenML pack is self-describing.")
+    notes.append("The daemon stamps telemetry, birth and offline packs to the whole second (bt "
+                 "5 bytes); event packs keep milliseconds (bt 9 bytes, float64).")
     notes.append("Values cannot push a citynode pack further: float16 rounds to within 0.049 %, "
-                 "inside the 0.05 % rule, so any value up to 65504 is sent as float16 (3 bytes) "
-                 "or as a small integer. Resolution only (no 0.05 % rule), 1234.5 W needs a "
-                 "float32 (5 bytes).")
+                 "inside the 0.05 % rule, so any value up to 65504 in magnitude takes at most 3 "
+                 "bytes (float16 or integer). With resolution only (no 0.05 % rule), 1234.5 W "
+                 "needs a float32 (5 bytes).")
     notes.append("Tasmota: Tasmota's own key layout; WattRes 1 so the power keeps its .5 W; "
                  "\"FALL\" is invented (Tasmota has no fall detector).")
     return rows, cbor, notes

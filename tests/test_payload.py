@@ -284,7 +284,7 @@ def test_decode_accepts_base_name_and_ignores_extension_fields() -> None:
     data = cb([{-2: "urn:dev:x:", 0: "pm25", 2: 3, "zz": 1}, {0: "pm10", 2: 4}])
     back = decode(data)
     assert [r.name for r in back.records] == ["urn:dev:x:pm25", "urn:dev:x:pm10"]
-    assert (back.session, back.seq) == (0, 0)
+    assert (back.session, back.seq) == (0, None)  # no "q": unnumbered, like a last will
 
 
 # -- property: random packs round-trip within the documented tolerance -----------------

@@ -1,0 +1,19 @@
+"""``python -m bench`` (``make bench``): every benchmark, each printing its own figures."""
+
+from __future__ import annotations
+
+import sys
+
+from . import payload_size
+
+
+def main() -> int:
+    failed = 0
+    for name, bench in (("payload size", payload_size.main),):
+        print(f"== {name} ==", flush=True)
+        failed += bool(bench())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
