@@ -65,8 +65,11 @@ class Mosquitto:
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
             f"max_queued_messages 100000\n{self.extra_conf}")
         self._log = open(self.log_path, "wb")
+        # Own session: a terminal's Ctrl-C reaches only `simulate`, which then stops
+        # the agent first (so its last messages are delivered) and the broker last.
         self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=self._log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -218,7 +221,7 @@ def main(args: argparse.Namespace) -> int:
         env.pop("NOTIFY_SOCKET", None)
         agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(cfg)],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                 env=env, stdin=subprocess.DEVNULL,
+                                 env=env, stdin=subprocess.DEVNULL, start_new_session=True,
                                  cwd=Path(__file__).resolve().parent.parent)
         threading.Thread(target=_pump, args=(agent.stdout, sys.stderr, "agent |"),
                          daemon=True).start()
