@@ -69,19 +69,25 @@ def wait_for(pred, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture
-def node(tmp_path, mosquitto):
+def site(tmp_path: Path, broker, node_id: str, interval: float, fmt: str):
+    """An emulated PMS5003, a config for it, and a subscriber to the node's topics."""
     model = PMS5003Model(itertools.cycle(SCRIPT), interval_s=0.5, warmup_s=0.0)
     emu = SerialEmulator(model, tmp_path / "dev" / "pms0")
     emu.start()
     cfg = tmp_path / "citynode.toml"
-    write_config(cfg, node_id="e2e-1", state_dir=tmp_path / "state", ports=[emu.path],
-                 interval=2, fmt="senml-cbor", broker=(mosquitto.host, mosquitto.port),
+    write_config(cfg, node_id=node_id, state_dir=tmp_path / "state", ports=[emu.path],
+                 interval=interval, fmt=fmt, broker=(broker.host, broker.port),
                  warmup_s=0.0, read_interval_s=0.3)
     received: list[tuple[str, dict, bool]] = []
-    sub = Subscriber(mosquitto.host, mosquitto.port, "citynode/e2e-1/#",
+    sub = Subscriber(broker.host, broker.port, f"citynode/{node_id}/#",
                      lambda t, d, r: received.append((t, d, r)))
     sub.start()
+    return model, emu, cfg, received, sub
+
+
+@pytest.fixture
+def node(tmp_path, mosquitto):
+    model, emu, cfg, received, sub = site(tmp_path, mosquitto, "e2e-1", 2, "senml-cbor")
     notify = NotifySocket(tmp_path / "notify.sock")
     env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000",
            "PYTHONUNBUFFERED": "1"}
@@ -164,17 +170,7 @@ def test_last_will_on_sigkill(node, mosquitto):
 
 def test_cable_pull_is_survived(tmp_path, mosquitto):
     """The port vanishes and comes back: the agent reports disconnected, then recovers."""
-    model = PMS5003Model(itertools.cycle(SCRIPT), interval_s=0.5, warmup_s=0.0)
-    emu = SerialEmulator(model, tmp_path / "dev" / "pms0")
-    emu.start()
-    cfg = tmp_path / "c.toml"
-    write_config(cfg, node_id="e2e-2", state_dir=tmp_path / "state", ports=[emu.path],
-                 interval=1, fmt="senml-json", broker=(mosquitto.host, mosquitto.port),
-                 warmup_s=0.0, read_interval_s=0.3)
-    received: list[tuple[str, dict, bool]] = []
-    sub = Subscriber(mosquitto.host, mosquitto.port, "citynode/e2e-2/#",
-                     lambda t, d, r: received.append((t, d, r)))
-    sub.start()
+    _, emu, cfg, received, sub = site(tmp_path, mosquitto, "e2e-2", 1, "senml-json")
     proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(cfg)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             stdin=subprocess.DEVNULL)
