@@ -20,7 +20,6 @@ import io
 import json
 import math
 import struct
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -238,6 +237,3 @@ def to_readable(pack: Pack) -> dict[str, Any]:
         out["historical"] = True
     return out
 
-
-def records_from_values(values: Iterable[tuple[str, float]]) -> list[Record]:
-    return [Record(name, value=v) for name, v in values]

@@ -17,7 +17,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -40,7 +40,6 @@ class Message:
     content_type: str = ""
     kind: str = "telemetry"  # telemetry | event | state: which may be dropped first when full
     attempts: int = 0
-    queued_at: float = field(default_factory=time.monotonic)
 
 
 class Uplink:

@@ -25,7 +25,6 @@ LENGTHS = {
     36: "pms5003st",  # PMS5003ST: 40-byte frame
     4: "ack",  # command acknowledgement: 8-byte frame
 }
-MAX_FRAME = 4 + max(LENGTHS)
 
 CMD_MODE = 0xE1  # data 0 = passive, 1 = active
 CMD_READ = 0xE2  # passive-mode read trigger
