@@ -8,7 +8,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 PYTEST  := $(BIN)/python -m pytest
 
-.PHONY: all venv deps-system demo test test-system lint bench clean help
+.PHONY: all venv deps-system demo test test-system test-faults lint bench clean help
 
 all: test
 
@@ -16,6 +16,7 @@ help:
 	@echo "make demo         run a whole node on emulated sensors and a local mosquitto (Ctrl-C stops)"
 	@echo "make test         unit, emulator and end-to-end tests (what CI runs first)"
 	@echo "make test-system  tests against a real private journald (root)"
+	@echo "make test-faults  broker outage, SIGKILLs during a drain, a full disk (minutes)"
 	@echo "make lint         ruff"
 	@echo "make bench        payload size and other figures"
 	@echo "make clean        remove the virtual environment and caches"
@@ -45,12 +46,16 @@ demo: venv deps-system
 	$(BIN)/citynode simulate
 
 test: venv deps-system
-	$(PYTEST) -q -m "not system"
+	$(PYTEST) -q -m "not system and not faults"
 
 test-system: venv deps-system
 	@if [ ! -x /lib/systemd/systemd-journald ] && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null; fi
 	$(PYTEST) -q -m system
+
+# Broker down for minutes, 50 SIGKILLs during a drain, a full disk (about 4 minutes).
+test-faults: venv deps-system
+	$(PYTEST) -q -m faults
 
 lint: venv
 	$(BIN)/ruff check .

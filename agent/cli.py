@@ -61,8 +61,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         # Logging is not set up yet: say it where systemd and a person both see it.
         print(f"citynode: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
+    node = Node(cfg, config_path=args.config,
+                config_text=Path(args.config).read_text(encoding="utf-8"))
+    try:
+        node.validate_security()
+    except Exception as exc:  # SecurityError: unsafe key file, unreadable CA...
+        if type(exc).__name__ != "SecurityError":
+            raise
+        print(f"citynode: refusing to start: {exc}", file=sys.stderr)
+        return EX_CONFIG
     setup_logging(cfg.log.target, cfg.log.level, node_id=cfg.node.id)
-    node = Node(cfg)
     install_signal_handlers(node)
     return node.run()
 

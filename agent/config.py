@@ -60,7 +60,37 @@ class MqttConfig(_Table):
     keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 60
     backoff_initial_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
     backoff_max_s: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 300.0
-    queue_max: Annotated[int, msgspec.Meta(ge=10, le=1_000_000)] = 10_000
+    # Transport security (docs/security.md). tls = true verifies the server's
+    # certificate and host name; cert_file + key_file add a client certificate.
+    tls: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    server_name: str = ""  # name to verify instead of host (e.g. when host is an IP)
+    credentials_file: str = ""  # TOML with username and password, mode 0600
+
+
+class SpoolConfig(_Table):
+    """The durable store-and-forward spool (SQLite, WAL)."""
+
+    path: str = ""  # default <state_dir>/spool.db
+    max_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024, le=16 * 1024**3)] = 32 * 1024**2
+    batch_s: Annotated[float, msgspec.Meta(ge=0, le=60)] = 1.0
+    drain_rate: Annotated[float, msgspec.Meta(ge=0, le=100_000)] = 50.0  # msgs/s, 0 = unlimited
+
+
+class CommandsConfig(_Table):
+    """Downlink commands on <prefix>/<node>/command (docs/commands.md)."""
+
+    enabled: bool = True
+    max_bytes: Annotated[int, msgspec.Meta(ge=64, le=65536)] = 8192
+    rate_per_min: Annotated[int, msgspec.Meta(ge=1, le=6000)] = 30
+    hmac_key_file: str = ""  # when set, unsigned commands are refused
+    max_skew_s: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 300.0
+
+
+class HealthConfig(_Table):
+    interval_s: Annotated[float, msgspec.Meta(ge=10, le=86400)] = 300.0
 
 
 class LogConfig(_Table):
@@ -97,6 +127,9 @@ class Config(_Table):
     report: ReportConfig = msgspec.field(default_factory=ReportConfig)
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
+    spool: SpoolConfig = msgspec.field(default_factory=SpoolConfig)
+    commands: CommandsConfig = msgspec.field(default_factory=CommandsConfig)
+    health: HealthConfig = msgspec.field(default_factory=HealthConfig)
     sensor: list[SensorConfig] = msgspec.field(default_factory=list)
 
     @property
@@ -188,7 +221,8 @@ def _allowed(key: str) -> str:
     import typing
 
     leaf = key.rsplit(".", 1)[-1]
-    for cls in (NodeConfig, ReportConfig, MqttConfig, LogConfig, *SENSOR_TYPES.values()):
+    for cls in (NodeConfig, ReportConfig, MqttConfig, LogConfig, SpoolConfig, CommandsConfig,
+                HealthConfig, *SENSOR_TYPES.values()):
         hint = typing.get_type_hints(cls).get(leaf)
         if hint is not None and typing.get_origin(hint) is Literal:
             return ", ".join(repr(a) for a in typing.get_args(hint))

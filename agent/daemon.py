@@ -1,8 +1,10 @@
 """The node daemon: sensors, aggregation, messages, uplink, and systemd's protocols.
 
 Data flows one way: device -> sampling loop -> aggregator -> SenML pack ->
-uplink. The main thread only schedules reports, keeps the one-line STATUS
-current and handles signals; every sensor samples on its own thread.
+spool -> uplink. The main thread schedules reports and health messages, runs
+downlink commands (so a configuration change never races a report), keeps the
+one-line STATUS current and handles signals; every sensor samples on its own
+thread.
 """
 
 from __future__ import annotations
@@ -10,18 +12,23 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import signal
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
+
 from . import __version__, payload
 from .aggregate import Aggregator
 from .config import Config
+from .health import HealthReporter
 from .payload import Pack, Record
 from .sampling import Health, SensorLoop
 from .sensors import build_device, valid_range
+from .spool import Spool
 from .systemd import Notifier, Watchdog
 from .topics import Topics
 from .uplink import Message, Uplink
@@ -70,8 +77,16 @@ class Node:
     """One node's daemon; :meth:`run` returns the process exit code."""
 
     def __init__(self, cfg: Config, *, notifier: Notifier | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 config_path: str | os.PathLike[str] = "", config_text: str = "") -> None:
         self.cfg = cfg
+        self.config_path = Path(config_path) if config_path else None
+        self._config_text = config_text
+        self.spool: Spool | None = None
+        self._processor = None
+        self._commands: queue.Queue[tuple[bytes, bytes | None, str | None]] = queue.Queue(64)
+        self._watchdog: Watchdog | None = None
+        self._health: HealthReporter | None = None
         self.notifier = notifier or Notifier.from_env()
         self.clock = clock
         self.topics = Topics(cfg.mqtt.prefix, cfg.node.id)
@@ -171,58 +186,203 @@ class Node:
     def request_stop(self, *_: object) -> None:
         self._stop.set()
 
-    def run(self) -> int:
+    # -- sensors (re)configuration ---------------------------------------------
+    def _start_sensors(self, cfg: Config, watchdog: Watchdog) -> None:
+        self.loops = []
+        for s in cfg.sensor:
+            agg = Aggregator(s.name, s.prefix, valid_range(s))
+            loop = SensorLoop(s.name, build_device(s), agg, stale_after_s=s.stale_after_s,
+                              beat=watchdog.register(s.name), on_health=self.on_health)
+            self.loops.append(loop)
+        for lp in self.loops:
+            lp.start()
+        for lp in self.loops:
+            lp.opened.wait(10)
+
+    def _stop_sensors(self, watchdog: Watchdog) -> None:
+        for lp in self.loops:
+            lp.stop()
+            watchdog.unregister(lp.sensor)
+        self.loops = []
+
+    # -- NodeControl: what downlink commands may do ------------------------------
+    def uptime_s(self) -> float:
+        return time.time() - self.started_wall
+
+    def config_text(self) -> str:
+        return self._config_text
+
+    def set_config(self, text: str) -> tuple[bool, str]:
+        """Validate, apply atomically, and roll back if the new sensors cannot be opened."""
+        from .config import ConfigError, parse
+
         try:
-            self.session = next_boot_session(self.cfg.node.resolved_state_dir())
+            new = parse(text, "<set-config>")
+        except ConfigError as exc:
+            return False, str(exc)
+        fixed = ("node", "mqtt", "spool", "commands")
+        changed = [k for k in fixed if msgspec.to_builtins(getattr(new, k))
+                   != msgspec.to_builtins(getattr(self.cfg, k))]
+        if changed:
+            return False, (f"[{'], ['.join(changed)}] cannot be changed remotely "
+                           "(a mistake there could cut the node off): change it on site")
+        old_cfg, watchdog = self.cfg, self._watchdog
+        self.report()  # close the window under the old configuration
+        self._stop_sensors(watchdog)
+        self.cfg = new
+        self._start_sensors(new, watchdog)
+        bad = [lp for lp in self.loops if lp.health is Health.DISCONNECTED]
+        if not bad:
+            try:
+                _atomic_write(self.config_path, text)
+            except OSError as exc:
+                bad_msg = f"cannot write {self.config_path}: {exc}"
+            else:
+                self._config_text = text
+                log.info("configuration replaced by command", extra={"EVENT": "config_applied"})
+                return True, f"applied: {len(new.sensor)} sensor(s)"
+        else:
+            bad_msg = "; ".join(f"{lp.sensor}: {lp.detail}" for lp in bad)
+        self._stop_sensors(watchdog)
+        self.cfg = old_cfg
+        self._start_sensors(old_cfg, watchdog)
+        log.warning("new configuration rolled back: %s", bad_msg,
+                    extra={"EVENT": "config_rolled_back"})
+        return False, f"rolled back: {bad_msg}"
+
+    def resend_state(self) -> str:
+        self.send(self.birth())
+        return "birth sent"
+
+    def sample_now(self, sensor: str | None = None) -> tuple[bool, str]:
+        names = [lp.sensor for lp in self.loops]
+        if sensor is not None and sensor not in names:
+            return False, f"no sensor named {sensor!r} (have: {', '.join(names) or 'none'})"
+        self.report()
+        return True, "current window reported"
+
+    def device_command(self, sensor: str, action: str, value: object) -> tuple[bool, str]:
+        if sensor not in [lp.sensor for lp in self.loops]:
+            return False, f"no sensor named {sensor!r}"
+        return False, f"sensor {sensor!r} has no device actions"
+
+    def on_command(self, topic: str, data: bytes, correlation: bytes | None,
+                   response_topic: str | None) -> None:
+        """From the uplink thread: queue for the main thread, which owns the sensors."""
+        try:
+            self._commands.put_nowait((data, correlation, response_topic))
+        except queue.Full:
+            log.warning("command queue full: dropped a command", extra={"EVENT": "command_drop"})
+
+    def _run_commands(self) -> None:
+        while self._processor is not None:
+            try:
+                data, correlation, response_topic = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            result = self._processor.handle(data, correlation=correlation,
+                                            response_topic=response_topic)
+            topic = result.response_topic or self.topics.result
+            msg = self.message(topic, result.records(), kind="result")
+            msg.correlation = result.correlation
+            self.send(msg)
+
+    def _make_processor(self):
+        from .commands import CommandProcessor, load_hmac_key
+
+        c = self.cfg.commands
+        key = load_hmac_key(c.hmac_key_file) if c.hmac_key_file else None
+        return CommandProcessor(self, c, key=key)
+
+    def _configure_client(self, client) -> None:
+        m = self.cfg.mqtt
+        if m.tls or m.credentials_file:
+            from . import security
+
+            security.apply(client, m)
+
+    def validate_security(self) -> None:
+        """Refuse to start on unsafe or unusable secrets (raises SecurityError)."""
+        m = self.cfg.mqtt
+        if not self.cfg.local_mode and (m.tls or m.credentials_file or m.ca_file
+                                        or m.cert_file or m.key_file):
+            from . import security
+
+            security.validate_security(m)
+
+    def health_report(self) -> None:
+        self.send(self.message(self.topics.health, self._health.records(
+            sensors={lp.sensor: lp.health.value for lp in self.loops},
+            spool=self.spool.stats() if self.spool else None,
+            uplink={"reconnects": self.uplink.reconnects, "historical": self.uplink.historical}
+            if self.uplink else None,
+            commands=self._processor.stats() if self._processor else None,
+        ), kind="health"))
+
+    def run(self) -> int:
+        state_dir = self.cfg.node.resolved_state_dir()
+        try:
+            self.session = next_boot_session(state_dir)
         except StateDirError as exc:
             log.error("%s", exc, extra={"EVENT": "state_dir_error"})
             return EX_CANTCREAT
+        self._health = HealthReporter(state_dir)
         log.info("citynode %s starting: node %s, boot session %d, %d sensor(s), %s",
                  __version__, self.cfg.node.id, self.session, len(self.cfg.sensor),
                  "local mode" if self.cfg.local_mode else
                  f"broker {self.cfg.mqtt.host}:{self.cfg.mqtt.port}",
                  extra={"EVENT": "start", "BOOT_SESSION": self.session})
-        watchdog = Watchdog(self.notifier)
-        for s in self.cfg.sensor:
-            agg = Aggregator(s.name, s.prefix, valid_range(s))
-            loop = SensorLoop(s.name, build_device(s), agg, stale_after_s=s.stale_after_s,
-                              beat=watchdog.register(s.name), on_health=self.on_health)
-            self.loops.append(loop)
+        watchdog = self._watchdog = Watchdog(self.notifier)
         main_beat = watchdog.register("report")
         if not self.cfg.local_mode:
             m = self.cfg.mqtt
+            sp = self.cfg.spool
+            self.spool = Spool(sp.path or state_dir / "spool.db", max_bytes=sp.max_bytes,
+                               batch_s=sp.batch_s)
+            if self.spool.quarantined:
+                self.send(self.message(self.topics.event, [
+                    Record("spool", text="quarantined")], kind="event"))
+            if self.cfg.commands.enabled:
+                self._processor = self._make_processor()
             client_id = m.client_id or f"{m.prefix.replace('/', '-')}-{self.cfg.node.id}"
-            self.uplink = Uplink(m, client_id,
+            self.uplink = Uplink(m, client_id, self.spool, drain_rate=sp.drain_rate,
                                  will=lambda: self.offline("lost", will=True),
-                                 on_connect=lambda: [self.birth()])
+                                 on_connect=lambda: [self.birth()],
+                                 subscribe=self.topics.command if self._processor else None,
+                                 on_message=self.on_command,
+                                 configure_client=self._configure_client)
             self.uplink.start()
         else:
             self.send(self.birth())
-        for lp in self.loops:
-            lp.start()
-        for lp in self.loops:
-            lp.opened.wait(10)
+        self._start_sensors(self.cfg, watchdog)
         self.notifier.ready(self.status_line())
         watchdog.start()
         log.info("ready: %s", self.status_line(), extra={"EVENT": "ready"})
 
         interval = self.cfg.report.interval_s
         next_report = self.clock() + interval
+        next_health = self.clock() + min(60.0, self.cfg.health.interval_s)
         while not self._stop.is_set():
             main_beat()
             now = self.clock()
             if now >= next_report:
                 self.report()
                 # Monotonic schedule: no drift, and no burst after a stall.
+                interval = self.cfg.report.interval_s
                 next_report += interval * max(1, int((now - next_report) // interval) + 1)
+            if now >= next_health:
+                self.health_report()
+                next_health = now + self.cfg.health.interval_s
+            self._run_commands()
             self._update_status()
-            self._stop.wait(min(1.0, max(0.0, next_report - self.clock())))
+            self._stop.wait(min(0.2, max(0.0, next_report - self.clock())))
 
         return self.shutdown(watchdog)
 
     def shutdown(self, watchdog: Watchdog) -> int:
         self.notifier.stopping()
         log.info("stopping: flushing the last window", extra={"EVENT": "stopping"})
+        self._run_commands()
         for lp in self.loops:
             lp.stop()
         self.report()
@@ -230,13 +390,32 @@ class Node:
             self.uplink.stop(goodbye=self.offline("shutdown"), timeout=5.0)
             left = self.uplink.pending()
             if left:
-                log.warning("%d message(s) not acknowledged at shutdown", left,
-                            extra={"EVENT": "unsent_at_shutdown"})
+                log.info("%d message(s) kept in the spool for the next start", left,
+                         extra={"EVENT": "spooled_at_shutdown"})
+            if self.spool is not None:
+                self.spool.close()
         else:
             self.send(self.offline("shutdown"))
         watchdog.stop()
         log.info("stopped", extra={"EVENT": "stopped"})
         return EX_OK
+
+
+def _atomic_write(path: Path | None, text: str) -> None:
+    """Replace a file so that a crash leaves either the old or the new one, never half."""
+    if path is None:
+        raise OSError("no configuration file to write (daemon started without one)")
+    tmp = path.with_name(f".{path.name}.new")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 def install_signal_handlers(node: Node) -> None:

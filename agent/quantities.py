@@ -35,6 +35,19 @@ CATALOGUE: dict[str, Quantity] = {
     "w": Quantity("W", 0.1, "active power", "3328/5700"),
     "d": Quantity("m", 0.001, "distance", "3330/5700"),
     "fall": Quantity("/", 0.01, "fall score, 0..1", ""),
+    # Health report (topic .../health)
+    "uptime": Quantity("s", 1, "seconds since the daemon started"),
+    "cpu": Quantity("%", 0.1, "daemon CPU use since the previous report (100 = one core)"),
+    "rss": Quantity("B", 1, "daemon resident memory"),
+    "disk_free": Quantity("B", 1, "free space where the spool lives"),
+    "spool": Quantity("", 1, "messages waiting in the spool"),
+    "spool_bytes": Quantity("B", 1, "bytes waiting in the spool"),
+    "evicted_tele": Quantity("", 1, "telemetry messages evicted since the spool was created"),
+    "evicted_ev": Quantity("", 1, "event messages evicted since the spool was created"),
+    "reconnects": Quantity("", 1, "broker reconnects since start"),
+    "historical": Quantity("", 1, "messages sent late (after an outage) since start"),
+    "cmd_ok": Quantity("", 1, "downlink commands accepted since start"),
+    "cmd_refused": Quantity("", 1, "downlink commands refused since start"),
 }
 #: Per-sensor bookkeeping records.
 COUNT = Quantity("", 1, "samples aggregated in the report window")

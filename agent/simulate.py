@@ -46,7 +46,8 @@ def find_mosquitto() -> str | None:
 class Mosquitto:
     """A private mosquitto on 127.0.0.1, configured by us, stopped by us."""
 
-    def __init__(self, workdir: Path, port: int | None = None, extra_conf: str = "") -> None:
+    def __init__(self, workdir: Path, port: int | None = None, extra_conf: str = "",
+                 persistence: bool = False) -> None:
         self.binary = find_mosquitto()
         if self.binary is None:
             raise FileNotFoundError(
@@ -58,11 +59,17 @@ class Mosquitto:
         self.conf = workdir / "mosquitto.conf"
         self.log_path = workdir / "mosquitto.log"
         self.extra_conf = extra_conf
+        self.persistence = persistence
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> None:
+        # As root mosquitto drops to its own user before writing its store; our
+        # work folder is private, so keep root for a persistent test broker.
+        persist = (f"persistence true\npersistence_location {self.workdir}/\n"
+                   + ("user root\n" if os.geteuid() == 0 else "")
+                   if self.persistence else "persistence false\n")
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{persist}"
             f"max_queued_messages 100000\n{self.extra_conf}")
         self._log = open(self.log_path, "wb")
         # Own session: a terminal's Ctrl-C reaches only `simulate`, which then stops

@@ -24,6 +24,11 @@ class Topics:
         return self._t("event")
 
     @property
+    def health(self) -> str:
+        """Periodic compact health report (uptime, sensors, spool, resources)."""
+        return self._t("health")
+
+    @property
     def state(self) -> str:
         """Retained birth ("online") and last will / goodbye ("offline")."""
         return self._t("state")

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import logging
 import socket
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from agent.config import MqttConfig
 from agent.sampling import backoff_delay
 from agent.simulate import Subscriber, free_port
-from agent.uplink import Message, Uplink
+from agent.spool import Spool
+from agent.uplink import Message, TokenBucket, Uplink
+
+
+@pytest.fixture
+def spool(tmp_path):
+    s = Spool(tmp_path / "spool.db", batch_s=0)
+    yield s
+    s.close()
 
 
 def wait_for(pred, timeout: float) -> bool:
@@ -37,12 +47,12 @@ def test_backoff_is_full_jitter_and_capped():
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1", "auto"])
-def test_publishes_in_order_and_acknowledged(mosquitto, protocol):
+def test_publishes_in_order_and_acknowledged(mosquitto, protocol, spool):
     got: list[str] = []
     sub = Subscriber(mosquitto.host, mosquitto.port, "t/#", lambda t, d, r: got.append(t))
     sub.start()
     cfg = MqttConfig(host=mosquitto.host, port=mosquitto.port, protocol=protocol)
-    up = Uplink(cfg, f"test-{protocol}")
+    up = Uplink(cfg, f"test-{protocol}", spool)
     up.start()
     try:
         from agent.payload import Pack, Record, encode
@@ -58,10 +68,10 @@ def test_publishes_in_order_and_acknowledged(mosquitto, protocol):
         sub.stop()
 
 
-def test_refused_connection_logged_once_per_state_change(caplog):
+def test_refused_connection_logged_once_per_state_change(caplog, spool):
     port = free_port()  # nothing listens here
     cfg = MqttConfig(host="127.0.0.1", port=port, backoff_initial_s=0.01, backoff_max_s=1.0)
-    up = Uplink(cfg, "test-refused")
+    up = Uplink(cfg, "test-refused", spool)
     caplog.set_level(logging.INFO, logger="citynode.uplink")
     up.start()
     try:
@@ -75,48 +85,92 @@ def test_refused_connection_logged_once_per_state_change(caplog):
         up.stop(timeout=0.2)
 
 
-def test_messages_survive_broker_restart(tmp_path):
-    from agent.simulate import Mosquitto, find_mosquitto
+def test_messages_survive_an_outage(mosquitto, spool):
+    from netproxy import TcpProxy
 
-    if find_mosquitto() is None:
-        pytest.skip("mosquitto is not installed")
-    port = free_port()
-    broker = Mosquitto(tmp_path, port=port)
-    broker.start()
+    proxy = TcpProxy((mosquitto.host, mosquitto.port))
     got: list[str] = []
-    cfg = MqttConfig(host="127.0.0.1", port=port, backoff_initial_s=0.05, backoff_max_s=0.5)
-    up = Uplink(cfg, "test-restart")
+    sub = Subscriber(mosquitto.host, mosquitto.port, "r/#", lambda t, d, r: got.append(t))
+    sub.start()
+    cfg = MqttConfig(host="127.0.0.1", port=proxy.port, backoff_initial_s=0.05,
+                     backoff_max_s=0.5)
+    up = Uplink(cfg, "test-outage", spool)
     up.start()
     try:
         assert wait_for(lambda: up.connected, 5)
-        broker.stop()
+        proxy.cut()
         assert wait_for(lambda: not up.connected, 5)
         for i in range(10):
             up.publish(Message(f"r/{i}", b"\x80"))
-        broker = Mosquitto(tmp_path, port=port)
-        broker.start()
-        sub = Subscriber("127.0.0.1", port, "r/#", lambda t, d, r: got.append(t))
-        sub.start()
+        time.sleep(1.0)  # retries meet a refused connection
+        assert got == [] and up.pending() == 10
+        proxy.restore()
         # The uplink reconnects by itself and delivers everything it held, in order.
         assert up.flush(15)
         assert wait_for(lambda: len(got) == 10, 5)
         assert got == [f"r/{i}" for i in range(10)]
         assert up.reconnects >= 1
-        sub.stop()
     finally:
         up.stop(timeout=1)
-        broker.stop()
+        sub.stop()
+        proxy.close()
 
 
-def test_queue_bound_drops_oldest_telemetry_first():
-    cfg = MqttConfig(host="127.0.0.1", port=free_port(), queue_max=10)
-    up = Uplink(cfg, "test-bound")  # not started: nothing is sent
-    up.publish(Message("e", b"\x80", kind="event"))
-    for i in range(12):
-        up.publish(Message(f"t{i}", b"\x80"))
-    assert up.pending() == 10 and up.dropped == 3
-    topics = [m.topic for m in up._queue]
-    assert topics[0] == "e" and topics[1] == "t3"
+def test_events_go_before_telemetry_backlog_and_backlog_is_historical(mosquitto, spool):
+    from agent.payload import Pack, Record, encode
+
+    got: list[tuple[str, bool]] = []
+    sub = Subscriber(mosquitto.host, mosquitto.port, "o/#",
+                     lambda t, d, r: got.append((t, d.get("historical", False))))
+    sub.start()
+    cfg = MqttConfig(host=mosquitto.host, port=mosquitto.port)
+    up = Uplink(cfg, "test-lanes", spool)
+    for i in range(30):  # a backlog accepted before any connection
+        up.publish(Message(f"o/t/{i}", encode(Pack(1000 + i, 1, i, [Record("x", value=i)]))))
+    up.publish(Message("o/alarm", encode(Pack(2000, 1, 30, [Record("fire", text="on")])),
+                       kind="event"))
+    time.sleep(1.1)  # the backlog is older than the connection by more than the 1 s slack
+    up.start()
+    try:
+        assert up.flush(10) and wait_for(lambda: len(got) == 31, 5)
+        assert got[0] == ("o/alarm", True)  # alarm first, though accepted last
+        assert [t for t, _ in got[1:]] == [f"o/t/{i}" for i in range(30)]  # order kept
+        assert all(h for _, h in got)  # all waited through the "outage"
+        live = Message("o/live", encode(Pack(3000, 1, 31, [Record("x", value=1)])))
+        up.publish(live)
+        assert up.flush(5) and wait_for(lambda: len(got) == 32, 5)
+        assert got[-1] == ("o/live", False)
+    finally:
+        up.stop(timeout=1)
+        sub.stop()
+
+
+def test_drain_rate_bounds_the_backlog_drain(mosquitto, spool):
+    got: list[float] = []
+    sub = Subscriber(mosquitto.host, mosquitto.port, "d/#", lambda t, d, r: got.append(
+        time.monotonic()))
+    sub.start()
+    for i in range(40):
+        spool.put("telemetry", f"d/{i}", b"\x81\xa1\x00\x61\x78")
+    up = Uplink(MqttConfig(host=mosquitto.host, port=mosquitto.port), "test-rate", spool,
+                drain_rate=20)
+    up.start()
+    try:
+        assert up.flush(10) and wait_for(lambda: len(got) == 40, 5)
+        rate = (len(got) - 21) / (got[-1] - got[20])  # after the one-second burst
+        assert 12 < rate < 28, rate
+    finally:
+        up.stop(timeout=1)
+        sub.stop()
+
+
+def test_token_bucket():
+    t = [0.0]
+    b = TokenBucket(10, clock=lambda: t[0])
+    assert sum(b.take() for _ in range(100)) == 10  # a burst of one second
+    t[0] += 0.5
+    assert sum(b.take() for _ in range(100)) == 5
+    assert all(TokenBucket(0).take() for _ in range(1000))  # 0 = unlimited
 
 
 class Fake311Broker(threading.Thread):
@@ -164,7 +218,7 @@ def test_auto_falls_back_to_311_when_broker_refuses_5():
     fake.start()
     cfg = MqttConfig(host="127.0.0.1", port=fake.port, protocol="auto",
                      backoff_initial_s=0.05, backoff_max_s=0.2)
-    up = Uplink(cfg, "test-fallback")
+    up = Uplink(cfg, "test-fallback", Spool(Path(tempfile.mkdtemp()) / "s.db"))
     up.start()
     try:
         assert wait_for(lambda: up.connected, 10), fake.levels

@@ -1,0 +1,196 @@
+"""The durable spool: order per lane, batching, crash safety, bounds, corruption, a full disk."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from agent.spool import EVENT, TELEMETRY, Spool
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def ids(spool: Spool, lane: str) -> list[int]:
+    return [m.id for m in spool.iter_ready(lane, limit=10_000)]
+
+
+def test_events_are_committed_at_once_telemetry_in_batches(tmp_path):
+    clock = Clock()
+    s = Spool(tmp_path / "s.db", batch_s=1.0, clock=clock)
+    s.put(TELEMETRY, "t", b"1")
+    s.put(TELEMETRY, "t", b"2")
+    assert ids(s, TELEMETRY) == []  # not yet on disk, so not yet eligible
+    assert s.depth() == 2  # but accepted and counted
+    clock.t += 0.5
+    s.maintain()
+    assert ids(s, TELEMETRY) == []
+    clock.t += 0.6
+    s.maintain()
+    assert ids(s, TELEMETRY) == [1, 2]
+    s.put(EVENT, "e", b"alarm")
+    assert ids(s, EVENT) == [1]  # committed (and fsync'd) before put() returned
+    s.close()
+
+
+def test_order_ack_and_restart(tmp_path):
+    s = Spool(tmp_path / "s.db", batch_s=0)
+    for i in range(5):
+        s.put(TELEMETRY, f"t/{i}", bytes([i]))
+    got = s.iter_ready(TELEMETRY)
+    assert [m.topic for m in got] == [f"t/{i}" for i in range(5)]
+    s.ack(TELEMETRY, 1)
+    s.ack(TELEMETRY, 2)
+    assert ids(s, TELEMETRY) == [3, 4, 5]  # acknowledged ones are never handed out again
+    assert [m.id for m in s.iter_ready(TELEMETRY, after=3)] == [4, 5]
+    s.close()
+    s = Spool(tmp_path / "s.db")
+    assert ids(s, TELEMETRY) == [3, 4, 5] and s.depth() == 3
+    s.put(TELEMETRY, "t/5", b"x")
+    s.flush()
+    assert ids(s, TELEMETRY)[-1] == 6  # ids keep growing after a restart
+    s.close()
+
+
+def test_acks_deleted_in_the_next_commit_or_after_ack_flush(tmp_path):
+    clock = Clock()
+    s = Spool(tmp_path / "s.db", batch_s=1.0, ack_flush_s=30, clock=clock)
+    s.put(EVENT, "e", b"1")
+    commits = s.commits
+    s.ack(EVENT, 1)
+    s.maintain()
+    assert s.commits == commits  # deletion deferred: saves a write
+    clock.t += 31
+    s.maintain()
+    assert s.commits == commits + 1
+    s.close()
+
+
+CRASHER = """
+import os, sys
+sys.path.insert(0, {root!r})
+from agent.spool import Spool, EVENT, TELEMETRY
+s = Spool({path!r}, batch_s=0.0)
+for i in range(20):
+    s.put(TELEMETRY, "t", str(i).encode())
+s.put(EVENT, "e", b"alarm")
+s.ack(TELEMETRY, 1)
+os._exit(0)   # no close, no checkpoint: like SIGKILL
+"""
+
+
+def test_survives_a_crash_without_close(tmp_path):
+    path = tmp_path / "s.db"
+    subprocess.run([sys.executable, "-c", CRASHER.format(root=str(ROOT), path=str(path))],
+                   check=True, timeout=30)
+    s = Spool(path)
+    assert s.quarantined is None
+    assert ids(s, EVENT) == [1]
+    # Everything accepted is there; the unflushed ack only means one duplicate.
+    assert ids(s, TELEMETRY) == list(range(1, 21))
+    s.close()
+
+
+def test_corrupt_store_is_quarantined_not_fatal(tmp_path):
+    path = tmp_path / "s.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    s = Spool(path)
+    assert s.quarantined is not None and s.quarantined.exists()
+    s.put(EVENT, "e", b"x")
+    assert ids(s, EVENT) == [1]
+    s.close()
+
+
+def test_truncated_store_is_quarantined(tmp_path):
+    path = tmp_path / "s.db"
+    s = Spool(path, batch_s=0)
+    for _i in range(200):
+        s.put(TELEMETRY, "t", os.urandom(100))
+    s.close()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    s = Spool(path)
+    assert s.quarantined is not None
+    s.close()
+
+
+def test_full_spool_evicts_oldest_telemetry_never_events(tmp_path):
+    s = Spool(tmp_path / "s.db", max_bytes=64 * 1024, batch_s=0)
+    for i in range(5):
+        s.put(EVENT, "e", b"E" * 200)
+    for i in range(2000):
+        s.put(TELEMETRY, "t", i.to_bytes(4, "big") + b"T" * 200)
+    st = s.stats()
+    assert st["bytes"] <= 64 * 1024
+    assert st["events"] == 5 and st["evicted_events"] == 0
+    assert st["evicted_telemetry"] > 0
+    left = s.iter_ready(TELEMETRY, limit=10_000)
+    # The newest telemetry is what stays.
+    assert int.from_bytes(left[-1].payload[:4], "big") == 1999
+    assert len(left) + st["evicted_telemetry"] == 2000
+    s.close()
+    s = Spool(tmp_path / "s.db", max_bytes=64 * 1024)
+    assert s.stats()["evicted_telemetry"] == st["evicted_telemetry"]  # counted durably
+    s.close()
+
+
+def test_events_evicted_only_when_events_alone_exceed(tmp_path):
+    s = Spool(tmp_path / "s.db", max_bytes=64 * 1024, batch_s=0)
+    for i in range(600):
+        s.put(EVENT, "e", i.to_bytes(4, "big") + b"E" * 200)
+    st = s.stats()
+    assert st["evicted_events"] > 0 and st["bytes"] <= 64 * 1024
+    assert int.from_bytes(s.iter_ready(EVENT, limit=10_000)[-1].payload[:4], "big") == 599
+    s.close()
+
+
+@pytest.fixture
+def tiny_fs(tmp_path):
+    """A 200 KiB tmpfs: the disk-full case for real (root only)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mnt = tmp_path / f"full-{uuid.uuid4().hex[:6]}"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount tmpfs: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_disk_full_keeps_accepting_and_sending(tiny_fs):
+    s = Spool(tiny_fs / "s.db", max_bytes=10 * 1024**2, batch_s=0, memory_limit=500)
+    filler = tiny_fs / "filler"
+    with open(filler, "wb", buffering=0) as f:  # someone else fills the disk
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+                f.flush()
+        except OSError:
+            pass
+    for i in range(300):
+        s.put(TELEMETRY, "t", i.to_bytes(4, "big") + b"T" * 100)
+    s.put(EVENT, "e", b"alarm")
+    assert s.disk_full
+    # The alarm is not lost and is still eligible to send (from memory).
+    assert [m.payload for m in s.iter_ready(EVENT)] == [b"alarm"]
+    for m in s.iter_ready(EVENT):
+        s.ack(EVENT, m.id)
+    filler.unlink()
+    s.put(EVENT, "e", b"after")
+    assert not s.disk_full
+    assert [m.payload for m in s.iter_ready(EVENT)] == [b"after"]
+    s.close()
