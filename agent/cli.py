@@ -54,6 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .config import EX_CONFIG, ConfigError, load
     from .daemon import Node, install_signal_handlers
     from .journal import setup_logging
+    from .security import SecurityError
 
     try:
         cfg = load(args.config)
@@ -65,9 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 config_text=Path(args.config).read_text(encoding="utf-8"))
     try:
         node.validate_security()
-    except Exception as exc:  # SecurityError: unsafe key file, unreadable CA...
-        if type(exc).__name__ != "SecurityError":
-            raise
+    except SecurityError as exc:  # a key readable by others, an unreadable CA...
         print(f"citynode: refusing to start: {exc}", file=sys.stderr)
         return EX_CONFIG
     setup_logging(cfg.log.target, cfg.log.level, node_id=cfg.node.id)
@@ -83,6 +82,14 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EX_CONFIG
+    if not cfg.local_mode and not args.no_devices:
+        from .security import SecurityError, validate_security
+
+        try:
+            validate_security(cfg.mqtt)
+        except SecurityError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EX_CONFIG
     mode = "local mode (no broker)" if cfg.local_mode else f"broker {cfg.mqtt.host}:{cfg.mqtt.port}"
     print(f"{args.file}: OK - node {cfg.node.id}, {len(cfg.sensor)} sensor(s), {mode}, "
           f"report every {cfg.report.interval_s:g} s as {cfg.report.format}")

@@ -303,12 +303,15 @@ class Node:
 
     def validate_security(self) -> None:
         """Refuse to start on unsafe or unusable secrets (raises SecurityError)."""
-        m = self.cfg.mqtt
-        if not self.cfg.local_mode and (m.tls or m.credentials_file or m.ca_file
-                                        or m.cert_file or m.key_file):
+        if not self.cfg.local_mode:
             from . import security
 
-            security.validate_security(m)
+            security.validate_security(self.cfg.mqtt)
+        c = self.cfg.commands
+        if c.enabled and c.hmac_key_file:
+            from .commands import load_hmac_key
+
+            load_hmac_key(c.hmac_key_file)
 
     def health_report(self) -> None:
         self.send(self.message(self.topics.health, self._health.records(

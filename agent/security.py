@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import re
 import socket
 import ssl
 import stat
@@ -37,6 +38,8 @@ SERVICE_USER = "citynode"  # User= in deploy/citynode.service; used in suggested
 MAX_FIELD_CHARS = 256
 MAX_CREDENTIALS_BYTES = 4096
 _CRED_KEYS = ("username", "password")
+# A DNS name (or IPv4/IPv6 address) as it must appear in the broker's certificate.
+_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|[0-9A-Fa-f:.]+")
 
 
 class SecurityError(Exception):
@@ -259,6 +262,9 @@ def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.check_hostname = True
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cfg.server_name and not _HOSTNAME.fullmatch(cfg.server_name):
+        raise SecurityError("mqtt.server_name", "", f"{cfg.server_name!r} is not a host name",
+                            "the DNS name (or IP address) that the broker's certificate lists")
     ctx.server_name = cfg.server_name
     if cfg.ca_file:
         what = "CA certificate (mqtt.ca_file)"

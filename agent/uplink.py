@@ -34,6 +34,7 @@ from paho.mqtt.properties import Properties
 from . import payload
 from .config import MqttConfig
 from .sampling import backoff_delay
+from .security import SecurityError
 from .spool import EVENT, LANES, TELEMETRY, Spool, Spooled
 
 log = logging.getLogger("citynode.uplink")
@@ -251,9 +252,12 @@ class Uplink:
         try:
             client = self._new_client()
             client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        except SecurityError as exc:  # e.g. the key's mode changed while running
+            self._set_state(f"disconnected: {exc}", logging.ERROR)
+            return False
         except (TimeoutError, OSError, ValueError) as exc:
-            self._set_state(f"disconnected: cannot reach {self.cfg.host}:{self.cfg.port} ({exc})",
-                            logging.WARNING)
+            self._set_state(f"disconnected: cannot connect to {self.cfg.host}:{self.cfg.port} "
+                            f"({exc})", logging.WARNING)
             return False
         deadline = time.monotonic() + 10
         while self._connack is None and time.monotonic() < deadline and not self._stop.is_set():

@@ -299,6 +299,12 @@ def test_server_name_replaces_the_verified_host_name(pem: Path) -> None:
         wrapped.close()
 
 
+@pytest.mark.parametrize("name", [".example", "a b", "x/y", "-lead", "é"])
+def test_bad_server_name(pem: Path, name: str) -> None:
+    with pytest.raises(SecurityError, match=r"mqtt\.server_name: .* is not a host name"):
+        tls_context(cfg(tls=True, ca_file=str(pem / "ca.crt"), server_name=name))
+
+
 # -- apply and validate_security ----------------------------------------------------------------
 def test_apply_sets_tls_and_credentials(pem: Path, tmp_path: Path) -> None:
     creds = _file(tmp_path / "c.toml", 'username = "node-1"\npassword = "pw"\n')

@@ -128,7 +128,7 @@ def test_truncated_store_is_quarantined(tmp_path):
 
 def test_full_spool_evicts_oldest_telemetry_never_events(tmp_path):
     s = Spool(tmp_path / "s.db", max_bytes=64 * 1024, batch_s=0)
-    for i in range(5):
+    for _ in range(5):
         s.put(EVENT, "e", b"E" * 200)
     for i in range(2000):
         s.put(TELEMETRY, "t", i.to_bytes(4, "big") + b"T" * 200)
