@@ -103,7 +103,7 @@ def running(tmp_path, mosquitto):
 
 
 def test_ping_and_get_config_with_correlation(running):
-    proc, platform, cfg, _ = running
+    _proc, platform, _cfg, _ = running
     platform.send({"id": "p1", "cmd": "ping"}, correlation=b"corr-1")
     r = platform.wait(lambda: platform.by_corr.get(b"corr-1"))
     assert r["status"] == "ok" and r["pong"] is True and r["id"] == "p1"
@@ -134,7 +134,7 @@ def test_hostile_commands_get_errors_and_change_nothing(running):
 
 
 def test_set_config_applies_and_rolls_back(running):
-    proc, platform, cfg, tmp_path = running
+    proc, platform, cfg, _tmp_path = running
     text = cfg.read_text()
     # A new sensor on a port that does not exist: refused before anything changes.
     broken = text + '\n[[sensor]]\ntype = "pms5003"\nname = "pm9"\nport = "/dev/nope"\n' \
@@ -158,7 +158,7 @@ def test_set_config_applies_and_rolls_back(running):
 
 def test_rollback_when_new_sensor_cannot_open(running):
     """The port exists (validation passes) but is no serial device: rolled back."""
-    proc, platform, cfg, tmp_path = running
+    _proc, platform, cfg, tmp_path = running
     text = cfg.read_text()
     fake = tmp_path / "not-a-tty"
     fake.write_text("")
@@ -174,7 +174,7 @@ def test_rollback_when_new_sensor_cannot_open(running):
 
 
 def test_health_report_arrives(running):
-    proc, platform, cfg, _ = running
+    _proc, platform, _cfg, _ = running
     h = platform.wait(lambda: platform.health and platform.health[-1], 80)
     assert h["pm0:health"] in ("ok", "warming_up")
     assert h["uptime"] >= 0 and h["rss"] > 1_000_000 and h["spool"] >= 0

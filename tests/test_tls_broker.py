@@ -495,3 +495,61 @@ def test_world_readable_credentials_refused_before_connecting(pki: Path, broker:
     with pytest.raises(security.SecurityError, match="chmod 600"):
         security.apply(c, cfg)
     assert c.socket() is None
+
+
+# -- the daemon itself over mutual TLS -------------------------------------------------
+def _agent_config(tmp: Path, pki: Path, port: int, key: Path) -> Path:
+    cfg = tmp / "citynode.toml"
+    cfg.write_text(
+        f'[node]\nid = "{NODE}"\nstate_dir = "{tmp / "state"}"\n'
+        f"[report]\ninterval_s = 1\n"
+        f'[log]\ntarget = "stderr"\n'
+        f'[mqtt]\nhost = "localhost"\nport = {port}\ntls = true\n'
+        f'ca_file = "{pki / "ca.crt"}"\ncert_file = "{pki / "client.crt"}"\n'
+        f'key_file = "{key}"\nbackoff_initial_s = 0.2\nbackoff_max_s = 2\n')
+    return cfg
+
+
+def test_daemon_publishes_over_mutual_tls(pki: Path, broker: Broker, observer: Observer,
+                                          tmp_path: Path) -> None:
+    import sys
+
+    key = tmp_path / "client.key"
+    shutil.copy(pki / "client.key", key)
+    key.chmod(0o600)
+    cfg = _agent_config(tmp_path, pki, broker.ports["mtls"], key)
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(cfg)],
+                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        topic = f"citynode/{NODE}/state"
+        while time.monotonic() < deadline:
+            with observer.cond:
+                if any(t == topic for t, _ in observer.messages):
+                    break
+            time.sleep(0.1)
+        with observer.cond:
+            births = [p for t, p in observer.messages if t == topic]
+        assert births, "no birth over mutual TLS"
+        from agent import payload
+
+        assert payload.decode(births[-1]).records[0].text == "online"
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def test_daemon_refuses_a_key_readable_by_others(pki: Path, tmp_path: Path) -> None:
+    import sys
+
+    key = tmp_path / "client.key"
+    shutil.copy(pki / "client.key", key)
+    key.chmod(0o644)
+    cfg = _agent_config(tmp_path, pki, 8883, key)
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(cfg)],
+                          cwd=root, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 78
+    assert "client.key" in proc.stderr and "chmod" in proc.stderr
