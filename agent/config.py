@@ -20,10 +20,10 @@ import msgspec
 EX_CONFIG = 78
 DEFAULT_PATH = "/etc/citynode/citynode.toml"
 
-NodeId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
-Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,15}$")]
-Prefix = Annotated[str, msgspec.Meta(pattern=r"^([a-z][a-z0-9_]{0,7}\.)?$")]
-TopicPrefix = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")]
+NodeId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")]
+Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,15}\Z")]
+Prefix = Annotated[str, msgspec.Meta(pattern=r"^([a-z][a-z0-9_]{0,7}\.)?\Z")]
+TopicPrefix = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*\Z")]
 Seconds = Annotated[float, msgspec.Meta(gt=0, le=86400)]
 
 

@@ -305,6 +305,11 @@ class Uplink:
     def _handle_message(self, client, userdata, msg) -> None:
         if self._on_message is None:
             return
+        if msg.retain:
+            # A retained command would be handed over again at every reconnect: never act on it.
+            log.warning("ignored a retained message on %s (clear it: publish an empty retained "
+                        "message)", msg.topic, extra={"EVENT": "command_retained"})
+            return
         props = getattr(msg, "properties", None)
         correlation = getattr(props, "CorrelationData", None) if props else None
         response = getattr(props, "ResponseTopic", None) if props else None

@@ -179,3 +179,27 @@ def test_health_report_arrives(running):
     assert h["pm0:health"] in ("ok", "warming_up")
     assert h["uptime"] >= 0 and h["rss"] > 1_000_000 and h["spool"] >= 0
     assert "disk_free" in h and "reconnects" in h and h["cmd_ok"] >= 1
+
+
+def test_retained_commands_are_ignored(tmp_path, mosquitto):
+    """A retained command would be handed over at every reconnect: the node never runs it."""
+    platform = Platform(mosquitto.port, "cmd-2")
+    platform.client.publish("citynode/cmd-2/command",
+                            json.dumps({"id": "ret1", "cmd": "ping"}).encode(), qos=1,
+                            retain=True)
+    cfg = tmp_path / "c.toml"
+    write_config(cfg, node_id="cmd-2", state_dir=tmp_path / "state", ports=[], interval=5,
+                 fmt="senml-cbor", broker=(mosquitto.host, mosquitto.port))
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(cfg)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL)
+    try:
+        platform.wait(lambda: platform.send({"id": "live1", "cmd": "ping"}) or
+                      platform.results.get("live1"), 20)
+        time.sleep(0.5)
+        assert "ret1" not in platform.results
+    finally:
+        platform.client.publish("citynode/cmd-2/command", b"", qos=1, retain=True)
+        proc.terminate()
+        proc.wait(20)
+        platform.close()
