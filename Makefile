@@ -8,7 +8,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 PYTEST  := $(BIN)/python -m pytest
 
-.PHONY: all venv deps-system demo test test-system test-faults lint bench clean help
+.PHONY: all venv deps-system demo test test-system test-faults docs lint bench clean help
 
 all: test
 
@@ -56,6 +56,12 @@ test-system: venv deps-system
 # Broker down for minutes, 50 SIGKILLs during a drain, a full disk (about 4 minutes).
 test-faults: venv deps-system
 	$(PYTEST) -q -m faults
+
+# Rebuild docs/payload.md and docs/commands.md from templates and the real codec.
+docs: venv
+	$(BIN)/python docs/tools/payload_gen.py >/dev/null
+	$(BIN)/python docs/tools/payload_fill.py
+	$(BIN)/python docs/tools/commands_gen.py >/dev/null
 
 lint: venv
 	$(BIN)/ruff check .

@@ -77,6 +77,9 @@ class SpoolConfig(_Table):
     max_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024, le=16 * 1024**3)] = 32 * 1024**2
     batch_s: Annotated[float, msgspec.Meta(ge=0, le=60)] = 1.0
     drain_rate: Annotated[float, msgspec.Meta(ge=0, le=100_000)] = 50.0  # msgs/s, 0 = unlimited
+    # Telemetry may leave during its batch window; acknowledged by then, it is never
+    # written (docs/spool.md). false: strictly on disk before it is sent.
+    send_uncommitted: bool = True
 
 
 class CommandsConfig(_Table):

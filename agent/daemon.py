@@ -28,7 +28,7 @@ from .health import HealthReporter
 from .payload import Pack, Record
 from .sampling import Health, SensorLoop
 from .sensors import build_device, valid_range
-from .spool import Spool
+from .spool import Spool, SpoolError
 from .systemd import Notifier, Watchdog
 from .topics import Topics
 from .uplink import Message, Uplink
@@ -37,6 +37,7 @@ log = logging.getLogger("citynode.daemon")
 
 EX_OK = 0
 EX_CANTCREAT = 73
+EX_TEMPFAIL = 75  # e.g. another citynode holds the spool: systemd retries later
 
 
 class StateDirError(Exception):
@@ -340,8 +341,12 @@ class Node:
         if not self.cfg.local_mode:
             m = self.cfg.mqtt
             sp = self.cfg.spool
-            self.spool = Spool(sp.path or state_dir / "spool.db", max_bytes=sp.max_bytes,
-                               batch_s=sp.batch_s)
+            try:
+                self.spool = Spool(sp.path or state_dir / "spool.db", max_bytes=sp.max_bytes,
+                                   batch_s=sp.batch_s, send_uncommitted=sp.send_uncommitted)
+            except (SpoolError, OSError) as exc:
+                log.error("cannot open the spool: %s", exc, extra={"EVENT": "spool_error"})
+                return EX_TEMPFAIL
             if self.spool.quarantined:
                 self.send(self.message(self.topics.event, [
                     Record("spool", text="quarantined")], kind="event"))

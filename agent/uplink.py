@@ -143,6 +143,7 @@ class Uplink:
         if lane is None:
             with self._lock:
                 self._direct.append(msg)
+            self.spool.ready.set()
             return
         self.spool.put(lane, msg.topic, msg.payload, retain=msg.retain,
                        content_type=msg.content_type)
@@ -226,8 +227,11 @@ class Uplink:
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not self._client_alive():
                 self._teardown(f"connection lost ({mqtt.error_string(rc)})")
                 continue
-            if self._connected:
-                self._send_some(client)
+            if self._connected and not self._send_some(client):
+                # Nothing to send: sleep in paho's select until traffic or a new message.
+                self.spool.ready.clear()
+                if not self._inflight:
+                    self.spool.ready.wait(0.2)
         if self._client is not None:
             try:
                 self._client.disconnect()
@@ -381,18 +385,22 @@ class Uplink:
         fmt = payload.JSON if data[:1] == b"[" else payload.CBOR
         return payload.encode(pack, fmt)
 
-    def _send_some(self, client: mqtt.Client) -> None:
+    def _send_some(self, client: mqtt.Client) -> bool:
+        """Publish while the in-flight window has room; False if there was nothing to send."""
+        sent = False
         while len(self._inflight) < MAX_INFLIGHT:
             item = self._next()
             if item is None:
-                return
+                return sent
             data, props = self._wire(item)
             info = client.publish(item.topic, data, qos=1, retain=item.retain, properties=props)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 self._requeue(item)
-                return
+                return sent
+            sent = True
             with self._lock:
                 self._inflight[info.mid] = item
+        return True
 
     def _requeue(self, item: Spooled | Message) -> None:
         if isinstance(item, Message):

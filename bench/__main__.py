@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from . import payload_size
+from . import payload_size, spool_bench
 
 
 def main() -> int:
     failed = 0
-    for name, bench in (("payload size", payload_size.main),):
+    for name, bench in (("payload size", payload_size.main), ("spool", spool_bench.main)):
         print(f"== {name} ==", flush=True)
         failed += bool(bench())
     return 1 if failed else 0

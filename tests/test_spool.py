@@ -27,9 +27,31 @@ def ids(spool: Spool, lane: str) -> list[int]:
     return [m.id for m in spool.iter_ready(lane, limit=10_000)]
 
 
-def test_events_are_committed_at_once_telemetry_in_batches(tmp_path):
+def test_telemetry_acknowledged_within_its_batch_is_never_written(tmp_path):
     clock = Clock()
-    s = Spool(tmp_path / "s.db", batch_s=1.0, clock=clock)
+    s = Spool(tmp_path / "s.db", batch_s=1.0, clock=clock)  # send_uncommitted by default
+    for _ in range(10):
+        clock.t += 60
+        m = s.put(TELEMETRY, "t", b"x" * 100)
+        assert [x.id for x in s.iter_ready(TELEMETRY)] == [m.id]  # eligible at once
+        s.ack(TELEMETRY, m.id)  # the broker has it
+        clock.t += 1
+        s.maintain()
+    assert s.commits == 0 and s.depth() == 0
+    # Not acknowledged in time (broker away): committed at the end of the window.
+    s.put(TELEMETRY, "t", b"y")
+    clock.t += 1.1
+    s.maintain()
+    assert s.commits == 1
+    s.close()
+    s = Spool(tmp_path / "s.db")
+    assert [m.payload for m in s.iter_ready(TELEMETRY)] == [b"y"]
+    s.close()
+
+
+def test_strict_mode_events_at_once_telemetry_in_batches(tmp_path):
+    clock = Clock()
+    s = Spool(tmp_path / "s.db", batch_s=1.0, clock=clock, send_uncommitted=False)
     s.put(TELEMETRY, "t", b"1")
     s.put(TELEMETRY, "t", b"2")
     assert ids(s, TELEMETRY) == []  # not yet on disk, so not yet eligible

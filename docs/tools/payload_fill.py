@@ -1,0 +1,44 @@
+"""Regenerates docs from the real code: run via `make docs`."""
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+import json
+import sys
+
+sys.path.insert(0, str(ROOT))
+from agent import payload
+from agent.aggregate import Quality
+from agent.quantities import CATALOGUE
+
+o = json.load(open(HERE / "payload_examples.json"))
+t = open(HERE / "payload.md.tmpl").read()
+def hexblock(h):
+    b = bytes.fromhex(h.replace(" ", ""))
+    return "\n".join(b[i:i + 16].hex(" ") for i in range(0, len(b), 16))
+for k, v in o.items():
+    t = t.replace(f"{{{{hex:{k}}}}}", hexblock(v["hex"]))
+    t = t.replace(f"{{{{view:{k}}}}}", v["view"].rstrip("\n"))
+    t = t.replace(f"{{{{n:{k}}}}}", str(v["n"]))
+js = payload.encode(payload.decode(bytes.fromhex(o["pms"]["hex"].replace(" ", ""))), "senml-json")
+t = t.replace("{{json:pms}}", js.decode()).replace("{{n:pms_json}}", str(len(js)))
+desc = {
+    "WARMING_UP": "readings were discarded because the sensor was warming up (after power-up or wake)",
+    "STALE": "no reading at all in the window",
+    "ERRORS": "corrupt frames, device errors or non-finite values in the window",
+    "DISCONNECTED": "the port was gone for part of the window",
+    "OUT_OF_RANGE": "some value lay outside the sensor's specified range (kept, not clipped)",
+    "HUMID": "relative humidity above 70 %: PM readings unreliable (no 0.1.0 driver sets it yet)",
+    "FAULT": "the sensor reports an internal fault (no 0.1.0 driver sets it yet)",
+}
+rows = ["| bit | value | name | meaning |", "|---|---|---|---|"]
+for q in Quality:
+    rows.append(f"| {q.value.bit_length() - 1} | {q.value} (0x{q.value:02x}) | `{q.name}` | {desc[q.name]} |")
+t = t.replace("{{quality}}", "\n".join(rows))
+rows = ["| name | unit | resolution | meaning | IPSO/LwM2M object/resource |", "|---|---|---|---|---|"]
+for k, q in CATALOGUE.items():
+    unit = f"`{q.unit}`" if q.unit else "(none)"
+    rows.append(f"| `{k}` | {unit} | {q.resolution:g} | {q.description} | {q.ipso or '-'} |")
+t = t.replace("{{catalogue}}", "\n".join(rows))
+assert "{{" not in t, t[t.index("{{"):t.index("{{") + 40]
+open(ROOT / "docs" / "payload.md", "w").write(t)
