@@ -1,6 +1,8 @@
 """Per-sensor aggregation over a report window, with quality flags.
 
-A report carries, per quantity, the mean and (as configured) min, max and the
+A report carries, per quantity, a robust centre (by default the mean of what is
+left after trimming 10 % of the samples from each end, so one spike from a
+passing bus does not move it), and as configured the min, max and the
 sensor's sample count, plus a bitmask of what went wrong in the window. The
 flags say what happened; values are never silently corrected.
 """
@@ -8,6 +10,7 @@ flags say what happened; values are never silently corrected.
 from __future__ import annotations
 
 import math
+import statistics
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,11 +20,16 @@ from drivers.base import Reading
 
 from .payload import Record
 
+#: Samples kept per quantity and window; beyond it every other one is dropped
+#: (a 60 s window at the fastest 0.2 s read interval holds 300).
+MAX_SAMPLES = 4096
+CENTRES = ("trimmed", "median", "mean")
+
 
 class Quality(IntFlag):
     """Quality flag bits, documented in docs/payload.md; absent record means 0."""
 
-    WARMING_UP = 0x01  # readings were discarded because the sensor was warming up
+    WARMING_UP = 0x01  # no reading yet: the sensor was still warming up all window
     STALE = 0x02  # no reading at all in the window
     ERRORS = 0x04  # corrupt frames or device errors in the window
     DISCONNECTED = 0x08  # the port was gone for part of the window
@@ -30,18 +38,14 @@ class Quality(IntFlag):
     FAULT = 0x40  # the sensor reports an internal fault
 
 
-@dataclass(slots=True)
-class _Stat:
-    n: int = 0
-    total: float = 0.0
-    lo: float = math.inf
-    hi: float = -math.inf
-
-    def add(self, v: float) -> None:
-        self.n += 1
-        self.total += v
-        self.lo = min(self.lo, v)
-        self.hi = max(self.hi, v)
+def centre(values: list[float], how: str = "trimmed") -> float:
+    """The window's central value: trimmed mean (10 % each end), median or mean."""
+    if how == "median":
+        return statistics.median(values)
+    if how == "trimmed" and len(values) >= 5:
+        k = max(1, len(values) // 10)
+        values = sorted(values)[k:-k]
+    return math.fsum(values) / len(values)
 
 
 @dataclass(slots=True)
@@ -51,7 +55,7 @@ class WindowSummary:
     sensor: str
     samples: int
     flags: Quality
-    stats: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # mean, min, max
+    stats: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # centre, min, max
 
 
 class Aggregator:
@@ -62,18 +66,24 @@ class Aggregator:
         sensor: str,
         prefix: str = "",
         valid_range: Mapping[str, tuple[float, float]] | None = None,
+        how: str = "trimmed",
     ) -> None:
+        if how not in CENTRES:
+            raise ValueError(f"aggregate must be one of {CENTRES}")
         self.sensor = sensor
         self.prefix = prefix
         self.valid_range = dict(valid_range or {})
+        self.how = how
         self._lock = threading.Lock()
-        self._stats: dict[str, _Stat] = {}
+        self._values: dict[str, list[float]] = {}
         self._samples = 0
         self._flags = Quality(0)
 
     def add(self, reading: Reading) -> None:
         with self._lock:
             self._samples += 1
+            if reading.fault:
+                self._flags |= Quality.FAULT
             for name, v in reading.values.items():
                 if not math.isfinite(v):
                     self._flags |= Quality.ERRORS
@@ -81,7 +91,10 @@ class Aggregator:
                 lo, hi = self.valid_range.get(name, (-math.inf, math.inf))
                 if not lo <= v <= hi:
                     self._flags |= Quality.OUT_OF_RANGE
-                self._stats.setdefault(name, _Stat()).add(v)
+                vals = self._values.setdefault(name, [])
+                vals.append(v)
+                if len(vals) > MAX_SAMPLES:
+                    del vals[::2]  # keep memory bounded, the spread of the window kept
 
     def flag(self, flags: Quality) -> None:
         """Mark something that happened during the current window."""
@@ -92,18 +105,22 @@ class Aggregator:
         """Return the window's summary and start a new one.
 
         ``carry`` are conditions still true at the boundary (still warming up,
-        still disconnected), so they mark the next window too.
+        still disconnected), so they mark the next window too. Warm-up readings
+        are discarded by the drivers, so WARMING_UP only stays on a window that
+        got no reading because of it.
         """
         with self._lock:
-            stats, samples, flags = self._stats, self._samples, self._flags
-            self._stats, self._samples, self._flags = {}, 0, carry
+            values, samples, flags = self._values, self._samples, self._flags
+            self._values, self._samples, self._flags = {}, 0, carry
         if samples == 0:
-            flags |= Quality.STALE
+            flags |= Quality(0) if flags & Quality.WARMING_UP else Quality.STALE
+        else:
+            flags &= ~Quality.WARMING_UP
         return WindowSummary(
             self.sensor,
             samples,
             flags,
-            {k: (s.total / s.n, s.lo, s.hi) for k, s in stats.items() if s.n},
+            {k: (centre(v, self.how), min(v), max(v)) for k, v in values.items() if v},
         )
 
     def records(self, summary: WindowSummary, stats: Iterable[str]) -> list[Record]:

@@ -104,6 +104,8 @@ def cmd_frames(args: argparse.Namespace) -> int:
     except KeyError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return EX_USAGE
+    if isinstance(codec, registry.I2CCodec):
+        return _frames_i2c(codec, args)
     try:
         data = _read_input(args.file, args.hex, args.format)
     except (OSError, ValueError) as exc:
@@ -116,6 +118,30 @@ def cmd_frames(args: argparse.Namespace) -> int:
     print(f"{len(data)} bytes: {counts['frame']} frames, {counts['ack']} acks, "
           f"{counts['rejected']} rejected spans", file=sys.stderr)
     return 0 if counts["frame"] or counts["ack"] or not data else EX_DATAERR
+
+
+def _frames_i2c(codec, args: argparse.Namespace) -> int:
+    """I2C devices: decode a capture of transfers, one ``ADDR W|R HEX`` line each."""
+    from drivers.emulation.i2c import parse_capture
+
+    try:
+        if args.hex is not None:
+            text = args.hex.replace(";", "\n")
+        elif args.file in (None, "-"):
+            text = sys.stdin.read()
+        else:
+            text = Path(args.file).read_text()
+        records = parse_capture(text.splitlines())
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        print(f"error: cannot read capture: {exc}", file=sys.stderr)
+        return EX_NOINPUT
+    good = bad = 0
+    for doc in codec.decode(records):
+        good += doc.get("type") != "rejected"
+        bad += doc.get("type") == "rejected"
+        _print_json(doc)
+    print(f"{len(records)} transfers: {good} decoded, {bad} rejected", file=sys.stderr)
+    return 0 if good or not records else EX_DATAERR
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
@@ -173,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how to read the file or stdin (auto: hex text if it looks like it)")
 
     f = sub.add_parser("frames", help="decode captured raw sensor bytes, one JSON line per frame")
-    f.add_argument("device", help="device type, e.g. pms5003")
+    f.add_argument("device", help="device type, e.g. pms5003; for I2C devices the input is a "
+                   "capture of transfers, one 'ADDR W|R HEX' line each (--hex: ';' separates)")
     add_input(f)
     f.set_defaults(func=cmd_frames)
 

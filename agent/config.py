@@ -49,6 +49,10 @@ class ReportConfig(_Table):
     stats: list[Literal["mean", "min", "max", "count"]] = msgspec.field(
         default_factory=lambda: ["mean", "min", "max", "count"]
     )
+    # The window's central value ("mean" record): trimmed mean (10 % off each end),
+    # median, or plain mean.
+    aggregate: Literal["trimmed", "median", "mean"] = "trimmed"
+    kr_band: bool = True  # add <sensor>:aq, the Korean PM2.5/PM10 bands
 
 
 class MqttConfig(_Table):
@@ -107,22 +111,82 @@ class _Sensor(_Table, tag_field="type", kw_only=True):
     stale_after_s: Seconds = 60.0
 
 
+ReadInterval = Annotated[float, msgspec.Meta(ge=0.2, le=3600)]
+Warmup = Annotated[float, msgspec.Meta(ge=0, le=600)]
+I2CBus = Annotated[int, msgspec.Meta(ge=0, le=255)] | Literal["emulator"]
+I2CAddress = Annotated[int, msgspec.Meta(ge=0x03, le=0x77)]
+
+
+class _SerialSensor(_Sensor, kw_only=True):
+    port: Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class _I2CSensor(_Sensor, kw_only=True):
+    # /dev/i2c-<bus>; "emulator": an emulated chip inside the agent (citynode simulate)
+    bus: I2CBus = 1
+
+
+# Particulate sensors: the laser and fan wear out, so by default they sleep between
+# reports and wake warmup_s + sample_s before each report is due.
+SampleS = Annotated[float, msgspec.Meta(ge=1, le=3600)]
+
+
 PMSQuantity = Literal[
     "pm1", "pm25", "pm10", "pm1_cf1", "pm25_cf1", "pm10_cf1",
     "n0_3", "n0_5", "n1_0", "n2_5", "n5_0", "n10",
 ]
 
 
-class PMS5003Config(_Sensor, tag="pms5003", kw_only=True):
-    port: Annotated[str, msgspec.Meta(min_length=1)]
+class PMS5003Config(_SerialSensor, tag="pms5003", kw_only=True):
     mode: Literal["active", "passive"] = "passive"
-    read_interval_s: Annotated[float, msgspec.Meta(ge=0.2, le=3600)] = 2.0
-    warmup_s: Annotated[float, msgspec.Meta(ge=0, le=600)] = 30.0
+    duty_cycle: bool = True
+    sample_s: SampleS = 20.0
+    read_interval_s: ReadInterval = 2.0
+    warmup_s: Warmup = 30.0
     quantities: list[PMSQuantity] = msgspec.field(default_factory=lambda: ["pm1", "pm25", "pm10"])
 
 
-SensorConfig = PMS5003Config
-SENSOR_TYPES = {"pms5003": PMS5003Config}
+class SDS011Config(_SerialSensor, tag="sds011", kw_only=True):
+    mode: Literal["active", "query"] = "query"
+    duty_cycle: bool = True
+    sample_s: SampleS = 20.0
+    read_interval_s: ReadInterval = 2.0
+    warmup_s: Warmup = 15.0
+    quantities: list[Literal["pm25", "pm10"]] = msgspec.field(
+        default_factory=lambda: ["pm25", "pm10"])
+
+
+SPS30Quantity = Literal["pm1", "pm25", "pm4", "pm10", "nc0_5", "nc1_0", "nc2_5", "nc4_0",
+                        "nc10", "tps"]
+
+
+class SPS30Config(_I2CSensor, tag="sps30", kw_only=True):
+    address: I2CAddress = 0x69
+    duty_cycle: bool = True
+    sample_s: SampleS = 20.0
+    read_interval_s: ReadInterval = 1.0
+    warmup_s: Warmup = 15.0
+    quantities: list[SPS30Quantity] = msgspec.field(
+        default_factory=lambda: ["pm1", "pm25", "pm10"])
+
+
+class SHT3xConfig(_I2CSensor, tag="sht3x", kw_only=True):
+    address: I2CAddress = 0x44
+    read_interval_s: ReadInterval = 2.0
+    quantities: list[Literal["temp", "rh"]] = msgspec.field(
+        default_factory=lambda: ["temp", "rh"])
+
+
+class BME280Config(_I2CSensor, tag="bme280", kw_only=True):
+    address: I2CAddress = 0x76
+    read_interval_s: ReadInterval = 2.0
+    quantities: list[Literal["temp", "rh", "pressure"]] = msgspec.field(
+        default_factory=lambda: ["temp", "rh", "pressure"])
+
+
+SensorConfig = PMS5003Config | SDS011Config | SPS30Config | SHT3xConfig | BME280Config
+SENSOR_TYPES = {"pms5003": PMS5003Config, "sds011": SDS011Config, "sps30": SPS30Config,
+                "sht3x": SHT3xConfig, "bme280": BME280Config}
 
 
 class Config(_Table):
@@ -258,6 +322,7 @@ def _check_semantics(cfg: Config, text: str, path: str, check_devices: bool) -> 
         fail("mqtt.backoff_max_s", "must not be smaller than mqtt.backoff_initial_s")
     names: dict[str, int] = {}
     records: dict[str, str] = {}
+    i2c: dict[tuple[object, int], str] = {}
     for i, s in enumerate(cfg.sensor):
         if s.name in names:
             fail(f"sensor[{i}].name", f"'{s.name}' is already used by sensor[{names[s.name]}]")
@@ -271,7 +336,16 @@ def _check_semantics(cfg: Config, text: str, path: str, check_devices: bool) -> 
                      f"'{rec}' is already reported by sensor '{records[rec]}': give one of them "
                      "a prefix such as \"b.\"")
             records[rec] = s.name
-        if check_devices and not os.path.exists(s.port):
+        if isinstance(s, _I2CSensor):
+            where = (s.bus, s.address)  # type: ignore[attr-defined]
+            if where in i2c:
+                fail(f"sensor[{i}].address", f"bus {s.bus} address 0x{where[1]:02x} is "
+                     f"already used by sensor '{i2c[where]}'")
+            i2c[where] = s.name
+            if check_devices and s.bus != "emulator" and not os.path.exists(f"/dev/i2c-{s.bus}"):
+                fail(f"sensor[{i}].bus", f"/dev/i2c-{s.bus} does not exist (enable I2C: "
+                     "dtparam=i2c_arm=on in config.txt, or raspi-config)")
+        elif check_devices and not os.path.exists(s.port):
             fail(f"sensor[{i}].port",
                  f"device {s.port} does not exist (is the sensor wired and the UART enabled?)")
 

@@ -22,11 +22,12 @@ from pathlib import Path
 import msgspec
 
 from . import __version__, payload
-from .aggregate import Aggregator
+from .aggregate import Aggregator, Quality
+from .airquality import band_record
 from .config import Config
 from .health import HealthReporter
 from .payload import Pack, Record
-from .sampling import Health, SensorLoop
+from .sampling import DutyCycle, Health, SensorLoop
 from .sensors import build_device, valid_range
 from .spool import Spool, SpoolError
 from .systemd import Notifier, Watchdog
@@ -34,6 +35,9 @@ from .topics import Topics
 from .uplink import Message, Uplink
 
 log = logging.getLogger("citynode.daemon")
+
+HUMID_RH = 70.0
+PM_QUANTITIES = ("pm1", "pm25", "pm10", "pm4")
 
 EX_OK = 0
 EX_CANTCREAT = 73
@@ -88,6 +92,7 @@ class Node:
         self._commands: queue.Queue[tuple[bytes, bytes | None, str | None]] = queue.Queue(64)
         self._watchdog: Watchdog | None = None
         self._health: HealthReporter | None = None
+        self._next_report = clock() + cfg.report.interval_s
         self.notifier = notifier or Notifier.from_env()
         self.clock = clock
         self.topics = Topics(cfg.mqtt.prefix, cfg.node.id)
@@ -176,10 +181,21 @@ class Node:
 
     # -- reports -----------------------------------------------------------------
     def report(self) -> None:
+        summaries = [(lp, lp.aggregator.close_window(carry=lp.carry_flags()))
+                     for lp in self.loops]
+        # PM readings above 70 % relative humidity are unreliable: flag, do not correct.
+        rh = [s.stats["rh"][0] for _, s in summaries if "rh" in s.stats]
+        humid = bool(rh) and max(rh) > HUMID_RH
         records: list[Record] = []
-        for lp in self.loops:
-            summary = lp.aggregator.close_window(carry=lp.carry_flags())
+        for lp, summary in summaries:
+            pm = any(q in summary.stats for q in PM_QUANTITIES)
+            if humid and pm:
+                summary.flags |= Quality.HUMID
             records += lp.aggregator.records(summary, self.cfg.report.stats)
+            if pm and self.cfg.report.kr_band:
+                aq = band_record(lp.sensor, summary.stats)
+                if aq is not None:
+                    records.append(aq)
         if records:
             self.send(self.message(self.topics.telemetry, records, kind="telemetry"))
 
@@ -191,9 +207,14 @@ class Node:
     def _start_sensors(self, cfg: Config, watchdog: Watchdog) -> None:
         self.loops = []
         for s in cfg.sensor:
-            agg = Aggregator(s.name, s.prefix, valid_range(s))
+            agg = Aggregator(s.name, s.prefix, valid_range(s), how=cfg.report.aggregate)
+            duty = None
+            if getattr(s, "duty_cycle", False):
+                duty = DutyCycle(s.warmup_s + s.sample_s, lambda: self._next_report,
+                                 lambda: self.cfg.report.interval_s)
             loop = SensorLoop(s.name, build_device(s), agg, stale_after_s=s.stale_after_s,
-                              beat=watchdog.register(s.name), on_health=self.on_health)
+                              beat=watchdog.register(s.name), on_health=self.on_health,
+                              duty=duty)
             self.loops.append(loop)
         for lp in self.loops:
             lp.start()
@@ -368,7 +389,7 @@ class Node:
         log.info("ready: %s", self.status_line(), extra={"EVENT": "ready"})
 
         interval = self.cfg.report.interval_s
-        next_report = self.clock() + interval
+        next_report = self._next_report = self.clock() + interval
         next_health = self.clock() + min(60.0, self.cfg.health.interval_s)
         while not self._stop.is_set():
             main_beat()
@@ -378,6 +399,7 @@ class Node:
                 # Monotonic schedule: no drift, and no burst after a stall.
                 interval = self.cfg.report.interval_s
                 next_report += interval * max(1, int((now - next_report) // interval) + 1)
+                self._next_report = next_report
             if now >= next_health:
                 self.health_report()
                 next_health = now + self.cfg.health.interval_s

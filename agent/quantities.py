@@ -32,6 +32,17 @@ CATALOGUE: dict[str, Quantity] = {
     "n2_5": Quantity("", 1, "particles > 2.5 um per 0.1 L"),
     "n5_0": Quantity("", 1, "particles > 5.0 um per 0.1 L"),
     "n10": Quantity("", 1, "particles > 10 um per 0.1 L"),
+    "pm4": Quantity("ug/m3", 1, "PM4.0 mass concentration (SPS30)"),
+    "nc0_5": Quantity("/cm3", 0.01, "particles 0.3-0.5 um per cm3 (SPS30)"),
+    "nc1_0": Quantity("/cm3", 0.01, "particles 0.3-1.0 um per cm3 (SPS30)"),
+    "nc2_5": Quantity("/cm3", 0.01, "particles 0.3-2.5 um per cm3 (SPS30)"),
+    "nc4_0": Quantity("/cm3", 0.01, "particles 0.3-4.0 um per cm3 (SPS30)"),
+    "nc10": Quantity("/cm3", 0.01, "particles 0.3-10 um per cm3 (SPS30)"),
+    "tps": Quantity("um", 0.001, "typical particle size (SPS30)"),
+    "temp": Quantity("Cel", 0.01, "air temperature", "3303/5700"),
+    "rh": Quantity("%RH", 0.1, "relative humidity", "3304/5700"),
+    "pressure": Quantity("hPa", 0.01, "barometric pressure (hPa = 100 Pa; not a SenML unit)",
+                         "3323/5700"),
     "w": Quantity("W", 0.1, "active power", "3328/5700"),
     "d": Quantity("m", 0.001, "distance", "3330/5700"),
     "fall": Quantity("/", 0.01, "fall score, 0..1", ""),
@@ -54,6 +65,9 @@ COUNT = Quantity("", 1, "samples aggregated in the report window")
 FLAGS = Quantity("", 1, "quality flags bitmask (docs/payload.md)")
 
 
+AQ_BAND = Quantity("", 1, "Korean air-quality bands: 10 x PM2.5 band + PM10 band (1-4)")
+
+
 def lookup(name: str) -> Quantity | None:
     """The quantity behind a record name, ignoring any prefix and stat suffix."""
     base, _, stat = name.partition(":")
@@ -61,6 +75,8 @@ def lookup(name: str) -> Quantity | None:
         return COUNT
     if stat == "q":
         return FLAGS
+    if stat == "aq":
+        return AQ_BAND
     return CATALOGUE.get(base.rsplit(".", 1)[-1])
 
 

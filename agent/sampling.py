@@ -28,7 +28,33 @@ class Health(StrEnum):
     STALE = "stale"
     ERRORS = "errors"
     DISCONNECTED = "disconnected"
+    SLEEPING = "sleeping"  # duty cycling: laser and fan off until shortly before a report
     STOPPED = "stopped"
+
+
+class DutyCycle:
+    """When a particulate sensor should be awake: the last ``on_s`` before each report.
+
+    ``on_s`` is the warm-up plus the sampling time. ``next_report`` returns the
+    monotonic time the next report is due (the daemon's schedule), so the sensor
+    wakes early enough to be warm and sampled by then, and sleeps in between:
+    at a 5-minute report interval a PMS5003 (30 s warm-up, 20 s sampling) runs
+    50 s of every 300, so its laser lasts six times as long.
+    """
+
+    def __init__(self, on_s: float, next_report: Callable[[], float],
+                 interval: Callable[[], float]) -> None:
+        self.on_s = on_s
+        self._next_report = next_report
+        self._interval = interval
+
+    def next_wake(self) -> float:
+        return self._next_report() - self.on_s
+
+    def awake(self, now: float) -> bool:
+        if self.on_s + 10 >= self._interval():
+            return True  # sleeping a few seconds would save nothing and lose samples
+        return self._next_report() - now <= self.on_s
 
 
 def backoff_delay(attempt: int, initial: float, cap: float, rng: random.Random) -> float:
@@ -54,6 +80,7 @@ class SensorLoop(threading.Thread):
         reopen_max_s: float = 30.0,
         beat: Callable[[], None] = lambda: None,
         on_health: Callable[[str, Health, Health, str], None] = lambda *a: None,
+        duty: DutyCycle | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
@@ -66,6 +93,10 @@ class SensorLoop(threading.Thread):
         self.reopen_max_s = reopen_max_s
         self._beat = beat
         self._on_health = on_health
+        can_sleep = callable(getattr(device, "sleep", None)) and callable(
+            getattr(device, "wake", None))
+        self.duty = duty if can_sleep else None
+        self.asleep = False
         self._clock = clock
         self._rng = rng or random.Random()
         self._halt = threading.Event()
@@ -80,6 +111,7 @@ class SensorLoop(threading.Thread):
         self._last_error_at = -1e18
         self._bad_seen = 0
         self._start = clock()
+        self._awake_since = self._start
 
     # -- control ---------------------------------------------------------------
     def stop(self, timeout: float = 5.0) -> None:
@@ -105,10 +137,14 @@ class SensorLoop(threading.Thread):
                     attempt += 1
                     continue
                 is_open, attempt = True, 0
+                self.asleep = False  # opening wakes the sensor
+                self._awake_since = self._clock()
                 self.opens += 1
                 self._set_health(Health.WARMING_UP if self.device.warming_up else Health.OK,
                                  "opened" if self.opens == 1 else "re-opened")
                 self.opened.set()
+            if self.duty is not None and self._duty_step():
+                continue
             try:
                 readings = self.device.poll()
             except DeviceGone as exc:
@@ -135,6 +171,31 @@ class SensorLoop(threading.Thread):
             self._update_health(now)
         self.device.close()
         self._set_health(Health.STOPPED, "stopped")
+
+    def _duty_step(self) -> bool:
+        """Sleep or wake as the duty cycle says; True while asleep (nothing to poll)."""
+        want = self.duty.awake(self._clock())
+        try:
+            if not want and not self.asleep:
+                self.device.sleep()
+                self.asleep = True
+                self._set_health(Health.SLEEPING, "duty cycle: laser off until the next report")
+            elif want and self.asleep:
+                self.device.wake()
+                self.asleep = False
+                self._awake_since = self._clock()
+                self._set_health(Health.WARMING_UP, "duty cycle: woken for the next report")
+        except DeviceGone:
+            self.asleep = False
+            return False  # the next poll() reports it and the port is re-opened
+        except DeviceError as exc:
+            self._error(f"sleep/wake failed: {exc}")
+        if self.asleep:
+            self._pause(min(1.0, max(0.05, self._remaining_sleep())))
+        return self.asleep
+
+    def _remaining_sleep(self) -> float:
+        return self.duty.next_wake() - self._clock() if self.duty else 0.0
 
     def _pause(self, seconds: float) -> None:
         """Wait (for a backoff) while still beating: waiting on purpose is progress."""
@@ -166,7 +227,7 @@ class SensorLoop(threading.Thread):
             self.aggregator.flag(Quality.WARMING_UP)
             self._set_health(Health.WARMING_UP, "discarding readings while the sensor warms up")
             return
-        recent = self.last_reading_at or self._start
+        recent = max(self.last_reading_at or self._start, self._awake_since)
         if now - recent > self.stale_after_s:
             self._set_health(Health.STALE, f"no reading for {now - recent:.0f} s")
         elif self.last_reading_at is not None and self.last_reading_at > self._last_error_at:

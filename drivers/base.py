@@ -18,6 +18,7 @@ class Reading:
     values: Mapping[str, float]
     t_mono: float
     t_wall: float
+    fault: bool = False  # the device itself reports a fault (e.g. a status or error byte)
 
 
 class DeviceError(Exception):

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .pms5003 import codec as pms
+from .sds011 import codec as sds
+from .sps30 import codec as sps30
 
 
 class StreamDecoder(Protocol):
@@ -34,17 +36,43 @@ def _pms_describe(ev: Any) -> tuple[dict[str, Any], int]:
     return {"type": "rejected", "reason": ev.reason, "bytes": ev.data.hex(" ")}, len(ev.data)
 
 
+def _sds_describe(ev: Any) -> tuple[dict[str, Any], int]:
+    if isinstance(ev, sds.Frame):
+        return {"type": "frame", **ev.as_dict()}, len(ev.raw)
+    if isinstance(ev, sds.Reply):
+        return {"type": "ack", "cmd": f"{ev.cmd:02x}", **ev.as_dict()}, len(ev.raw)
+    return {"type": "rejected", "reason": ev.reason, "bytes": ev.data.hex(" ")}, len(ev.data)
+
+
+@dataclass(frozen=True)
+class I2CCodec:
+    """An I2C device's decoder for captured transfers (``ADDR W|R HEX`` lines)."""
+
+    description: str
+    addresses: tuple[int, ...]
+    decode: Callable[[list[tuple[int, str, bytes | None]]], Iterable[dict[str, Any]]]
+
+
+#: I2C devices register here (name -> I2CCodec); `citynode frames` reads captures for them.
+I2C_CODECS: dict[str, I2CCodec] = {}
+I2C_CODECS["sps30"] = I2CCodec("Sensirion SPS30 particulate sensor (I2C 0x69)",
+                                (sps30.ADDRESS,), sps30.decode_capture)
+
 CODECS: dict[str, Codec] = {
     "pms5003": Codec("Plantower PMS5003/PMS7003 (UART 9600 8N1)", pms.FrameDecoder, _pms_describe),
+    "sds011": Codec("Nova Fitness SDS011 (UART 9600 8N1)", sds.FrameDecoder, _sds_describe),
 }
 ALIASES = {"pms7003": "pms5003", "pmsa003": "pms5003"}
 
 
-def get(name: str) -> Codec:
+def get(name: str) -> Codec | I2CCodec:
     key = ALIASES.get(name.lower(), name.lower())
-    if key not in CODECS:
-        raise KeyError(f"unknown device {name!r}; known: {', '.join(sorted(CODECS))}")
-    return CODECS[key]
+    if key in CODECS:
+        return CODECS[key]
+    if key in I2C_CODECS:
+        return I2C_CODECS[key]
+    known = ", ".join(sorted([*CODECS, *I2C_CODECS]))
+    raise KeyError(f"unknown device {name!r}; known: {known}")
 
 
 def decode_stream(codec: Codec, chunks: Iterable[bytes]) -> Iterable[dict[str, Any]]:

@@ -23,13 +23,13 @@ for k, v in o.items():
 js = payload.encode(payload.decode(bytes.fromhex(o["pms"]["hex"].replace(" ", ""))), "senml-json")
 t = t.replace("{{json:pms}}", js.decode()).replace("{{n:pms_json}}", str(len(js)))
 desc = {
-    "WARMING_UP": "readings were discarded because the sensor was warming up (after power-up or wake)",
+    "WARMING_UP": "no reading in the window because the sensor was still warming up (readings during a warm-up are always discarded, so they never taint a window)",
     "STALE": "no reading at all in the window",
     "ERRORS": "corrupt frames, device errors or non-finite values in the window",
     "DISCONNECTED": "the port was gone for part of the window",
     "OUT_OF_RANGE": "some value lay outside the sensor's specified range (kept, not clipped)",
-    "HUMID": "relative humidity above 70 %: PM readings unreliable (no 0.1.0 driver sets it yet)",
-    "FAULT": "the sensor reports an internal fault (no 0.1.0 driver sets it yet)",
+    "HUMID": "a climate sensor on the node measured relative humidity above 70 % in the window: PM readings are unreliable then (flagged, not corrected); set on PM sensors only",
+    "FAULT": "the sensor itself reported a fault (PMS5003 error byte non-zero, SPS30 status bits)",
 }
 rows = ["| bit | value | name | meaning |", "|---|---|---|---|"]
 for q in Quality:

@@ -138,7 +138,8 @@ class PMS5003:
             if isinstance(ev, Sample):
                 f = ev.frame
                 values = {q: float(getattr(f, q)) for q in self.quantities}
-                readings.append(Reading(values, now, self._wall()))
+                # Byte 29 is the sensor's own error code: non-zero is a fault it reports.
+                readings.append(Reading(values, now, self._wall(), fault=f.error != 0))
         self._flush_out()
         if not self.protocol.asleep and now - self._last_frame > self.no_data_timeout_s:
             self._last_frame = now  # report once per timeout, then keep trying
