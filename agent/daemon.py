@@ -28,7 +28,7 @@ from .config import Config
 from .health import HealthReporter
 from .payload import Pack, Record
 from .sampling import DutyCycle, Health, SensorLoop
-from .sensors import build_device, valid_range
+from .sensors import build_device, type_name, valid_range
 from .spool import Spool, SpoolError
 from .systemd import Notifier, Watchdog
 from .topics import Topics
@@ -134,8 +134,7 @@ class Node:
                      extra={"EVENT": "local_message"})
 
     def birth(self) -> Message:
-        sensors = ",".join(f"{s.name}:{type(s).__name__.removesuffix('Config').lower()}"
-                           for s in self.cfg.sensor)
+        sensors = ",".join(f"{s.name}:{type_name(s)}" for s in self.cfg.sensor)
         return self.message(self.topics.state, [
             Record("status", text="online"),
             Record("version", text=__version__),

@@ -2,35 +2,99 @@
 
 This is the one place that maps a configured ``type`` to a driver class, so a
 new device needs a config table in :mod:`agent.config` and an entry here.
+
+I2C sensors on ``bus = "emulator"`` talk to emulated chips inside the agent,
+all on one shared :class:`drivers.emulation.i2c.FakeBus` (the kernel has no I2C
+stub to put them behind): ``citynode simulate`` and site rehearsals use it.
 """
 
 from __future__ import annotations
 
+import threading
+
 from drivers.base import Device
-from drivers.pms5003 import PMS5003
 
-from .config import PMS5003Config, SensorConfig
+from .config import (
+    BME280Config,
+    PMS5003Config,
+    SDS011Config,
+    SensorConfig,
+    SHT3xConfig,
+    SPS30Config,
+)
 
+_PM = ("pm1", "pm25", "pm10", "pm4", "pm1_cf1", "pm25_cf1", "pm10_cf1")
 #: Specified ranges; a value outside is kept but flagged OUT_OF_RANGE.
-PMS5003_RANGE = {q: (0.0, 1000.0) for q in ("pm1", "pm25", "pm10", "pm1_cf1", "pm25_cf1",
-                                             "pm10_cf1")}
+RANGES = {
+    "pms5003": {q: (0.0, 1000.0) for q in _PM},
+    "sds011": {q: (0.0, 999.9) for q in _PM},
+    "sps30": {q: (0.0, 1000.0) for q in _PM},
+    "sht3x": {"temp": (-40.0, 125.0), "rh": (0.0, 100.0)},
+    "bme280": {"temp": (-40.0, 85.0), "rh": (0.0, 100.0), "pressure": (300.0, 1100.0)},
+}
+
+_emulated_bus = None
+_emulated_lock = threading.Lock()
+
+
+def emulated_bus():
+    """The agent's shared emulated I2C bus (created on first use)."""
+    global _emulated_bus
+    with _emulated_lock:
+        if _emulated_bus is None:
+            from drivers.emulation.i2c import FakeBus
+
+            _emulated_bus = FakeBus(seed=None)
+        return _emulated_bus
+
+
+def _i2c_bus(cfg: SensorConfig, model_factory):
+    """The bus a driver gets: a bus number, or the emulated bus with its chip attached."""
+    if cfg.bus != "emulator":
+        return cfg.bus
+    bus = emulated_bus()
+    if cfg.address not in bus.devices:
+        bus.attach(cfg.address, model_factory())
+    return bus
+
+
+def type_name(cfg: SensorConfig) -> str:
+    return type(cfg).__name__.removesuffix("Config").lower()
 
 
 def build_device(cfg: SensorConfig) -> Device:
     """Construct (but do not open) the driver for one configured sensor."""
     if isinstance(cfg, PMS5003Config):
-        return PMS5003(
-            cfg.port,
-            mode=cfg.mode,
-            warmup_s=cfg.warmup_s,
-            read_interval_s=cfg.read_interval_s,
-            quantities=tuple(cfg.quantities),
-            no_data_timeout_s=max(10.0, 3 * cfg.read_interval_s),
-        )
+        from drivers.pms5003 import PMS5003
+
+        return PMS5003(cfg.port, mode=cfg.mode, warmup_s=cfg.warmup_s,
+                       read_interval_s=cfg.read_interval_s, quantities=tuple(cfg.quantities),
+                       no_data_timeout_s=max(10.0, 3 * cfg.read_interval_s))
+    if isinstance(cfg, SDS011Config):
+        from drivers.sds011 import SDS011
+
+        return SDS011(cfg.port, mode=cfg.mode, warmup_s=cfg.warmup_s,
+                      read_interval_s=cfg.read_interval_s, quantities=tuple(cfg.quantities))
+    if isinstance(cfg, SPS30Config):
+        from drivers.sps30 import SPS30
+        from drivers.sps30.emulator import SPS30Model
+
+        return SPS30(_i2c_bus(cfg, SPS30Model), address=cfg.address, warmup_s=cfg.warmup_s,
+                     read_interval_s=cfg.read_interval_s, quantities=tuple(cfg.quantities))
+    if isinstance(cfg, SHT3xConfig):
+        from drivers.sht3x import SHT3x
+        from drivers.sht3x.emulator import SHT3xModel
+
+        return SHT3x(_i2c_bus(cfg, SHT3xModel), address=cfg.address,
+                     read_interval_s=cfg.read_interval_s, quantities=tuple(cfg.quantities))
+    if isinstance(cfg, BME280Config):
+        from drivers.bme280 import BME280
+        from drivers.bme280.emulator import BME280Model
+
+        return BME280(_i2c_bus(cfg, BME280Model), address=cfg.address,
+                      read_interval_s=cfg.read_interval_s, quantities=tuple(cfg.quantities))
     raise ValueError(f"no driver for sensor type {type(cfg).__name__}")
 
 
 def valid_range(cfg: SensorConfig) -> dict[str, tuple[float, float]]:
-    if isinstance(cfg, PMS5003Config):
-        return PMS5003_RANGE
-    return {}
+    return RANGES.get(type_name(cfg), {})

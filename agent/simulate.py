@@ -134,9 +134,21 @@ class Subscriber:
         self.client.loop_stop()
 
 
+def _toml_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return f"{v:g}" if isinstance(v, float) else str(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def write_config(path: Path, *, node_id: str, state_dir: Path, ports: list[str],
                  interval: float, fmt: str, broker: tuple[str, int] | None,
-                 warmup_s: float = 5.0, read_interval_s: float = 1.0) -> None:
+                 warmup_s: float = 5.0, read_interval_s: float = 1.0,
+                 sensors: list[dict[str, object]] = ()) -> None:
+    """A configuration for emulated sensors: PMS5003s on ``ports`` plus ``sensors`` tables."""
     lines = [
         "# Written by `citynode simulate`: emulated sensors, private broker.",
         "[node]", f'id = "{node_id}"', f'state_dir = "{state_dir}"', "",
@@ -151,6 +163,8 @@ def write_config(path: Path, *, node_id: str, state_dir: Path, ports: list[str],
         lines += ["[[sensor]]", 'type = "pms5003"', f'name = "pm{i}"', f'port = "{port}"',
                   f'prefix = "{prefix}"', 'mode = "passive"',
                   f"read_interval_s = {read_interval_s:g}", f"warmup_s = {warmup_s:g}", ""]
+    for table in sensors:
+        lines += ["[[sensor]]", *(f"{k} = {_toml_value(v)}" for k, v in table.items()), ""]
     path.write_text("\n".join(lines))
 
 

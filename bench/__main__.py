@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import sys
 
-from . import payload_size, spool_bench
+from . import payload_size, pms_recovery, spool_bench
 
 
 def main() -> int:
     failed = 0
-    for name, bench in (("payload size", payload_size.main), ("spool", spool_bench.main)):
+    for name, bench in (
+        ("payload size", payload_size.main),
+        ("spool", spool_bench.main),
+        ("PMS5003 frame recovery", pms_recovery.main),
+    ):
         print(f"== {name} ==", flush=True)
         failed += bool(bench())
     return 1 if failed else 0

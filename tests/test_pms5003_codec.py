@@ -44,7 +44,10 @@ def test_real_frame_2_decodes_as_documented():
 
 @pytest.mark.parametrize("raw", [ZERO, ZERO_VERSION])
 def test_zero_frames(raw):
-    (f,) = codec.FrameDecoder().feed(raw)
+    dec = codec.FrameDecoder()
+    # A frame ending in 0x42 waits for the next byte (a frame may start there): at the
+    # end of input, flush() decides.
+    (f,) = dec.feed(raw) + dec.flush()
     assert f.pm25 == 0 and f.n0_3 == 0
 
 
@@ -104,6 +107,36 @@ def test_checksum_mismatch_is_reported_with_reason():
     assert "checksum mismatch" in events[0].reason
 
 
+def test_checksum_valid_but_impossible_frames_are_rejected():
+    # pm1 > pm2.5: no real sensor says that, whatever the checksum.
+    bad = codec.encode_frame(50, 10, 60, 5, 10, 20, (100, 50, 20, 5, 1, 0))
+    good = codec.encode_frame(5, 10, 60, 5, 10, 20, (100, 50, 20, 5, 1, 0))
+    dec = codec.FrameDecoder()
+    events = dec.feed(bad + good) + dec.flush()
+    assert [e.raw for e in events if isinstance(e, codec.Frame)] == [good]
+    assert any("implausible" in e.reason for e in events if isinstance(e, codec.Rejected))
+    growing = codec.encode_frame(1, 2, 3, 1, 2, 3, (10, 50, 20, 5, 1, 0))
+    assert not frames(codec.FrameDecoder().feed(growing) + codec.FrameDecoder().flush())
+
+
+def test_collision_is_decided_when_the_inner_frame_completes():
+    """A frame cut one byte short whose missing checksum byte equals the next frame's
+    0x42 passes the sum; the decoder waits for the inner frame, in any chunking."""
+    inner = REAL_2
+    cut = None
+    for pm10 in range(400, 700):
+        f = codec.encode_frame(1, 20, 400, 1, 20, pm10, (900, 500, 300, 100, 50, 10))
+        if f[-1] == inner[0]:
+            cut = f[:-1]
+            break
+    assert cut is not None
+    stream = cut + inner
+    for split in (32, 40, 63, 64):
+        dec = codec.FrameDecoder()
+        events = dec.feed(stream[:split]) + dec.feed(stream[split:]) + dec.flush()
+        assert [e.raw for e in events if isinstance(e, codec.Frame)] == [inner], split
+
+
 def test_bad_length_field_rejected():
     events = codec.FrameDecoder().feed(b"BM\x00\x99" + REAL_1)
     assert "bad length field 153" in events[0].reason
@@ -124,9 +157,11 @@ def test_flush_reports_truncated_tail():
 
 
 def _random_frame(rng: random.Random) -> bytes:
-    vals = [rng.randrange(0, 1000) for _ in range(6)]
-    counts = tuple(rng.randrange(0, 65536) for _ in range(6))
-    return codec.encode_frame(*vals, counts, version=rng.randrange(256))
+    """A plausible frame: masses and counts are cumulative, as the sensor's are."""
+    cf1 = sorted(rng.randrange(0, 1000) for _ in range(3))
+    atm = sorted(rng.randrange(0, 1000) for _ in range(3))
+    counts = tuple(sorted((rng.randrange(0, 65536) for _ in range(6)), reverse=True))
+    return codec.encode_frame(*cf1, *atm, counts, version=rng.randrange(256))
 
 
 @settings(max_examples=200, deadline=None)
@@ -166,7 +201,8 @@ def test_every_intact_frame_recovered_from_corrupt_stream(seed, corruption):
         else:
             intact.append(f)
         stream += f
-    got = [e.raw for e in codec.FrameDecoder().feed(bytes(stream)) if isinstance(e, codec.Frame)]
+    dec = codec.FrameDecoder()
+    got = [e.raw for e in dec.feed(bytes(stream)) + dec.flush() if isinstance(e, codec.Frame)]
     # Every intact frame appears, in order (a corrupt one can, very rarely, hide a
     # valid-looking frame: that one would show as an extra, never as a loss).
     it = iter(got)

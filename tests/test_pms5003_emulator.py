@@ -39,7 +39,8 @@ def counter() -> Iterator[PMValues]:
 
 
 def decode(chunks: list[bytes]) -> list[codec.Event]:
-    return codec.FrameDecoder().feed(b"".join(chunks))
+    dec = codec.FrameDecoder()
+    return dec.feed(b"".join(chunks)) + dec.flush()
 
 
 def only_frame(chunks: list[bytes]) -> codec.Frame:

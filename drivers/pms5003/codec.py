@@ -156,6 +156,19 @@ def _decode_data(buf: bytes, variant: str) -> Frame:
     return Frame(*w, variant=variant, raw=buf)
 
 
+def _implausible(frame: bytes, variant: str) -> str:
+    """Checksum-valid garbage exists: masses and counts are cumulative, so they must
+    not shrink with size. Returns why a frame is impossible, or ""."""
+    w = struct.unpack_from(">10H", frame, 4)
+    if not (w[0] <= w[1] <= w[2]):
+        return f"CF=1 PM1 {w[0]} > PM2.5 {w[1]} or PM2.5 > PM10 {w[2]}"
+    if not (w[3] <= w[4] <= w[5]):
+        return f"PM1 {w[3]} > PM2.5 {w[4]} or PM2.5 > PM10 {w[5]}"
+    if variant != "pms3003" and not (w[6] >= w[7] >= w[8] >= w[9]):
+        return "particle counts grow with size"
+    return ""
+
+
 @dataclass(slots=True)
 class Counters:
     """What the decoder has seen: an installer's first look at line quality."""
@@ -179,6 +192,7 @@ class FrameDecoder:
     def __init__(self) -> None:
         self._buf = bytearray()
         self.counters = Counters()
+        self._decide_now = False
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Add bytes and return every event they complete."""
@@ -191,9 +205,19 @@ class FrameDecoder:
             events.append(event)
 
     def flush(self) -> list[Event]:
-        """End of input: whatever is buffered can never become a frame."""
+        """End of input: decide held frames; whatever else is buffered is truncated."""
         if not self._buf:
             return []
+        self._decide_now = True
+        try:
+            events = self.feed(b"")
+        finally:
+            self._decide_now = False
+        if not self._buf:
+            return events
+        return events + self._flush_rest()
+
+    def _flush_rest(self) -> list[Event]:
         rest = bytes(self._buf)
         self._buf.clear()
         self.counters.discarded_bytes += len(rest)
@@ -210,10 +234,18 @@ class FrameDecoder:
         """
         if not self._buf:
             return []
+        # A complete frame held back only to see what follows it: decide now.
+        self._decide_now = True
+        try:
+            events = self.feed(b"")
+        finally:
+            self._decide_now = False
+        if not self._buf:
+            return events
         idx = self._buf.find(START, 1)
         self.counters.bad_frames += self._buf.startswith(START)
-        events: list[Event] = [
-            self._reject(idx if idx > 0 else len(self._buf), "incomplete frame, then silence")]
+        events.append(
+            self._reject(idx if idx > 0 else len(self._buf), "incomplete frame, then silence"))
         return events + self.feed(b"")
 
     def reset(self) -> None:
@@ -242,15 +274,25 @@ class FrameDecoder:
                 return None
         return self._reject(idx, reason)
 
-    def _valid_frame_inside(self, total: int) -> int:
-        """Offset of a complete, valid frame starting inside the first ``total`` bytes, or 0."""
+    def _frame_inside(self, total: int) -> int | None:
+        """Does a frame start inside the first ``total`` bytes?
+
+        Returns the offset of a complete, valid one; 0 when none can (any start
+        sequence inside is followed by a bad length field or a bad sum); None
+        when a candidate is not complete yet and the decision must wait.
+        """
         buf = self._buf
         q = buf.find(START, 1, total + 1)
+        if total < len(buf) < total + 1 or (len(buf) == total and buf[total - 1] == START[0]):
+            return None  # the last byte is 0x42: is the next one 0x4D?
         while 0 < q < total:
-            if len(buf) >= q + 4:
-                n = 4 + int.from_bytes(buf[q + 2:q + 4], "big")
-                if (n - 4) in LENGTHS and len(buf) >= q + n and sum16(
-                        buf[q:q + n - 2]) == int.from_bytes(buf[q + n - 2:q + n], "big"):
+            if len(buf) < q + 4:
+                return None
+            n = 4 + int.from_bytes(buf[q + 2:q + 4], "big")
+            if (n - 4) in LENGTHS:
+                if len(buf) < q + n:
+                    return None
+                if sum16(buf[q:q + n - 2]) == int.from_bytes(buf[q + n - 2:q + n], "big"):
                     return q
             q = buf.find(START, q + 1, total + 1)
         return 0
@@ -278,13 +320,21 @@ class FrameDecoder:
             return self._skip_to_start(
                 f"checksum mismatch: computed {expected:04x}, frame says {got:04x}", 1
             )
-        later = self._valid_frame_inside(total)
+        # A truncated frame plus the next frame's first byte can pass the 16-bit sum
+        # (about 1 in 256 truncations). When a valid frame starts inside this one,
+        # that frame is the real one; until it is complete, wait (expire() decides
+        # if the line goes quiet first).
+        later = None if self._decide_now else self._frame_inside(total)
+        if later is None and not self._decide_now:
+            return None
         if later:
-            # A truncated frame plus the next frame's first byte can pass the 16-bit sum
-            # (about 1 in 256 truncations). When a complete valid frame starts inside
-            # this one, that frame is the real one.
             self.counters.bad_frames += 1
             return self._reject(later, "checksum collision: a valid frame starts inside")
+        if variant != "ack":
+            why = _implausible(frame, variant)
+            if why:
+                self.counters.bad_frames += 1
+                return self._skip_to_start(f"implausible values passed the checksum: {why}", 1)
         del buf[:total]
         if variant == "ack":
             self.counters.acks += 1
