@@ -106,13 +106,22 @@ def compact_number(value: float, resolution: float | None, relative: float = 0.0
     return value
 
 
+def _time(t: float) -> int | float:
+    """Times: whole seconds as integers, else float64 to the millisecond (never float16:
+    its error would add to the rounding)."""
+    if not math.isfinite(t):
+        raise ValueError(f"cannot encode the non-finite time {t}")
+    t = round(t, 3)
+    return int(t) if float(t).is_integer() else t
+
+
 def _record_map(rec: Record, first: bool, pack: Pack, cbor: bool) -> dict[Any, Any]:
     def label(name: str) -> Any:
         return LABELS[name] if cbor else name
 
     m: dict[Any, Any] = {}
     if first:
-        m[label("bt")] = compact_number(pack.time, 0.001, relative=0)
+        m[label("bt")] = _time(pack.time)
         m[SESSION] = pack.session
         if pack.seq is not None:
             m[SEQUENCE] = pack.seq
@@ -126,7 +135,7 @@ def _record_map(rec: Record, first: bool, pack: Pack, cbor: bool) -> dict[Any, A
     else:
         m[label("vb")] = rec.flag
     if rec.t:
-        m[label("t")] = compact_number(rec.t, 0.001, relative=0)
+        m[label("t")] = _time(rec.t)
     return m
 
 

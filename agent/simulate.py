@@ -220,6 +220,27 @@ def main(args: argparse.Namespace) -> int:
             print(f"# mosquitto {broker.binary} listening on {broker.host}:{broker.port}",
                   file=sys.stderr)
         ports = []
+        extra: list[dict[str, object]] = []
+        if args.site == "full":
+            # Every fine-dust and climate sensor at once: an SDS011 on its own pty, the
+            # I2C chips emulated inside the agent on bus "emulator".
+            from drivers.sds011.emulator import SDS011Model
+
+            sds = SerialEmulator(SDS011Model(default_source(seed=99, speed=args.speed),
+                                             interval_s=1.0, warmup_s=3.0, seed=99),
+                                 workdir / "dev" / "sds0", faults=faults[0])
+            sds.start()
+            emulators.append(sds)
+            extra = [
+                {"type": "sds011", "name": "sds", "port": sds.path, "prefix": "sds.",
+                 "warmup_s": 3.0, "read_interval_s": 1.0},
+                {"type": "sps30", "name": "sps", "bus": "emulator", "prefix": "sps.",
+                 "warmup_s": 2.0},
+                {"type": "sht3x", "name": "sht", "bus": "emulator"},
+                {"type": "bme280", "name": "bme", "bus": "emulator", "prefix": "bme."},
+            ]
+            print(f"# SDS011 emulator at {sds.path}; SPS30, SHT3x and BME280 emulated on "
+                  "I2C inside the agent", file=sys.stderr)
         for i in range(args.sensors):
             model = PMS5003Model(default_source(seed=i, speed=args.speed), seed=i,
                                  interval_s=1.0, warmup_s=3.0)
@@ -234,7 +255,7 @@ def main(args: argparse.Namespace) -> int:
         node_id = "sim-node-1"
         cfg = workdir / "citynode.toml"
         write_config(cfg, node_id=node_id, state_dir=workdir / "state", ports=ports,
-                     interval=args.interval, fmt=args.format, broker=target)
+                     interval=args.interval, fmt=args.format, broker=target, sensors=extra)
         if target:
             sub = Subscriber(target[0], target[1], f"citynode/{node_id}/#", show)
             sub.start()

@@ -11,8 +11,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .bme280 import codec as bme280
 from .pms5003 import codec as pms
 from .sds011 import codec as sds
+from .sht3x import codec as sht3x
 from .sps30 import codec as sps30
 
 
@@ -57,12 +59,17 @@ class I2CCodec:
 I2C_CODECS: dict[str, I2CCodec] = {}
 I2C_CODECS["sps30"] = I2CCodec("Sensirion SPS30 particulate sensor (I2C 0x69)",
                                 (sps30.ADDRESS,), sps30.decode_capture)
+I2C_CODECS["sht3x"] = I2CCodec("Sensirion SHT3x temperature/humidity (I2C 0x44/0x45)",
+                                sht3x.ADDRESSES, sht3x.decode_capture)
+I2C_CODECS["bme280"] = I2CCodec("Bosch BME280 temperature/humidity/pressure (I2C 0x76/0x77)",
+                                 bme280.ADDRESSES, bme280.decode_capture)
 
 CODECS: dict[str, Codec] = {
     "pms5003": Codec("Plantower PMS5003/PMS7003 (UART 9600 8N1)", pms.FrameDecoder, _pms_describe),
     "sds011": Codec("Nova Fitness SDS011 (UART 9600 8N1)", sds.FrameDecoder, _sds_describe),
 }
 ALIASES = {"pms7003": "pms5003", "pmsa003": "pms5003"}
+ALIASES.update({"sht30": "sht3x", "sht31": "sht3x", "sht35": "sht3x"})
 
 
 def get(name: str) -> Codec | I2CCodec:

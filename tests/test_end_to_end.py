@@ -188,3 +188,54 @@ def test_cable_pull_is_survived(tmp_path, mosquitto):
         proc.wait(20)
         sub.stop()
         emu.stop()
+
+
+def test_every_fine_dust_sensor_at_once(tmp_path, mosquitto):
+    """PMS5003 and SDS011 on ptys, SPS30, SHT3x and BME280 on the agent's emulated I2C bus:
+    one telemetry pack carries them all, each with its own name, count and band."""
+    from drivers.sds011.emulator import SDS011Model
+
+    sds = SerialEmulator(SDS011Model(itertools.cycle([(12, 26)]), interval_s=0.5,
+                                     warmup_s=0.0), tmp_path / "dev" / "sds0")
+    sds.start()
+    extra = [
+        {"type": "sds011", "name": "sds", "port": sds.path, "prefix": "sds.", "warmup_s": 0.0,
+         "read_interval_s": 0.5},
+        {"type": "sps30", "name": "sps", "bus": "emulator", "prefix": "sps.", "warmup_s": 0.0},
+        {"type": "sht3x", "name": "sht", "bus": "emulator", "read_interval_s": 0.5},
+        {"type": "bme280", "name": "bme", "bus": "emulator", "prefix": "bme.",
+         "read_interval_s": 0.5},
+    ]
+    _, emu, cfg, received, sub = site(tmp_path, mosquitto, "e2e-all", 2, "senml-cbor")
+    write_config(cfg, node_id="e2e-all", state_dir=tmp_path / "state", ports=[emu.path],
+                 interval=2, fmt="senml-cbor", broker=(mosquitto.host, mosquitto.port),
+                 warmup_s=0.0, read_interval_s=0.3, sensors=extra)
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(cfg)],
+                            cwd=ROOT, stdout=open(tmp_path / "agent.log", "w"),
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        want = {"pm25", "sds.pm25", "sps.pm25", "temp", "rh", "bme.pressure"}
+
+        def full() -> dict | None:
+            for t, d, _ in received:
+                names = {r["n"]: r.get("v") for r in d["records"]}
+                if t.endswith("/telemetry") and want <= names.keys():
+                    return names
+            return None
+
+        wait_for(lambda: full() is not None, 40, "a pack with every sensor")
+        recs = full()
+        assert recs["sds.pm25"] == 12 and recs["sds.pm10"] == 26
+        assert recs["sds:aq"] == 10 * 1 + 1  # 12 and 26 ug/m3: both good
+        assert recs["pm0:aq"] and recs["sps:aq"]
+        assert -40 < recs["temp"] < 60 and 0 <= recs["rh"] <= 100
+        assert 300 < recs["bme.pressure"] < 1100
+        for s in ("pm0", "sds", "sps", "sht", "bme"):
+            assert recs[f"{s}:n"] >= 1, s
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        sub.stop()
+        emu.stop()
+        sds.stop()

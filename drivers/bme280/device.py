@@ -1,0 +1,251 @@
+"""A BME280 on an I2C bus: forced-mode measurements through smbus2.
+
+    >>> from drivers.bme280 import BME280
+    >>> bme = BME280(1, address=0x76, read_interval_s=5)   # /dev/i2c-1
+    >>> bme.open()
+    >>> readings = bme.poll()          # one short step of I/O
+    >>> bme.close()
+
+On open: check the chip id (0x60; a BMP280's 0x58 is refused with a clear
+message), soft reset, wait for the NVM copy, read and check the trimming
+parameters, write config in sleep mode. Each reading: ctrl_hum (0xF2) *then*
+ctrl_meas (0xF4) with forced mode - humidity oversampling only takes effect at
+a ctrl_meas write - wait the maximum conversion time, wait for the measuring
+bit to clear, burst-read 0xF7..0xFE and compensate with Bosch's integer code.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from smbus2 import SMBus
+
+from ..base import DeviceError, DeviceGone, Reading
+from ..sht3x.device import IDLE_WAIT_S, BusFactory, I2CErrors, bus_label
+from .codec import (
+    ADDRESSES,
+    CALIB_H_LEN,
+    CALIB_TP_LEN,
+    CHIP_ID,
+    CHIP_NAMES,
+    DATA_LEN,
+    FILTER,
+    MODE_FORCED,
+    REG_CALIB_H,
+    REG_CALIB_TP,
+    REG_CHIP_ID,
+    REG_CONFIG,
+    REG_CTRL_HUM,
+    REG_CTRL_MEAS,
+    REG_DATA,
+    REG_RESET,
+    REG_STATUS,
+    RESET_WORD,
+    STATUS_IM_UPDATE,
+    STATUS_MEASURING,
+    Calibration,
+    Measurement,
+    config,
+    ctrl_hum,
+    ctrl_meas,
+    decode_data,
+    measurement_time_s,
+)
+
+#: The values a BME280 reading carries, named as in docs/payload.md.
+QUANTITIES = ("temp", "rh", "pressure")
+
+STARTUP_S = 0.002  # after power-on or soft reset
+STATUS_WAIT_S = 0.001
+STATUS_TRIES = 10
+
+
+class WrongChip(DeviceError):
+    """Something answers at the address, but it is not a BME280."""
+
+
+class BME280:
+    """Host driver for one Bosch BME280 on I2C (implements :class:`drivers.base.Device`).
+
+    ``oversampling`` is the number of samples for temperature, pressure and
+    humidity (1, 2, 4, 8 or 16); a quantity not in ``quantities`` is skipped
+    (temperature is always measured: the others need it). ``iir_filter`` is the
+    IIR coefficient (0 = off, as Bosch recommends for weather monitoring).
+    ``bus``: a bus number or path (opened with ``bus_factory``, closed on
+    :meth:`close`) or an smbus2-like object the caller owns.
+    """
+
+    def __init__(
+        self,
+        bus: Any = 1,
+        *,
+        address: int = 0x76,
+        read_interval_s: float = 2.0,
+        oversampling: tuple[int, int, int] = (1, 1, 1),
+        iir_filter: int = 0,
+        quantities: tuple[str, ...] = QUANTITIES,
+        gone_after: int = 3,
+        bus_factory: BusFactory = SMBus,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if address not in ADDRESSES:
+            raise ValueError(f"BME280 address must be 0x76 (SDO low) or 0x77 (SDO high), "
+                             f"not {address:#04x}")
+        unknown = set(quantities) - set(QUANTITIES)
+        if unknown or not quantities:
+            raise ValueError(f"BME280 quantities are {QUANTITIES}, got {quantities}")
+        if iir_filter not in (0, 2, 4, 8, 16):
+            raise ValueError("iir_filter must be 0 (off), 2, 4, 8 or 16")
+        if read_interval_s <= 0 or gone_after < 1:
+            raise ValueError("read_interval_s must be positive and gone_after at least 1")
+        os_t, os_p, os_h = oversampling
+        if 0 in oversampling:
+            raise ValueError("oversampling counts are 1, 2, 4, 8 or 16 (leave a quantity out "
+                             "of quantities to skip it)")
+        self.osrs = (os_t, os_p if "pressure" in quantities else 0,
+                     os_h if "rh" in quantities else 0)
+        self._ctrl_hum = ctrl_hum(self.osrs[2])  # validates the counts
+        self._ctrl_meas = ctrl_meas(self.osrs[0], self.osrs[1], MODE_FORCED)
+        self._config = config(0, FILTER.index(iir_filter))
+        self.bus = bus
+        self.address = address
+        self.read_interval_s = read_interval_s
+        self.iir_filter = iir_filter
+        self.quantities = tuple(quantities)
+        self.gone_after = gone_after
+        self._bus_factory = bus_factory
+        self._owns_bus = False
+        self._clock = clock
+        self._wall = wall_clock
+        self._sleep = sleep
+        self._bus = None
+        self._next_read = 0.0
+        self._no_answer = 0
+        self.calibration: Calibration | None = None
+        self.chip_id: int | None = None
+        self.counters = {"readings": 0, "crc_errors": 0, "nacks": 0, "bus_errors": 0,
+                         "skipped": 0, "bad_data": 0}
+
+    @property
+    def name(self) -> str:
+        return f"BME280 at 0x{self.address:02x} on bus {bus_label(self.bus)}"
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def open(self) -> None:
+        """Open the bus, check the chip, reset it, read its calibration, configure it."""
+        self.close()
+        if isinstance(self.bus, int | str):
+            try:
+                self._bus = self._bus_factory(self.bus)
+            except OSError as exc:
+                raise DeviceGone(f"cannot open I2C bus {self.bus}: {exc}") from exc
+            self._owns_bus = True
+        else:
+            self._bus, self._owns_bus = self.bus, False  # the caller's bus object
+        try:
+            with self._errors("open", gone_on_nack=True):
+                cid = self._bus.read_byte_data(self.address, REG_CHIP_ID)
+            self.chip_id = cid
+            if cid != CHIP_ID:
+                what = CHIP_NAMES.get(cid, "an unknown chip")
+                extra = (" (pressure and temperature only, no humidity)"
+                         if what.startswith("BMP280") else "")
+                raise WrongChip(f"{self.name}: chip id 0x{cid:02x} is {what}{extra}, "
+                                f"not a BME280 (0x60)")
+            with self._errors("reset"):
+                self._bus.write_byte_data(self.address, REG_RESET, RESET_WORD)
+                self._sleep(STARTUP_S)
+                self._wait_status(STATUS_IM_UPDATE, "NVM copy after reset")
+                tp = bytes(self._bus.read_i2c_block_data(self.address, REG_CALIB_TP,
+                                                         CALIB_TP_LEN))
+                h = bytes(self._bus.read_i2c_block_data(self.address, REG_CALIB_H, CALIB_H_LEN))
+                cal = Calibration.from_registers(tp, h)
+                problems = cal.problems()
+                if problems:
+                    raise DeviceError(f"{self.name}: bad calibration: {'; '.join(problems)}")
+                self.calibration = cal
+                self._bus.write_byte_data(self.address, REG_CONFIG, self._config)  # in sleep
+        except DeviceError:
+            self.close()
+            raise
+        self._no_answer = 0
+        self._next_read = self._clock()
+
+    def close(self) -> None:
+        bus, self._bus = self._bus, None
+        if bus is not None and self._owns_bus:
+            try:
+                bus.close()
+            except OSError:
+                pass
+
+    @property
+    def warming_up(self) -> bool:
+        return False  # ready 2 ms after power-up
+
+    # -- sampling ----------------------------------------------------------------------
+    def poll(self) -> list[Reading]:
+        """Measure when a reading is due, else wait a little (at most 0.25 s)."""
+        self._need_bus()
+        now = self._clock()
+        if now < self._next_read:
+            self._sleep(min(self._next_read - now, IDLE_WAIT_S))
+            return []
+        self._next_read += self.read_interval_s
+        if self._next_read <= now:  # late (errors, a slow bus): no burst to catch up
+            self._next_read = now + self.read_interval_s
+        m = self.measure()
+        values = {"temp": m.temp, "rh": m.rh, "pressure": m.pressure}
+        return [Reading({q: float(values[q]) for q in self.quantities},  # type: ignore[arg-type]
+                        self._clock(), self._wall())]
+
+    def measure(self) -> Measurement:
+        """One forced-mode measurement now (blocks about 10 ms at 1x oversampling)."""
+        self._need_bus()
+        assert self.calibration is not None
+        with self._errors("measurement"):
+            if self.iir_filter:
+                # config survives only while powered: rewrite it (sleep mode, so it is taken).
+                self._bus.write_byte_data(self.address, REG_CONFIG, self._config)
+            # ctrl_hum first: it only takes effect at the next write to ctrl_meas.
+            self._bus.write_byte_data(self.address, REG_CTRL_HUM, self._ctrl_hum)
+            self._bus.write_byte_data(self.address, REG_CTRL_MEAS, self._ctrl_meas)
+            self._sleep(measurement_time_s(*self.osrs))
+            self._wait_status(STATUS_MEASURING, "conversion")
+            data = bytes(self._bus.read_i2c_block_data(self.address, REG_DATA, DATA_LEN))
+        if data in (bytes(DATA_LEN), b"\xff" * DATA_LEN):
+            self.counters["bad_data"] += 1
+            raise DeviceError(f"{self.name}: data registers read {data.hex(' ')}: bus fault?")
+        m = decode_data(data, self.calibration)
+        wanted = {"temp", *self.quantities}
+        skipped = wanted & set(m.skipped)
+        if skipped:
+            self.counters["skipped"] += 1
+            raise DeviceError(f"{self.name}: {', '.join(sorted(skipped))} skipped by the chip "
+                              f"(reset during the measurement?)")
+        self.counters["readings"] += 1
+        return m
+
+    def stats(self) -> dict[str, int]:
+        """Counters; ``bad_frames`` (unusable data reads) is what the agent watches."""
+        c = self.counters
+        return {**c, "bad_frames": c["bad_data"] + c["skipped"]}
+
+    # -- I/O ---------------------------------------------------------------------------
+    def _need_bus(self) -> None:
+        if self._bus is None:
+            raise DeviceGone(f"{self.name} is not open")
+
+    def _wait_status(self, bit: int, what: str) -> None:
+        for _ in range(STATUS_TRIES):
+            if not self._bus.read_byte_data(self.address, REG_STATUS) & bit:
+                return
+            self._sleep(STATUS_WAIT_S)
+        raise DeviceError(f"{self.name}: {what} did not finish")
+
+    def _errors(self, what: str, *, gone_on_nack: bool = False) -> I2CErrors:
+        return I2CErrors(self, what, gone_on_nack)
