@@ -157,3 +157,34 @@ def test_sampling_loop_sleeps_and_wakes_with_the_schedule():
     assert loop.asleep and dev.sleeps == 2
     loop.stop()
     assert Health.SLEEPING in seen and loop.errors == 0
+
+
+def test_duty_cycle_puts_a_real_pms5003_to_sleep_and_discards_its_warm_up(tmp_path):
+    """Over a pty: the emulated sensor's laser is off between reports, and after each
+    wake the driver discards readings until the warm-up has passed."""
+    import itertools
+
+    from drivers.emulation import SerialEmulator
+    from drivers.pms5003 import PMS5003
+    from drivers.pms5003.emulator import PMS5003Model
+
+    model = PMS5003Model(itertools.cycle([(5, 8, 11, 5, 8, 11)]), interval_s=0.1,
+                         warmup_s=0.0)
+    with SerialEmulator(model, tmp_path / "pms0") as emu:
+        dev = PMS5003(emu.path, mode="passive", warmup_s=0.3, read_interval_s=0.1)
+        agg = Aggregator("pm")
+        nxt = [time.monotonic() + 1.5]
+        loop = SensorLoop("pm", dev, agg, duty=DutyCycle(0.8, lambda: nxt[0], lambda: 60.0))
+        loop.start()
+        try:
+            time.sleep(0.4)
+            assert loop.asleep and model.asleep  # far from the report: laser off
+            n_asleep = agg.close_window().samples
+            time.sleep(1.2)  # woken 0.8 s before the report: 0.3 s warm-up, then samples
+            assert not model.asleep and not loop.asleep
+            window = agg.close_window()
+            assert window.samples >= 3 and window.stats["pm25"][0] == 8
+            assert dev.stats()["warmup_discarded"] >= 1
+            assert n_asleep == 0
+        finally:
+            loop.stop()
