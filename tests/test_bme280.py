@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from i2c_helpers import Clock, agent_built, attach, poll_until_gone, readings
 
 from agent.cli import main as cli
 from drivers.base import DeviceError, DeviceGone
 from drivers.bme280 import BME280, REFERENCE_CALIBRATION, WrongChip, codec
 from drivers.bme280.codec import Calibration, Raw
 from drivers.bme280.emulator import BME280Model, adc_bits, raw_for
-from drivers.emulation.i2c import FakeBus, parse_capture
-from drivers.sht3x.emulator import Climate, DiurnalClimate, constant_climate
+from drivers.emulation.climate import Climate, DiurnalClimate, constant_climate
+from drivers.emulation.i2c import parse_capture
 
 ADDR = 0x76
 REF_TP = bytes.fromhex("706B436718FC7D8E43D6D00B270B8C00F9FF8C3CF8C67017") + b"\x00\x4b"
@@ -24,34 +24,9 @@ REF_H = bytes.fromhex("6A0100140D001E")
 REF_DATA = bytes.fromhex("655AC07EED0061A8")
 
 
-class Clock:
-    def __init__(self, t: float = 1000.0) -> None:
-        self.t = t
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, s: float) -> None:
-        self.sleeps.append(s)
-        self.t += s
-
-
 def rig(model: BME280Model | None = None, **kw):
-    clock = Clock()
-    model = model or BME280Model(DiurnalClimate(seed=5, start_hour=14))
-    bus = FakeBus({ADDR: model}, clock=clock, sleep=clock.sleep)
-    dev = BME280(bus, clock=clock, wall_clock=clock, sleep=clock.sleep, **kw)
-    return SimpleNamespace(clock=clock, model=model, bus=bus, dev=dev)
-
-
-def readings(dev: BME280, n: int) -> list:
-    out: list = []
-    for _ in range(100 * n):
-        out += dev.poll()
-        if len(out) >= n:
-            return out
-    raise AssertionError(f"only {len(out)} readings")
+    return attach(BME280, ADDR, model or BME280Model(DiurnalClimate(seed=5, start_hour=14)),
+                  **kw)
 
 
 # -- the reference example -------------------------------------------------------------------
@@ -393,9 +368,8 @@ def test_driver_open_and_measurement_sequence():
 
 def test_driver_waits_for_the_nvm_copy():
     clock = Clock()
-    model = BME280Model(constant_climate(), powered_at=clock.t)
-    bus = FakeBus({ADDR: model}, clock=clock, sleep=clock.sleep)
-    dev = BME280(bus, clock=clock, wall_clock=clock, sleep=clock.sleep)
+    dev = attach(BME280, ADDR, BME280Model(constant_climate(), powered_at=clock.t),
+                 clock=clock).dev
     dev.open()
     assert dev.calibration == REFERENCE_CALIBRATION
 
@@ -429,15 +403,7 @@ def test_repeated_nacks_then_gone_then_recovery():
     rg.dev.open()
     readings(rg.dev, 1)
     rg.bus.fault(ADDR, nack=1.0)
-    kinds = []
-    for _ in range(200):
-        try:
-            rg.dev.poll()
-        except DeviceGone:
-            kinds.append("gone")
-            break
-        except DeviceError:
-            kinds.append("error")
+    kinds = poll_until_gone(rg.dev)
     assert kinds == ["error", "error", "gone"]
     rg.bus.fault(ADDR, nack=0.0, detached=True)
     with pytest.raises(DeviceGone):
@@ -477,15 +443,6 @@ def test_bad_arguments():
 
 
 def test_agent_builds_it_on_the_emulated_bus():
-    from agent import config
-    from agent.sensors import build_device
-
-    cfg = config.parse('[node]\nid = "n1"\n[[sensor]]\ntype = "bme280"\nname = "baro"\n'
-                       'bus = "emulator"\naddress = 0x77\n', "t.toml", check_devices=False)
-    dev = build_device(cfg.sensor[0])
-    dev.open()
-    try:
+    with agent_built("bme280", "baro", 0x77) as dev:
         (r,) = dev.poll()
         assert 900 < r.values["pressure"] < 1100 and 0 <= r.values["rh"] <= 100
-    finally:
-        dev.close()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from serial_helpers import Limited, assert_run_of, emulate_fixture, host_fixture, poll_until
+from serial_helpers import wait_until as _wait
 
 from drivers.base import DeviceGone, Reading
 from drivers.emulation import DeviceModel, FaultInjector, SerialEmulator
@@ -258,18 +260,6 @@ def test_default_source_prefers_env_then_shared_data(monkeypatch, small_csv, tmp
 
 
 # -- against the real driver, over a real pty --------------------------------------------
-def poll_until(
-    dev: PMS5003, done: Callable[[list[Reading]], bool], timeout: float = 3.0
-) -> list[Reading]:
-    """Poll the driver like the agent's loop does, until ``done(readings)``."""
-    readings: list[Reading] = []
-    deadline = time.monotonic() + timeout
-    while not done(readings):
-        assert time.monotonic() < deadline, f"timed out with {len(readings)} readings"
-        readings += dev.poll()
-    return readings
-
-
 def values(readings: list[Reading]) -> list[dict[str, int]]:
     return [{k: int(v) for k, v in r.values.items()} for r in readings]
 
@@ -279,39 +269,8 @@ def sent_values(emu: SerialEmulator, model: PMS5003Model) -> list[dict[str, int]
         return [s.values.as_dict() for s in model.sent]
 
 
-def assert_run_of(got: list[dict[str, int]], sent: list[dict[str, int]]) -> None:
-    """``got`` must be consecutive frames the model sent: nothing lost, altered or invented."""
-    assert got, "no readings"
-    start = sent.index(got[0])
-    assert got == sent[start : start + len(got)]
-
-
-@pytest.fixture
-def emulate(tmp_path):
-    started: list[SerialEmulator] = []
-
-    def make(model: PMS5003Model, **kw: object) -> SerialEmulator:
-        emu = SerialEmulator(model, tmp_path / f"pms{len(started)}", **kw)  # type: ignore[arg-type]
-        started.append(emu)
-        return emu
-
-    yield make
-    for emu in started:
-        emu.stop()
-
-
-@pytest.fixture
-def host():
-    devices: list[PMS5003] = []
-
-    def make(path: str, **kw: object) -> PMS5003:
-        dev = PMS5003(path, quantities=QUANTITIES, **kw)  # type: ignore[arg-type]
-        devices.append(dev)
-        return dev
-
-    yield make
-    for dev in devices:
-        dev.close()
+emulate = emulate_fixture("pms")
+host = host_fixture(PMS5003, quantities=QUANTITIES)
 
 
 def test_passive_round_trip(emulate, host):
@@ -341,32 +300,11 @@ def test_active_round_trip(emulate, host):
     assert model.mode == "active" and model.stats["reads"] == 0
 
 
-class Limited:
-    """A :class:`DeviceModel` wrapper that falls silent after ``frames`` data frames."""
-
-    def __init__(self, model: PMS5003Model, frames: int) -> None:
-        self.model = model
-        self.frames = frames
-        self.filler_sent = False
-
-    def receive(self, data: bytes, now: float) -> list[bytes]:
-        return self.model.receive(data, now)
-
-    def tick(self, now: float) -> list[bytes]:
-        if self.model.stats["frames"] < self.frames:
-            return self.model.tick(now)
-        if not self.filler_sent:
-            # Bytes that are no frame: they complete any false header the noise left.
-            self.filler_sent = True
-            return [bytes(48)]
-        return []
-
-
 def test_every_intact_frame_is_recovered_through_line_faults(emulate, host):
     """About 10 % of chunks damaged: the host gets exactly the frames the line spared."""
     model = PMS5003Model(counter(), interval_s=0.004, warmup_s=0)
     faults = FaultInjector(noise=0.04, checksum=0.03, truncate=0.03, drop=0.02, seed=11)
-    limited = Limited(model, 250)
+    limited = Limited(model, 250, filler=48)
     emu = emulate(limited, faults=faults, tick_s=0.002)
     dev = host(emu.path, mode="active", warmup_s=0)
     dev.open()
@@ -461,11 +399,3 @@ def test_driver_sleep_and_wake_discards_warm_up_frames(emulate, host):
     assert dev.stats()["warmup_discarded"] > 0
     assert model.mode == "passive"
 
-
-def _wait(pred: Callable[[], bool], timeout: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True

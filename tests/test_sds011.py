@@ -7,11 +7,12 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from serial_helpers import Limited, assert_run_of, emulate_fixture, host_fixture, poll_until
 
 from agent.cli import main as cli_main
 from drivers.base import DeviceGone, Reading
@@ -636,18 +637,6 @@ def test_sources_accept_pms_values_pairs_and_add_tenths():
 
 
 # -- against the real driver, over a real pty -------------------------------------------
-def poll_until(
-    dev: SDS011, done: Callable[[list[Reading]], bool], timeout: float = 3.0
-) -> list[Reading]:
-    """Poll the driver like the agent's loop does, until ``done(readings)``."""
-    readings: list[Reading] = []
-    deadline = time.monotonic() + timeout
-    while not done(readings):
-        assert time.monotonic() < deadline, f"timed out with {len(readings)} readings"
-        readings += dev.poll()
-    return readings
-
-
 def values(readings: list[Reading]) -> list[tuple[float, float]]:
     return [(r.values["pm25"], r.values["pm10"]) for r in readings]
 
@@ -657,49 +646,8 @@ def sent_values(emu: SerialEmulator, model: SDS011Model) -> list[tuple[float, fl
         return [tuple(s.values) for s in model.sent]
 
 
-def assert_run_of(got: list[tuple[float, float]], sent: list[tuple[float, float]]) -> None:
-    """``got`` must be consecutive frames the model sent: nothing lost, altered or invented."""
-    assert got, "no readings"
-    start = sent.index(got[0])
-    assert got == sent[start: start + len(got)]
-
-
-def _wait(pred: Callable[[], bool], timeout: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
-@pytest.fixture
-def emulate(tmp_path):
-    started_: list[SerialEmulator] = []
-
-    def make(model, **kw: object) -> SerialEmulator:
-        emu = SerialEmulator(model, tmp_path / f"sds{len(started_)}", **kw)  # type: ignore[arg-type]
-        started_.append(emu)
-        return emu
-
-    yield make
-    for emu in started_:
-        emu.stop()
-
-
-@pytest.fixture
-def host():
-    devices: list[SDS011] = []
-
-    def make(path: str, **kw: object) -> SDS011:
-        kw.setdefault("reply_timeout_s", 0.2)
-        dev = SDS011(path, **kw)  # type: ignore[arg-type]
-        devices.append(dev)
-        return dev
-
-    yield make
-    for dev in devices:
-        dev.close()
+emulate = emulate_fixture("sds")
+host = host_fixture(SDS011, reply_timeout_s=0.2)
 
 
 def test_query_mode_round_trip(emulate, host):
@@ -779,33 +727,12 @@ def test_working_period_with_a_short_fake_minute(emulate, host):
     assert dev.no_data_timeout_s >= 120
 
 
-class Limited:
-    """A :class:`DeviceModel` wrapper that falls silent after ``frames`` data frames."""
-
-    def __init__(self, model: SDS011Model, frames: int) -> None:
-        self.model = model
-        self.frames = frames
-        self.filler_sent = False
-
-    def receive(self, data: bytes, now: float) -> list[bytes]:
-        return self.model.receive(data, now)
-
-    def tick(self, now: float) -> list[bytes]:
-        if self.model.stats["frames"] < self.frames:
-            return self.model.tick(now)
-        if not self.filler_sent:
-            # Bytes that are no frame: they complete any false header the noise left.
-            self.filler_sent = True
-            return [bytes(24)]
-        return []
-
-
 def test_every_intact_frame_is_recovered_through_line_faults(emulate, host):
     """About 10 % of chunks damaged: the host gets exactly the frames the line spared."""
     model = SDS011Model(counter(), interval_s=0.003, warmup_s=0)
     faults = FaultInjector(noise=0.04, checksum=0.03, truncate=0.03, drop=0.02, seed=5,
                            header_len=2)
-    limited = Limited(model, 250)
+    limited = Limited(model, 250, filler=24)
     emu = emulate(limited, faults=faults, tick_s=0.002)
     dev = host(emu.path, mode="active", warmup_s=0)
     dev.open()

@@ -4,58 +4,25 @@ from __future__ import annotations
 
 import json
 import re
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from i2c_helpers import Clock, agent_built, attach, poll_until_gone, readings
 
 from agent.cli import main as cli
 from drivers.base import DeviceError, DeviceGone
+from drivers.emulation.climate import Climate, DiurnalClimate, constant_climate, rh_at
 from drivers.emulation.i2c import FakeBus, Nack, parse_capture
 from drivers.sensirion import CRCError, crc8
 from drivers.sht3x import SHT3x, codec
-from drivers.sht3x.emulator import (
-    Climate,
-    DiurnalClimate,
-    SHT3xModel,
-    constant_climate,
-    rh_at,
-)
+from drivers.sht3x.emulator import SHT3xModel
 
 ADDR = 0x44
 
 
-class Clock:
-    """A fake monotonic clock; ``sleep`` moves it (the bus and the driver share it)."""
-
-    def __init__(self, t: float = 1000.0) -> None:
-        self.t = t
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, s: float) -> None:
-        self.sleeps.append(s)
-        self.t += s
-
-
 def rig(model: SHT3xModel | None = None, **kw):
-    clock = Clock()
-    model = model or SHT3xModel(DiurnalClimate(seed=3, start_hour=5))
-    bus = FakeBus({ADDR: model}, clock=clock, sleep=clock.sleep)
-    dev = SHT3x(bus, clock=clock, wall_clock=clock, sleep=clock.sleep, **kw)
-    return SimpleNamespace(clock=clock, model=model, bus=bus, dev=dev)
-
-
-def readings(dev: SHT3x, n: int) -> list:
-    out: list = []
-    for _ in range(100 * n):
-        out += dev.poll()
-        if len(out) >= n:
-            return out
-    raise AssertionError(f"only {len(out)} readings")
+    return attach(SHT3x, ADDR, model or SHT3xModel(DiurnalClimate(seed=3, start_hour=5)), **kw)
 
 
 # -- reference vectors -----------------------------------------------------------------
@@ -418,15 +385,7 @@ def test_repeated_nacks_then_gone_then_recovery():
     rg.dev.open()
     readings(rg.dev, 1)
     rg.bus.fault(ADDR, nack=1.0)
-    kinds = []
-    for _ in range(200):
-        try:
-            rg.dev.poll()
-        except DeviceGone:
-            kinds.append("gone")
-            break
-        except DeviceError:
-            kinds.append("error")
+    kinds = poll_until_gone(rg.dev)
     assert kinds == ["error", "error", "gone"]
     rg.dev.close()
     rg.bus.fault(ADDR, nack=0.0, detached=True)
@@ -477,18 +436,9 @@ def test_quantities_subset():
 
 
 def test_agent_builds_it_on_the_emulated_bus():
-    from agent import config
-    from agent.sensors import build_device
-
-    cfg = config.parse('[node]\nid = "n1"\n[[sensor]]\ntype = "sht3x"\nname = "air"\n'
-                       'bus = "emulator"\naddress = 0x45\n', "t.toml", check_devices=False)
-    dev = build_device(cfg.sensor[0])
-    dev.open()
-    try:
+    with agent_built("sht3x", "air", 0x45) as dev:
         (r,) = dev.poll()
         assert -40 < r.values["temp"] < 60 and 0 <= r.values["rh"] <= 100
-    finally:
-        dev.close()
 
 
 def test_climate_tuple_sources():

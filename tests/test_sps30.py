@@ -10,6 +10,7 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from i2c_helpers import Clock, attach
 from smbus2 import i2c_msg
 
 from agent.cli import main as cli_main
@@ -171,19 +172,6 @@ def test_float_values_round_trip(values):
 
 
 # -- emulator and driver over the fake bus --------------------------------------------------
-class FakeClock:
-    """Monotonic time that only moves when someone sleeps."""
-
-    def __init__(self, t: float = 1000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, s: float) -> None:
-        self.t += max(s, 0.0)
-
-
 def ramp(now: float) -> Measurement:
     """Distinct, plausible values every second."""
     k = now % 50
@@ -191,23 +179,22 @@ def ramp(now: float) -> Measurement:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> Clock:
+    return Clock()
 
 
 @pytest.fixture
 def rig(clock):
     def make(model: SPS30Model | None = None, *, seed: int = 0, **kw):
-        model = model or SPS30Model(ramp, strict_timing=True)
-        bus = FakeBus({0x69: model}, clock=clock, sleep=clock.sleep, seed=seed)
         kw.setdefault("quantities", c.QUANTITIES)
-        dev = SPS30(bus, clock=clock, wall_clock=clock, sleep=clock.sleep, **kw)
-        return model, bus, dev
+        rg = attach(SPS30, 0x69, model or SPS30Model(ramp, strict_timing=True), clock=clock,
+                    seed=seed, **kw)
+        return rg.model, rg.bus, rg.dev
 
     return make
 
 
-def run(dev: SPS30, clock: FakeClock, seconds: float) -> tuple[list[Reading], dict[str, int]]:
+def run(dev: SPS30, clock: Clock, seconds: float) -> tuple[list[Reading], dict[str, int]]:
     """Drive the device the way agent.sampling does: errors counted, DeviceGone re-opens."""
     out: list[Reading] = []
     events = {"errors": 0, "gone": 0}
@@ -370,7 +357,7 @@ def test_emulator_strict_timing_nacks_early_transfers(clock):
 
 
 def test_emulator_default_source_is_plausible():
-    clock = FakeClock()
+    clock = Clock()
     model = SPS30Model(zeros_s=0, unsteady_s=0)
     bus = FakeBus({0x69: model}, clock=clock, sleep=clock.sleep)
     bus.i2c_rdwr(i2c_msg.write(0x69, c.start_measurement()))

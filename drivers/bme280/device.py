@@ -22,8 +22,8 @@ from typing import Any
 
 from smbus2 import SMBus
 
-from ..base import DeviceError, DeviceGone, Reading
-from ..sht3x.device import IDLE_WAIT_S, BusFactory, I2CErrors, bus_label
+from ..base import DeviceError
+from ..i2cdev import BusFactory, SingleShotDevice
 from .codec import (
     ADDRESSES,
     CALIB_H_LEN,
@@ -66,7 +66,7 @@ class WrongChip(DeviceError):
     """Something answers at the address, but it is not a BME280."""
 
 
-class BME280:
+class BME280(SingleShotDevice):
     """Host driver for one Bosch BME280 on I2C (implements :class:`drivers.base.Device`).
 
     ``oversampling`` is the number of samples for temperature, pressure and
@@ -76,6 +76,10 @@ class BME280:
     ``bus``: a bus number or path (opened with ``bus_factory``, closed on
     :meth:`close`) or an smbus2-like object the caller owns.
     """
+
+    chip = "BME280"
+    QUANTITIES = QUANTITIES
+    BAD_FRAMES = ("bad_data", "skipped")  # unusable data reads (there is no CRC)
 
     def __init__(
         self,
@@ -95,13 +99,14 @@ class BME280:
         if address not in ADDRESSES:
             raise ValueError(f"BME280 address must be 0x76 (SDO low) or 0x77 (SDO high), "
                              f"not {address:#04x}")
-        unknown = set(quantities) - set(QUANTITIES)
-        if unknown or not quantities:
-            raise ValueError(f"BME280 quantities are {QUANTITIES}, got {quantities}")
+        super().__init__(bus, address=address, read_interval_s=read_interval_s,
+                         quantities=quantities, gone_after=gone_after,
+                         counters=("readings", "crc_errors", "nacks", "bus_errors", "skipped",
+                                   "bad_data"),
+                         bus_factory=bus_factory, clock=clock, wall_clock=wall_clock,
+                         sleep=sleep)
         if iir_filter not in (0, 2, 4, 8, 16):
             raise ValueError("iir_filter must be 0 (off), 2, 4, 8 or 16")
-        if read_interval_s <= 0 or gone_after < 1:
-            raise ValueError("read_interval_s must be positive and gone_after at least 1")
         os_t, os_p, os_h = oversampling
         if 0 in oversampling:
             raise ValueError("oversampling counts are 1, 2, 4, 8 or 16 (leave a quantity out "
@@ -111,98 +116,37 @@ class BME280:
         self._ctrl_hum = ctrl_hum(self.osrs[2])  # validates the counts
         self._ctrl_meas = ctrl_meas(self.osrs[0], self.osrs[1], MODE_FORCED)
         self._config = config(0, FILTER.index(iir_filter))
-        self.bus = bus
-        self.address = address
-        self.read_interval_s = read_interval_s
         self.iir_filter = iir_filter
-        self.quantities = tuple(quantities)
-        self.gone_after = gone_after
-        self._bus_factory = bus_factory
-        self._owns_bus = False
-        self._clock = clock
-        self._wall = wall_clock
-        self._sleep = sleep
-        self._bus = None
-        self._next_read = 0.0
-        self._no_answer = 0
         self.calibration: Calibration | None = None
         self.chip_id: int | None = None
-        self.counters = {"readings": 0, "crc_errors": 0, "nacks": 0, "bus_errors": 0,
-                         "skipped": 0, "bad_data": 0}
-
-    @property
-    def name(self) -> str:
-        return f"BME280 at 0x{self.address:02x} on bus {bus_label(self.bus)}"
 
     # -- lifecycle ---------------------------------------------------------------------
-    def open(self) -> None:
-        """Open the bus, check the chip, reset it, read its calibration, configure it."""
-        self.close()
-        if isinstance(self.bus, int | str):
-            try:
-                self._bus = self._bus_factory(self.bus)
-            except OSError as exc:
-                raise DeviceGone(f"cannot open I2C bus {self.bus}: {exc}") from exc
-            self._owns_bus = True
-        else:
-            self._bus, self._owns_bus = self.bus, False  # the caller's bus object
-        try:
-            with self._errors("open", gone_on_nack=True):
-                cid = self._bus.read_byte_data(self.address, REG_CHIP_ID)
-            self.chip_id = cid
-            if cid != CHIP_ID:
-                what = CHIP_NAMES.get(cid, "an unknown chip")
-                extra = (" (pressure and temperature only, no humidity)"
-                         if what.startswith("BMP280") else "")
-                raise WrongChip(f"{self.name}: chip id 0x{cid:02x} is {what}{extra}, "
-                                f"not a BME280 (0x60)")
-            with self._errors("reset"):
-                self._bus.write_byte_data(self.address, REG_RESET, RESET_WORD)
-                self._sleep(STARTUP_S)
-                self._wait_status(STATUS_IM_UPDATE, "NVM copy after reset")
-                tp = bytes(self._bus.read_i2c_block_data(self.address, REG_CALIB_TP,
-                                                         CALIB_TP_LEN))
-                h = bytes(self._bus.read_i2c_block_data(self.address, REG_CALIB_H, CALIB_H_LEN))
-                cal = Calibration.from_registers(tp, h)
-                problems = cal.problems()
-                if problems:
-                    raise DeviceError(f"{self.name}: bad calibration: {'; '.join(problems)}")
-                self.calibration = cal
-                self._bus.write_byte_data(self.address, REG_CONFIG, self._config)  # in sleep
-        except DeviceError:
-            self.close()
-            raise
-        self._no_answer = 0
-        self._next_read = self._clock()
-
-    def close(self) -> None:
-        bus, self._bus = self._bus, None
-        if bus is not None and self._owns_bus:
-            try:
-                bus.close()
-            except OSError:
-                pass
-
-    @property
-    def warming_up(self) -> bool:
-        return False  # ready 2 ms after power-up
+    def _setup(self) -> None:
+        """On open: check the chip, reset it, read its calibration, configure it."""
+        with self._errors("open", gone_on_nack=True):
+            cid = self._bus.read_byte_data(self.address, REG_CHIP_ID)
+        self.chip_id = cid
+        if cid != CHIP_ID:
+            what = CHIP_NAMES.get(cid, "an unknown chip")
+            extra = (" (pressure and temperature only, no humidity)"
+                     if what.startswith("BMP280") else "")
+            raise WrongChip(f"{self.name}: chip id 0x{cid:02x} is {what}{extra}, "
+                            f"not a BME280 (0x60)")
+        with self._errors("reset"):
+            self._bus.write_byte_data(self.address, REG_RESET, RESET_WORD)
+            self._sleep(STARTUP_S)
+            self._wait_status(STATUS_IM_UPDATE, "NVM copy after reset")
+            tp = bytes(self._bus.read_i2c_block_data(self.address, REG_CALIB_TP,
+                                                     CALIB_TP_LEN))
+            h = bytes(self._bus.read_i2c_block_data(self.address, REG_CALIB_H, CALIB_H_LEN))
+            cal = Calibration.from_registers(tp, h)
+            problems = cal.problems()
+            if problems:
+                raise DeviceError(f"{self.name}: bad calibration: {'; '.join(problems)}")
+            self.calibration = cal
+            self._bus.write_byte_data(self.address, REG_CONFIG, self._config)  # in sleep
 
     # -- sampling ----------------------------------------------------------------------
-    def poll(self) -> list[Reading]:
-        """Measure when a reading is due, else wait a little (at most 0.25 s)."""
-        self._need_bus()
-        now = self._clock()
-        if now < self._next_read:
-            self._sleep(min(self._next_read - now, IDLE_WAIT_S))
-            return []
-        self._next_read += self.read_interval_s
-        if self._next_read <= now:  # late (errors, a slow bus): no burst to catch up
-            self._next_read = now + self.read_interval_s
-        m = self.measure()
-        values = {"temp": m.temp, "rh": m.rh, "pressure": m.pressure}
-        return [Reading({q: float(values[q]) for q in self.quantities},  # type: ignore[arg-type]
-                        self._clock(), self._wall())]
-
     def measure(self) -> Measurement:
         """One forced-mode measurement now (blocks about 10 ms at 1x oversampling)."""
         self._need_bus()
@@ -230,16 +174,7 @@ class BME280:
         self.counters["readings"] += 1
         return m
 
-    def stats(self) -> dict[str, int]:
-        """Counters; ``bad_frames`` (unusable data reads) is what the agent watches."""
-        c = self.counters
-        return {**c, "bad_frames": c["bad_data"] + c["skipped"]}
-
     # -- I/O ---------------------------------------------------------------------------
-    def _need_bus(self) -> None:
-        if self._bus is None:
-            raise DeviceGone(f"{self.name} is not open")
-
     def _wait_status(self, bit: int, what: str) -> None:
         for _ in range(STATUS_TRIES):
             if not self._bus.read_byte_data(self.address, REG_STATUS) & bit:
@@ -247,5 +182,3 @@ class BME280:
             self._sleep(STATUS_WAIT_S)
         raise DeviceError(f"{self.name}: {what} did not finish")
 
-    def _errors(self, what: str, *, gone_on_nack: bool = False) -> I2CErrors:
-        return I2CErrors(self, what, gone_on_nack)

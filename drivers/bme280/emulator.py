@@ -3,7 +3,7 @@
 Attach :class:`BME280Model` to a :class:`drivers.emulation.i2c.FakeBus`::
 
     >>> from drivers.emulation.i2c import FakeBus
-    >>> from drivers.sht3x.emulator import DiurnalClimate
+    >>> from drivers.emulation.climate import DiurnalClimate
     >>> bus = FakeBus({0x76: BME280Model(DiurnalClimate(seed=1))})
 
 Behaviour (sensor-protocols.md section 4b, Bosch BME280 datasheet):
@@ -32,8 +32,8 @@ Behaviour (sensor-protocols.md section 4b, Bosch BME280 datasheet):
   filter is not modelled), so a driver reads back the source's values within
   resolution.
 
-The climate sources (:class:`drivers.sht3x.emulator.DiurnalClimate`...) are shared
-with the SHT3x emulator.
+The climate sources (:class:`drivers.emulation.climate.DiurnalClimate`...) are
+shared with the SHT3x emulator.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..sht3x.emulator import Climate, ClimateLike, as_climate_source
+from ..emulation.climate import Climate, ClimateLike, as_climate_source
 from .codec import (
     CALIB_H_LEN,
     CALIB_TP_LEN,

@@ -17,6 +17,10 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from ..framing import Rejected, StreamDecoder
+
+__all__ = ["Ack", "Counters", "Event", "Frame", "FrameDecoder", "Rejected"]
+
 START = b"BM"  # 0x42 0x4D
 #: Valid values of the length field and the variant each one means.
 LENGTHS = {
@@ -102,14 +106,6 @@ class Ack:
     raw: bytes = field(default=b"", repr=False, compare=False)
 
 
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A span of bytes that was not part of any valid frame, and why."""
-
-    data: bytes
-    reason: str
-
-
 Event = Frame | Ack | Rejected
 
 
@@ -179,100 +175,45 @@ class Counters:
     discarded_bytes: int = 0
 
 
-class FrameDecoder:
+class FrameDecoder(StreamDecoder):
     """Incremental decoder: feed it any chunking of the byte stream.
 
     Resynchronisation follows the datasheet and what field experience taught
     (docs/drivers.md): match the whole two-byte start sequence, check the
     length field against the known variants, check the 16-bit sum, and on any
     failure slide by one byte only, so a frame that begins inside a corrupt one
-    is still found.
+    is still found. A frame takes 33 ms at 9600 baud: :meth:`expire` is for a
+    longer silence inside one.
     """
 
+    counters: Counters
+
     def __init__(self) -> None:
-        self._buf = bytearray()
-        self.counters = Counters()
+        super().__init__(Counters())
         self._decide_now = False
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
-        """Add bytes and return every event they complete."""
-        self._buf += data
-        events: list[Event] = []
-        while True:
-            event = self._next()
-            if event is None:
-                return events
-            events.append(event)
-
-    def flush(self) -> list[Event]:
-        """End of input: decide held frames; whatever else is buffered is truncated."""
-        if not self._buf:
-            return []
-        self._decide_now = True
-        try:
-            events = self.feed(b"")
-        finally:
-            self._decide_now = False
-        if not self._buf:
-            return events
-        return events + self._flush_rest()
-
-    def _flush_rest(self) -> list[Event]:
-        rest = bytes(self._buf)
-        self._buf.clear()
-        self.counters.discarded_bytes += len(rest)
-        self.counters.bad_frames += rest.startswith(START[:1])
-        return [Rejected(rest, "truncated: input ended inside a frame")]
-
-    def expire(self) -> list[Event]:
-        """The line went quiet with a partial frame buffered: it will never complete.
-
-        A frame takes 33 ms at 9600 baud, so a longer silence inside one means the
-        rest was lost. Drop the candidate (slide to the next start sequence) and
-        decode what follows, so a frame hidden behind noise that looked like a
-        long frame's start is not held back until more bytes arrive.
-        """
-        if not self._buf:
-            return []
+    def _settle(self) -> list[Event]:
         # A complete frame held back only to see what follows it: decide now.
         self._decide_now = True
         try:
-            events = self.feed(b"")
+            return self.feed(b"")
         finally:
             self._decide_now = False
-        if not self._buf:
-            return events
-        idx = self._buf.find(START, 1)
-        self.counters.bad_frames += self._buf.startswith(START)
-        events.append(
-            self._reject(idx if idx > 0 else len(self._buf), "incomplete frame, then silence"))
-        return events + self.feed(b"")
 
-    def reset(self) -> None:
-        """Forget buffered bytes, as after re-opening a port."""
-        self._buf.clear()
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf)
-
-    def _reject(self, n: int, reason: str) -> Rejected:
-        span = bytes(self._buf[:n])
-        del self._buf[:n]
-        self.counters.discarded_bytes += n
-        return Rejected(span, reason)
-
-    def _skip_to_start(self, reason: str, start: int = 0) -> Rejected | None:
-        """Reject everything before the next start sequence at or after ``start``."""
+    def _find_start(self, start: int) -> int:
         idx = self._buf.find(START, start)
-        if idx == 0:
-            return None
-        if idx < 0:
-            # Keep a trailing 0x42: it may be the first half of the next start.
-            idx = len(self._buf) - 1 if self._buf.endswith(START[:1]) else len(self._buf)
-            if idx == 0:
-                return None
-        return self._reject(idx, reason)
+        if idx < 0 and self._buf.endswith(START[:1]):
+            return len(self._buf) - 1  # a trailing 0x42 may be the first half of the next start
+        return idx
+
+    def _resume_after_silence(self) -> int:
+        return self._buf.find(START, 1)
+
+    def _truncated_frame(self) -> bool:
+        return self._buf.startswith(START[:1])
+
+    def _expired_frame(self) -> bool:
+        return self._buf.startswith(START)
 
     def _frame_inside(self, total: int) -> int | None:
         """Does a frame start inside the first ``total`` bytes?

@@ -14,8 +14,11 @@ from collections.abc import Callable
 
 import serial
 
-from ..base import DeviceError, DeviceGone, Reading
+from ..serialdev import LINE_IDLE_S, SerialDevice, SerialFactory, check_quantities
+from .codec import Frame
 from .protocol import Discarded, PMS5003Protocol, Sample
+
+__all__ = ["DEFAULT_QUANTITIES", "LINE_IDLE_S", "PMS5003", "QUANTITIES", "SerialFactory"]
 
 #: The values a PMS5003 reading carries, named as in docs/payload.md.
 #: Concentrations are the "atmospheric environment" words (Data4-6), which
@@ -28,14 +31,14 @@ QUANTITIES = (
 )
 DEFAULT_QUANTITIES = ("pm1", "pm25", "pm10")
 
-#: Silence after which a partially received frame is given up (a frame takes 33 ms).
-LINE_IDLE_S = 0.5
 
-SerialFactory = Callable[..., serial.Serial]
-
-
-class PMS5003:
+class PMS5003(SerialDevice):
     """Host driver for one Plantower PMS5003/PMS7003 on a UART."""
+
+    query_mode = "passive"
+    sample_type = Sample
+    discarded_type = Discarded
+    protocol: PMS5003Protocol
 
     def __init__(
         self,
@@ -50,101 +53,22 @@ class PMS5003:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        unknown = set(quantities) - set(QUANTITIES)
-        if unknown:
-            raise ValueError(f"unknown PMS5003 quantities: {sorted(unknown)}")
-        self.port = port
-        self.quantities = tuple(quantities)
-        self.read_interval_s = read_interval_s
-        self.no_data_timeout_s = no_data_timeout_s
-        self.protocol = PMS5003Protocol(mode, warmup_s)
-        self._serial_factory = serial_factory
-        self._clock = clock
-        self._wall = wall_clock
-        self._ser: serial.Serial | None = None
-        self._next_read = 0.0
-        self._last_frame = 0.0
-        self._last_rx = 0.0
-
-    # -- lifecycle -----------------------------------------------------------
-    def open(self) -> None:
-        self.close()
-        try:
-            self._ser = self._serial_factory(
-                self.port, baudrate=9600, bytesize=8, parity="N", stopbits=1, timeout=0.2
-            )
-            self._ser.reset_input_buffer()
-        except (serial.SerialException, OSError) as exc:
-            self._ser = None
-            raise DeviceGone(f"cannot open {self.port}: {exc}") from exc
-        now = self._clock()
-        self.protocol.start(now)
-        self._next_read = now
-        self._last_frame = now
-        self._flush_out()
-
-    def close(self) -> None:
-        ser, self._ser = self._ser, None
-        if ser is not None:
-            try:
-                ser.close()
-            except (serial.SerialException, OSError):
-                pass
+        check_quantities("PMS5003", quantities, QUANTITIES)
+        super().__init__(
+            port, PMS5003Protocol(mode, warmup_s), quantities=quantities,
+            read_interval_s=read_interval_s, no_data_timeout_s=no_data_timeout_s,
+            serial_factory=serial_factory, clock=clock, wall_clock=wall_clock,
+        )
 
     # -- power ---------------------------------------------------------------
     def sleep(self) -> None:
         self.protocol.sleep()
         self._flush_out()
 
-    def wake(self) -> None:
-        now = self._clock()
-        self.protocol.wake(now)
-        self._last_frame = now
-        self._flush_out()
-
-    @property
-    def warming_up(self) -> bool:
-        return self.protocol.warming_up(self._clock())
-
     # -- sampling ------------------------------------------------------------
-    def poll(self) -> list[Reading]:
-        """Ask for a frame when one is due, read for up to ~0.2 s, decode."""
-        if self._ser is None:
-            raise DeviceGone(f"{self.port} is not open")
-        now = self._clock()
-        if self.protocol.mode == "passive" and now >= self._next_read:
-            self.protocol.request_read()
-            self._next_read = now + self.read_interval_s
-        self._flush_out()
-        try:
-            data = self._ser.read(max(1, self._ser.in_waiting or 1))
-            if data and self._ser.in_waiting:
-                data += self._ser.read(self._ser.in_waiting)
-        except (serial.SerialException, OSError) as exc:
-            self.close()
-            raise DeviceGone(f"{self.port}: {exc}") from exc
-        now = self._clock()
-        if data:
-            self._last_rx = now
-            events = self.protocol.receive(data, now)
-        elif self.protocol.decoder.buffered and now - self._last_rx > LINE_IDLE_S:
-            events = self.protocol.line_idle(now)
-        else:
-            events = []
-        readings: list[Reading] = []
-        for ev in events:
-            if isinstance(ev, (Sample, Discarded)):
-                self._last_frame = now
-            if isinstance(ev, Sample):
-                f = ev.frame
-                values = {q: float(getattr(f, q)) for q in self.quantities}
-                # Byte 29 is the sensor's own error code: non-zero is a fault it reports.
-                readings.append(Reading(values, now, self._wall(), fault=f.error != 0))
-        self._flush_out()
-        if not self.protocol.asleep and now - self._last_frame > self.no_data_timeout_s:
-            self._last_frame = now  # report once per timeout, then keep trying
-            raise DeviceError(f"{self.port}: no valid frame for {self.no_data_timeout_s:g} s")
-        return readings
+    def _fault(self, frame: Frame) -> bool:
+        # Byte 29 is the sensor's own error code: non-zero is a fault it reports.
+        return frame.error != 0
 
     def stats(self) -> dict[str, int]:
         c = self.protocol.decoder.counters
@@ -156,13 +80,3 @@ class PMS5003:
             "warmup_discarded": self.protocol.discarded_warmup,
             "mode_reasserts": self.protocol.reasserts,
         }
-
-    def _flush_out(self) -> None:
-        out = self.protocol.data_to_send()
-        if not out or self._ser is None:
-            return
-        try:
-            self._ser.write(out)
-        except (serial.SerialException, OSError) as exc:
-            self.close()
-            raise DeviceGone(f"{self.port}: write failed: {exc}") from exc

@@ -31,12 +31,12 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
 
+from ..emulation import uart
 from .codec import CMD_MODE, CMD_POWER, CMD_READ, START, encode_ack, encode_frame, parse_command
 
 log = logging.getLogger(__name__)
@@ -147,15 +147,7 @@ def coerce_values(v: PMValues | tuple[int, ...]) -> PMValues:
 
 def as_source(source: SourceLike) -> Source:
     """Turn a callable or an iterable of values into a :data:`Source`."""
-    if callable(source):
-        return source  # type: ignore[return-value]
-    it: Iterator[PMValues | tuple[int, ...]] = iter(source)
-
-    def _next(now: float) -> PMValues:
-        return coerce_values(next(it))
-
-    _next.description = f"iterator {source!r}"  # type: ignore[attr-defined]
-    return _next
+    return uart.as_source(source, coerce_values)
 
 
 # -- sources -------------------------------------------------------------------
@@ -352,15 +344,8 @@ def default_source(seed: int | None = 0, speed: float | None = 1.0) -> Source:
 
 
 # -- the device ----------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class SentFrame:
-    """A data frame the model sent: when, what, and whether it was warm-up junk."""
-
-    t: float
-    values: PMValues
-    raw: bytes
-    warming_up: bool
-    solicited: bool  # a reply to E2 (passive mode) rather than an active-mode frame
+#: A data frame the model sent (``solicited``: a reply to E2 in passive mode).
+SentFrame = uart.SentFrame
 
 
 class PMS5003Model:
@@ -390,12 +375,12 @@ class PMS5003Model:
         self.warmup_s = warmup_s
         self.version = version
         self.rng = random.Random(seed)
-        self.sent: deque[SentFrame] = deque(maxlen=keep_sent)
+        self.sent: deque[SentFrame[PMValues]] = deque(maxlen=keep_sent)
         self.stats = {
             "frames": 0, "acks": 0, "commands": 0, "reads": 0,
             "bad_commands": 0, "ignored_bytes": 0, "wakes": 0, "sleeps": 0, "resets": 0,
         }
-        self._buf = bytearray()
+        self._commands = uart.CommandBuffer(START, 7, parse_command, self.stats)
         self.mode = "active"
         self.asleep = False
         self._warm_from = float("-inf")  # wake time of the current warm-up
@@ -405,27 +390,11 @@ class PMS5003Model:
     def receive(self, data: bytes, now: float) -> list[bytes]:
         """Host bytes in (any chunking, garbage allowed); acks and frames out."""
         self._power_up(now)
-        self._buf += data
         out: list[bytes] = []
-        while True:
-            i = self._buf.find(START)
-            if i < 0:
-                # Keep a trailing 0x42: it may start the next command.
-                keep = 1 if self._buf.endswith(START[:1]) else 0
-                self._ignore(len(self._buf) - keep)
-                return out
-            self._ignore(i)
-            if len(self._buf) < 7:
-                return out
-            parsed = parse_command(bytes(self._buf[:7]))
-            if parsed is None:
-                # Bad checksum: the sensor ignores it; look for a start inside it.
-                self.stats["bad_commands"] += 1
-                self._ignore(1)
-                continue
-            del self._buf[:7]
-            self.stats["commands"] += 1
-            out += self._command(*parsed, now)
+        # Commands with a bad checksum are ignored, as the real sensor does.
+        for cmd, arg in self._commands.feed(data):
+            out += self._command(cmd, arg, now)
+        return out
 
     def tick(self, now: float) -> list[bytes]:
         """Active mode: one frame per ``interval_s`` (never a burst after a stall)."""
@@ -458,7 +427,7 @@ class PMS5003Model:
 
     def reset(self, now: float) -> None:
         """Power cycle (brown-out, re-plugged adapter): active mode, fan spinning up."""
-        self._buf.clear()
+        self._commands.clear()
         self.mode = "active"
         self.asleep = False
         self._warm_from = now
@@ -472,11 +441,6 @@ class PMS5003Model:
     def _power_up(self, now: float) -> None:
         if self._next_frame is None:
             self._next_frame = now + self.interval_s
-
-    def _ignore(self, n: int) -> None:
-        if n > 0:
-            del self._buf[:n]
-            self.stats["ignored_bytes"] += n
 
     def _ack(self, cmd: int, data: int) -> bytes:
         self.stats["acks"] += 1

@@ -24,6 +24,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..framing import Rejected, StreamDecoder
+
+__all__ = ["ANY_ID", "Counters", "Event", "Frame", "FrameDecoder", "HostCommand", "Rejected",
+           "Reply"]
+
 HEAD = 0xAA
 TAIL = 0xAB
 HOST = 0xB4  # byte 1 of every host command
@@ -235,14 +240,6 @@ class Reply:
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A span of bytes that was not part of any valid frame, and why."""
-
-    data: bytes
-    reason: str
-
-
 Event = Frame | Reply | Rejected
 
 
@@ -301,80 +298,26 @@ class Counters:
     discarded_bytes: int = 0
 
 
-class FrameDecoder:
+class FrameDecoder(StreamDecoder):
     """Incremental decoder: feed it any chunking of the byte stream.
 
     It matches the whole two-byte header (``AA C0`` or ``AA C5``, never a lone
     ``AA``), checks the tail byte ``AB`` and the 8-bit sum, and on any failure
     slides by one byte only, so a frame that begins inside a corrupt one is
-    still found.
+    still found. A frame takes 10.4 ms at 9600 baud: :meth:`expire` is for a
+    longer silence inside one.
     """
 
+    counters: Counters
+
     def __init__(self) -> None:
-        self._buf = bytearray()
-        self.counters = Counters()
+        super().__init__(Counters())
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
-        """Add bytes and return every event they complete."""
-        self._buf += data
-        events: list[Event] = []
-        while True:
-            event = self._next()
-            if event is None:
-                return events
-            events.append(event)
+    def _find_start(self, start: int) -> int:
+        return _find_header(self._buf, start)
 
-    def flush(self) -> list[Event]:
-        """End of input: whatever is buffered can never become a frame."""
-        if not self._buf:
-            return []
-        self.counters.bad_frames += self._has_header()
-        rest = bytes(self._buf)
-        self._buf.clear()
-        self.counters.discarded_bytes += len(rest)
-        return [Rejected(rest, "truncated: input ended inside a frame")]
-
-    def expire(self) -> list[Event]:
-        """The line went quiet with a partial frame buffered: it will never complete.
-
-        A frame takes 10.4 ms at 9600 baud, so a longer silence inside one means
-        the rest was lost. Drop the candidate (slide to the next header) and
-        decode what follows, so the loss is reported when it happened rather
-        than when the next frame arrives.
-        """
-        if not self._buf:
-            return []
-        self.counters.bad_frames += self._has_header()
-        idx = _find_header(self._buf, 1)
-        events: list[Event] = [
-            self._reject(idx if idx > 0 else len(self._buf), "incomplete frame, then silence")]
-        return events + self.feed(b"")
-
-    def reset(self) -> None:
-        """Forget buffered bytes, as after re-opening a port."""
-        self._buf.clear()
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf)
-
-    def _has_header(self) -> bool:
+    def _truncated_frame(self) -> bool:
         return len(self._buf) >= 2 and self._buf[0] == HEAD and self._buf[1] in KINDS
-
-    def _reject(self, n: int, reason: str) -> Rejected:
-        span = bytes(self._buf[:n])
-        del self._buf[:n]
-        self.counters.discarded_bytes += n
-        return Rejected(span, reason)
-
-    def _skip_to_header(self, reason: str, start: int = 0) -> Rejected | None:
-        """Reject everything before the next header at or after ``start``."""
-        if not self._buf:
-            return None
-        idx = _find_header(self._buf, start)
-        if idx == 0:
-            return None
-        return self._reject(idx if idx > 0 else len(self._buf), reason)
 
     def _valid_at(self, q: int) -> bool:
         buf = self._buf
@@ -392,18 +335,18 @@ class FrameDecoder:
 
     def _next(self) -> Event | None:
         buf = self._buf
-        skipped = self._skip_to_header("no header aa c0 / aa c5")
+        skipped = self._skip_to_start("no header aa c0 / aa c5")
         if skipped is not None:
             return skipped
         if len(buf) < FRAME_LEN:
             return None
         if buf[9] != TAIL:
             self.counters.bad_frames += 1
-            return self._skip_to_header(f"bad tail byte {buf[9]:02x} (expected ab)", 1)
+            return self._skip_to_start(f"bad tail byte {buf[9]:02x} (expected ab)", 1)
         expected, got = sum8(buf[2:8]), buf[8]
         if expected != got:
             self.counters.bad_frames += 1
-            return self._skip_to_header(
+            return self._skip_to_start(
                 f"checksum mismatch: computed {expected:02x}, frame says {got:02x}", 1
             )
         later = self._valid_frame_inside()

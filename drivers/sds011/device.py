@@ -15,9 +15,11 @@ from collections.abc import Callable
 
 import serial
 
-from ..base import DeviceError, DeviceGone, Reading
+from ..serialdev import LINE_IDLE_S, SerialDevice, SerialFactory, check_quantities
 from .codec import ANY_ID
 from .protocol import Discarded, NoReply, ProtocolEvent, ReplyMismatch, Sample, SDS011Protocol
+
+__all__ = ["DEFAULT_QUANTITIES", "LINE_IDLE_S", "QUANTITIES", "SDS011", "SerialFactory"]
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +27,14 @@ log = logging.getLogger(__name__)
 QUANTITIES = ("pm25", "pm10")
 DEFAULT_QUANTITIES = QUANTITIES
 
-#: Silence after which a partially received frame is given up (a frame takes 10 ms).
-LINE_IDLE_S = 0.5
 
-SerialFactory = Callable[..., serial.Serial]
-
-
-class SDS011:
+class SDS011(SerialDevice):
     """Host driver for one Nova Fitness SDS011 on a UART (or its USB adapter)."""
+
+    query_mode = "query"
+    sample_type = Sample
+    discarded_type = Discarded
+    protocol: SDS011Protocol
 
     def __init__(
         self,
@@ -50,67 +52,24 @@ class SDS011:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        unknown = set(quantities) - set(QUANTITIES)
-        if unknown:
-            raise ValueError(f"unknown SDS011 quantities: {sorted(unknown)}")
+        check_quantities("SDS011", quantities, QUANTITIES)
         if read_interval_s <= 0:
             raise ValueError("read_interval_s must be positive")
-        self.port = port
-        self.quantities = tuple(quantities)
-        self.read_interval_s = read_interval_s
         if no_data_timeout_s is None:
             # Active mode with a working period reports once per period.
             no_data_timeout_s = max(10.0, 3 * read_interval_s, 2 * 60.0 * period_min)
-        self.no_data_timeout_s = no_data_timeout_s
-        self.protocol = SDS011Protocol(mode, warmup_s, device_id=device_id,
-                                       period_min=period_min, reply_timeout_s=reply_timeout_s)
-        self._serial_factory = serial_factory
-        self._clock = clock
-        self._wall = wall_clock
-        self._ser: serial.Serial | None = None
-        self._next_read = 0.0
-        self._last_frame = 0.0
-        self._last_rx = 0.0
-
-    # -- lifecycle -----------------------------------------------------------
-    def open(self) -> None:
-        self.close()
-        try:
-            self._ser = self._serial_factory(
-                self.port, baudrate=9600, bytesize=8, parity="N", stopbits=1, timeout=0.2
-            )
-            self._ser.reset_input_buffer()
-        except (serial.SerialException, OSError) as exc:
-            self._ser = None
-            raise DeviceGone(f"cannot open {self.port}: {exc}") from exc
-        now = self._clock()
-        self.protocol.start(now)
-        self._next_read = now
-        self._last_frame = now
-        self._flush_out()
-
-    def close(self) -> None:
-        ser, self._ser = self._ser, None
-        if ser is not None:
-            try:
-                ser.close()
-            except (serial.SerialException, OSError):
-                pass
+        protocol = SDS011Protocol(mode, warmup_s, device_id=device_id,
+                                  period_min=period_min, reply_timeout_s=reply_timeout_s)
+        super().__init__(
+            port, protocol, quantities=quantities,
+            read_interval_s=read_interval_s, no_data_timeout_s=no_data_timeout_s,
+            serial_factory=serial_factory, clock=clock, wall_clock=wall_clock,
+        )
 
     # -- power ---------------------------------------------------------------
     def sleep(self) -> None:
         self.protocol.sleep(self._clock())
         self._flush_out()
-
-    def wake(self) -> None:
-        now = self._clock()
-        self.protocol.wake(now)
-        self._last_frame = now
-        self._flush_out()
-
-    @property
-    def warming_up(self) -> bool:
-        return self.protocol.warming_up(self._clock())
 
     # -- what the sensor told us -------------------------------------------------
     @property
@@ -125,45 +84,11 @@ class SDS011:
         return self.protocol.sensor_id
 
     # -- sampling ------------------------------------------------------------
-    def poll(self) -> list[Reading]:
-        """Ask for a frame when one is due, read for up to ~0.2 s, decode."""
-        if self._ser is None:
-            raise DeviceGone(f"{self.port} is not open")
-        now = self._clock()
+    def _before_request(self, now: float) -> None:
         self._log_problems(self.protocol.tick(now))
-        if self.protocol.mode == "query" and now >= self._next_read:
-            self.protocol.request_read()
-            self._next_read = now + self.read_interval_s
-        self._flush_out()
-        try:
-            data = self._ser.read(max(1, self._ser.in_waiting or 1))
-            if data and self._ser.in_waiting:
-                data += self._ser.read(self._ser.in_waiting)
-        except (serial.SerialException, OSError) as exc:
-            self.close()
-            raise DeviceGone(f"{self.port}: {exc}") from exc
-        now = self._clock()
-        if data:
-            self._last_rx = now
-            events = self.protocol.receive(data, now)
-        elif self.protocol.decoder.buffered and now - self._last_rx > LINE_IDLE_S:
-            events = self.protocol.line_idle(now)
-        else:
-            events = []
+
+    def _on_events(self, events: list[ProtocolEvent]) -> None:
         self._log_problems(events)
-        readings: list[Reading] = []
-        for ev in events:
-            if isinstance(ev, (Sample, Discarded)):
-                self._last_frame = now
-            if isinstance(ev, Sample):
-                f = ev.frame
-                values = {q: float(getattr(f, q)) for q in self.quantities}
-                readings.append(Reading(values, now, self._wall()))
-        self._flush_out()
-        if not self.protocol.asleep and now - self._last_frame > self.no_data_timeout_s:
-            self._last_frame = now  # report once per timeout, then keep trying
-            raise DeviceError(f"{self.port}: no valid frame for {self.no_data_timeout_s:g} s")
-        return readings
 
     def stats(self) -> dict[str, int]:
         c = self.protocol.decoder.counters
@@ -189,13 +114,3 @@ class SDS011:
             elif isinstance(ev, NoReply):
                 log.warning("%s: SDS011 did not answer %r after %d tries", self.port,
                             ev.request.description, ev.attempts)
-
-    def _flush_out(self) -> None:
-        out = self.protocol.data_to_send()
-        if not out or self._ser is None:
-            return
-        try:
-            self._ser.write(out)
-        except (serial.SerialException, OSError) as exc:
-            self.close()
-            raise DeviceGone(f"{self.port}: write failed: {exc}") from exc

@@ -38,10 +38,10 @@ import logging
 import numbers
 import random
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
+from ..emulation import uart
 from ..pms5003.emulator import PMValues, builtin_profile, find_csv, replay_csv
 from .codec import (
     ANY_ID,
@@ -102,15 +102,7 @@ def coerce_values(v: object) -> SDSValues:
 
 def as_source(source: SourceLike) -> Source:
     """Turn a callable or an iterable of values into a :data:`Source`."""
-    if callable(source):
-        return source  # type: ignore[return-value]
-    it: Iterator[object] = iter(source)
-
-    def _next(now: float) -> SDSValues:
-        return coerce_values(next(it))
-
-    _next.description = f"iterator {source!r}"  # type: ignore[attr-defined]
-    return _next
+    return uart.as_source(source, coerce_values)
 
 
 class WithTenths:
@@ -148,15 +140,9 @@ def default_source(seed: int | None = 0, speed: float | None = 1.0) -> Source:
 
 
 # -- the device ----------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class SentFrame:
-    """A data frame the model sent: when, what (as on the wire), and whether it was warm-up junk."""
-
-    t: float
-    values: SDSValues
-    raw: bytes
-    warming_up: bool
-    solicited: bool  # a reply to query data rather than an active-mode report
+#: A data frame the model sent, its values as on the wire (``solicited``: a reply to
+#: query data rather than an active-mode report).
+SentFrame = uart.SentFrame
 
 
 class SDS011Model:
@@ -205,14 +191,14 @@ class SDS011Model:
         self.work_s = work_s
         self.lose_first_command_after_sleep = lose_first_command_after_sleep
         self.rng = random.Random(seed)
-        self.sent: deque[SentFrame] = deque(maxlen=keep_sent)
+        self.sent: deque[SentFrame[SDSValues]] = deque(maxlen=keep_sent)
         self.stats = {
             "frames": 0, "replies": 0, "commands": 0, "queries": 0, "bad_commands": 0,
             "other_id": 0, "lost_commands": 0, "ignored_bytes": 0, "wakes": 0, "sleeps": 0,
             "resets": 0,
         }
         self.asleep = False
-        self._buf = bytearray()
+        self._commands = uart.CommandBuffer(COMMAND_HEADER, COMMAND_LEN, parse_command, self.stats)
         self._mcu_asleep = False
         self._warm_from = float("-inf")  # when the fan last started
         self._started = False
@@ -226,27 +212,11 @@ class SDS011Model:
     def receive(self, data: bytes, now: float) -> list[bytes]:
         """Host bytes in (any chunking, garbage allowed); replies and frames out."""
         self._power_up(now)
-        self._buf += data
         out: list[bytes] = []
-        while True:
-            i = self._buf.find(COMMAND_HEADER)
-            if i < 0:
-                # Keep a trailing 0xAA: it may start the next command.
-                keep = 1 if self._buf.endswith(COMMAND_HEADER[:1]) else 0
-                self._ignore(len(self._buf) - keep)
-                return out
-            self._ignore(i)
-            if len(self._buf) < COMMAND_LEN:
-                return out
-            cmd = parse_command(self._buf[:COMMAND_LEN])
-            if cmd is None:
-                # Bad checksum or tail: the sensor ignores it; look for a header inside it.
-                self.stats["bad_commands"] += 1
-                self._ignore(1)
-                continue
-            del self._buf[:COMMAND_LEN]
-            self.stats["commands"] += 1
+        # Commands with a bad checksum or tail are ignored, as the real sensor does.
+        for cmd in self._commands.feed(data):
             out += self._command(cmd, now)
+        return out
 
     def tick(self, now: float) -> list[bytes]:
         """Active mode: one frame per ``interval_s``, or one per working period."""
@@ -293,7 +263,7 @@ class SDS011Model:
 
         Reporting mode, working period and device id are kept (the sensor stores them).
         """
-        self._buf.clear()
+        self._commands.clear()
         self._started = True
         self.asleep = False
         self._mcu_asleep = False
@@ -329,11 +299,6 @@ class SDS011Model:
         if self.period_min == 0:
             return self._warm_from
         return max(self._warm_from, self._cycle_start)
-
-    def _ignore(self, n: int) -> None:
-        if n > 0:
-            del self._buf[:n]
-            self.stats["ignored_bytes"] += n
 
     def _reply(self, cmd: int, r3: int, r4: int = 0, r5: int = 0) -> list[bytes]:
         self.stats["replies"] += 1

@@ -26,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 from smbus2 import SMBus, i2c_msg
 
 from ..base import DeviceError, DeviceGone, Reading
+from ..i2cdev import I2CDevice
 from ..sensirion import CRCError
 from . import codec as c
 from .codec import QUANTITIES, Measurement
@@ -52,12 +53,17 @@ class _Nacked(Exception):
     pass
 
 
-class SPS30:
+class SPS30(I2CDevice):
     """Host driver for one Sensirion SPS30 particulate sensor (I2C, address 0x69).
 
     ``bus`` is a bus number (opened with ``bus_factory`` on :meth:`open`, closed
     on :meth:`close`) or an smbus2-like object that the caller owns.
     """
+
+    chip = "SPS30"
+    NACK_ERRNOS = NACK_ERRNOS
+    GONE_ERRNOS = None  # any other bus error: gone
+    BAD_FRAMES = ("crc_errors", "bad_replies")
 
     def __init__(
         self,
@@ -79,20 +85,16 @@ class SPS30:
             raise ValueError(f"unknown SPS30 quantities: {sorted(unknown)}")
         if read_interval_s <= 0 or warmup_s < 0 or max_nacks < 1:
             raise ValueError("read_interval_s must be positive, warmup_s >= 0, max_nacks >= 1")
-        self.bus = bus
-        self.address = address
+        super().__init__(bus, address=address, gone_after=max_nacks,
+                         counters=("frames", "crc_errors", "bad_replies", "nacks", "not_ready",
+                                   "warmup_discarded", "opens"),
+                         bus_factory=bus_factory, clock=clock, wall_clock=wall_clock,
+                         sleep=sleep)
         self.warmup_s = warmup_s
         self.read_interval_s = read_interval_s
         self.quantities = tuple(quantities)
         self.no_data_timeout_s = no_data_timeout_s
-        self.max_nacks = max_nacks
-        self._bus_factory = bus_factory
-        self._clock = clock
-        self._wall = wall_clock
-        self._sleep = sleep
         self._lock = threading.RLock()
-        self._bus: SMBusLike | None = None
-        self._owns_bus = False
         self.product_type = ""
         self.serial_number = ""
         self.firmware: tuple[int, int] = (0, 0)
@@ -101,26 +103,17 @@ class SPS30:
         self._started = 0.0
         self._next_check = 0.0
         self._last_data = 0.0
-        self._nack_run = 0
-        self._stats = dict.fromkeys(
-            ("frames", "crc_errors", "bad_replies", "nacks", "not_ready", "warmup_discarded",
-             "opens"), 0)
+
+    @property
+    def max_nacks(self) -> int:
+        """NACKed transfers in a row that mean the chip is gone (``gone_after``)."""
+        return self.gone_after
 
     # -- lifecycle ---------------------------------------------------------------------
     def open(self) -> None:
         """Identify the chip, select float output and start measuring."""
         with self._lock:
-            self.close()
-            if isinstance(self.bus, int):
-                try:
-                    self._bus = self._bus_factory(self.bus)
-                except OSError as exc:
-                    raise DeviceGone(f"cannot open /dev/i2c-{self.bus}: {exc}") from exc
-                self._owns_bus = True
-            else:
-                self._bus = self.bus
-                self._owns_bus = False
-            self._nack_run = 0
+            self._open_bus()
             self._measuring = self._asleep = False
             # Asleep (a previous run put it to sleep)? Then it NACKs until woken.
             product = self._query(c.CMD_READ_PRODUCT_TYPE, c.decode_string, crc_retries=2,
@@ -140,18 +133,13 @@ class SPS30:
             self._xfer(c.stop_measurement(), c.exec_time(c.CMD_STOP_MEASUREMENT),
                        tolerate_nack=True)
             self._start_measurement()
-            self._stats["opens"] += 1
+            self.counters["opens"] += 1
 
     def close(self) -> None:
         """Release the bus if we opened it; the chip keeps its state. Safe to call twice."""
         with self._lock:
-            bus, self._bus = self._bus, None
+            self._close_bus()
             self._measuring = False
-            if bus is not None and self._owns_bus:
-                try:
-                    bus.close()
-                except OSError:
-                    pass
 
     @property
     def info(self) -> dict[str, str]:
@@ -259,7 +247,7 @@ class SPS30:
             now = self._clock()
             self._next_check = now + READY_POLL_S
             if not self._query(c.CMD_READ_DATA_READY, c.decode_data_ready):
-                self._stats["not_ready"] += 1
+                self.counters["not_ready"] += 1
                 if now - self._last_data > self.no_data_timeout_s:
                     self._last_data = now  # report once per timeout, then keep trying
                     raise DeviceError(f"SPS30: no new measurement for {self.no_data_timeout_s:g} s")
@@ -270,11 +258,11 @@ class SPS30:
             self._next_check = now + self.read_interval_s
             bad = [k for k, v in m.as_dict().items() if not math.isfinite(v) or v < 0]
             if bad:
-                self._stats["bad_replies"] += 1
+                self.counters["bad_replies"] += 1
                 raise DeviceError(f"SPS30: implausible values for {', '.join(bad)}")
-            self._stats["frames"] += 1
+            self.counters["frames"] += 1
             if now - self._started < self.warmup_s:
-                self._stats["warmup_discarded"] += 1
+                self.counters["warmup_discarded"] += 1
                 return []
             values = {q: getattr(m, q) + 0.0 for q in self.quantities}  # -0.0 -> 0.0
             return [Reading(values, now, self._wall())]
@@ -285,15 +273,9 @@ class SPS30:
             self._require_awake()
             return self._query(c.CMD_READ_MEASURED_VALUES, c.decode_measurement)
 
-    def stats(self) -> dict[str, int]:
-        s = dict(self._stats)
-        s["bad_frames"] = s["crc_errors"] + s["bad_replies"]
-        return s
-
     # -- internals ---------------------------------------------------------------------------
     def _require_open(self) -> None:
-        if self._bus is None:
-            raise DeviceGone(f"SPS30 at 0x{self.address:02x} is not open")
+        self._need_bus()
 
     def _require_awake(self) -> None:
         self._require_open()
@@ -318,7 +300,7 @@ class SPS30:
             second = self._xfer(c.wake_up(), delay, tolerate_nack=True)
             if first is not None or second is not None:
                 return
-        raise DeviceGone(f"SPS30 at 0x{self.address:02x} does not wake up")
+        raise DeviceGone(f"{self.name} does not wake up")
 
     def _command(self, code: int, *args: int) -> None:
         self._xfer(c.command(code, *args), c.exec_time(code, len(args)))
@@ -333,12 +315,11 @@ class SPS30:
             if raw is None:
                 return None
             try:
-                return decode(raw)
+                return self._decode(decode, raw)  # counts CRC errors
             except CRCError as exc:
-                self._stats["crc_errors"] += 1
                 last = exc
             except ValueError as exc:
-                self._stats["bad_replies"] += 1
+                self.counters["bad_replies"] += 1
                 last = exc
         raise DeviceError(f"SPS30 {info.name}: {last}") from last
 
@@ -353,43 +334,25 @@ class SPS30:
         """
         for _ in range(2 * self.max_nacks):
             try:
-                self._transfer(i2c_msg.write(self.address, data))
-                if delay_s:
-                    self._sleep(delay_s)
-                if not read_len:
-                    return b""
-                msg = i2c_msg.read(self.address, read_len)
-                self._transfer(msg)
-                return bytes(msg)
+                return self._write_read(data, delay_s, read_len)
             except _Nacked as exc:
                 if tolerate_nack:
                     return None
-                if self._nack_run >= self.max_nacks:
-                    self._nack_run = 0
-                    raise DeviceGone(f"SPS30 at 0x{self.address:02x}: {self.max_nacks} NACKs "
-                                     f"in a row ({exc})") from None
+                self._escalate(self.max_nacks,
+                               f"{self.name}: {self.max_nacks} NACKs in a row ({exc})", None)
                 self._sleep(RETRY_DELAY_S)
         name = c.COMMANDS.get(int.from_bytes(data[:2], "big"))
         raise DeviceError(f"SPS30 {name.name if name else data.hex()}: NACKed "
                           f"{2 * self.max_nacks} times")
 
-    def _transfer(self, msg: i2c_msg) -> None:
-        """One I2C transfer; counts NACKs and the current run of them."""
-        try:
-            self._rdwr(msg)
-        except _Nacked:
-            self._stats["nacks"] += 1
-            self._nack_run += 1
-            raise
-        self._nack_run = 0
-
     def _rdwr(self, msg: i2c_msg) -> None:
-        bus = self._bus
-        if bus is None:
-            raise DeviceGone(f"SPS30 at 0x{self.address:02x} is not open")
+        """One I2C transfer; counts NACKs and the current run of them (``_no_answer``)."""
         try:
-            bus.i2c_rdwr(msg)
+            super()._rdwr(msg)
         except OSError as exc:
-            if exc.errno in NACK_ERRNOS:
-                raise _Nacked(str(exc)) from exc
-            raise DeviceGone(f"SPS30 at 0x{self.address:02x}: {exc}") from exc
+            if not self._is_nack(exc):
+                raise DeviceGone(f"{self.name}: {exc}") from exc
+            self.counters["nacks"] += 1
+            self._no_answer += 1
+            raise _Nacked(str(exc)) from exc
+        self._no_answer = 0
