@@ -8,7 +8,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 PYTEST  := $(BIN)/python -m pytest
 
-.PHONY: all venv deps-system demo test test-system test-faults docs lint bench clean help
+.PHONY: all venv deps-system demo test test-system test-faults eval docs lint bench clean help
 
 all: test
 
@@ -19,6 +19,7 @@ help:
 	@echo "make test-faults  broker outage, SIGKILLs during a drain, a full disk (minutes)"
 	@echo "make lint         ruff"
 	@echo "make bench        payload size and other figures"
+	@echo "make eval         detector evaluations (parking bays, bins) against known truth"
 	@echo "make clean        remove the virtual environment and caches"
 
 $(STAMP): setup.cfg pyproject.toml
@@ -56,6 +57,10 @@ test-system: venv deps-system
 # Broker down for minutes, 50 SIGKILLs during a drain, a full disk (about 4 minutes).
 test-faults: venv deps-system
 	$(PYTEST) -q -m faults
+
+# Detector evaluations on emulated scenes with known truth (parking: 8 bays x 24 h; bins).
+eval: venv
+	$(BIN)/python -m bench.eval_parking
 
 # Rebuild docs/payload.md and docs/commands.md from templates and the real codec.
 docs: venv

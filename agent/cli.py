@@ -144,6 +144,24 @@ def _frames_i2c(codec, args: argparse.Namespace) -> int:
     return 0 if good or not records else EX_DATAERR
 
 
+def cmd_detect(args: argparse.Namespace) -> int:
+    """Offline replay through exactly the detectors the daemon runs."""
+    from .detectors.replay import parse_baseline_options, run_cli
+
+    try:
+        baselines = parse_baseline_options(args.baseline or [])
+    except ValueError as exc:
+        print(f"error: --baseline: {exc}", file=sys.stderr)
+        return EX_USAGE
+    return run_cli(args.input, baselines, sys.stdout)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .parking import calibrate_bay
+
+    return calibrate_bay(args.config, args.bay, seconds=args.seconds)
+
+
 def cmd_decode(args: argparse.Namespace) -> int:
     from .payload import PayloadError, decode, to_readable
 
@@ -229,6 +247,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replay the recorded PM log this many times faster than real time")
     s.add_argument("--workdir", default="", help="where to keep config, state and logs")
     s.set_defaults(func=cmd_simulate)
+
+    det = sub.add_parser("detect", help="replay recorded data through a detector")
+    dsub = det.add_subparsers(dest="detector", metavar="DETECTOR", required=True)
+    occ = dsub.add_parser("occupancy", help="parking bays: CSV with t, bay, distance_mm; one "
+                          "JSON line per state change")
+    occ.add_argument("--input", required=True, help="CSV file ('-' for stdin)")
+    occ.add_argument("--baseline", action="append", metavar="BAY=MM",
+                     help="empty-bay distance; default: the median of each bay's first minute")
+    occ.set_defaults(func=cmd_detect)
+
+    cal = sub.add_parser("calibrate", help="measure an empty parking bay's baseline and store it")
+    cal.add_argument("bay", help="the sensor name of the bay, as in the configuration")
+    cal.add_argument("--config", "-c", default=default_cfg)
+    cal.add_argument("--seconds", type=float, default=30.0, help="how long to measure")
+    cal.set_defaults(func=cmd_calibrate)
 
     v = sub.add_parser("version", help="print the version")
     v.set_defaults(func=cmd_version)

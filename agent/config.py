@@ -184,9 +184,60 @@ class BME280Config(_I2CSensor, tag="bme280", kw_only=True):
         default_factory=lambda: ["temp", "rh", "pressure"])
 
 
-SensorConfig = PMS5003Config | SDS011Config | SPS30Config | SHT3xConfig | BME280Config
+class RangerUse(_Table):
+    """What a distance sensor watches (docs/parking.md): a parking bay or a bin."""
+
+    role: Literal["bay", "bin", "distance"] = "bay"
+    # Bay: the empty-bay distance from `citynode calibrate`; unset: read from the state
+    # directory (calibrate writes it there), else learned from the first readings.
+    baseline_mm: Annotated[float, msgspec.Meta(gt=0, le=20000)] | None = None
+    # Bin: sensor to bin bottom.
+    depth_mm: Annotated[float, msgspec.Meta(gt=0, le=20000)] | None = None
+    debounce_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
+    full_pct: Annotated[float, msgspec.Meta(gt=0, le=100)] = 80.0
+
+
+class _Ranger(_Sensor, kw_only=True):
+    read_interval_s: ReadInterval = 0.5
+    use: RangerUse = msgspec.field(default_factory=RangerUse)
+    quantities: list[Literal["d"]] = msgspec.field(default_factory=lambda: ["d"])
+
+
+class A02YYUWConfig(_Ranger, tag="a02yyuw", kw_only=True):
+    port: Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class JSNSR04TConfig(_Ranger, tag="jsnsr04t", kw_only=True):
+    port: Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class MaxBotixConfig(_Ranger, tag="maxbotix", kw_only=True):
+    port: Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class I2CXLConfig(_Ranger, tag="i2cxl", kw_only=True):
+    bus: I2CBus = 1
+    address: I2CAddress = 0x70
+
+
+Gpio = Annotated[int, msgspec.Meta(ge=0, le=27)]
+
+
+class HCSR04Config(_Ranger, tag="hcsr04", kw_only=True):
+    trigger: Gpio = 23
+    echo: Gpio = 24
+    # "emulator": gpiozero's mock pins with a scripted parking scene (citynode simulate)
+    pins: Literal["gpio", "emulator"] = "gpio"
+    max_distance_m: Annotated[float, msgspec.Meta(gt=0, le=10)] = 4.0
+
+
+RANGERS = (A02YYUWConfig, JSNSR04TConfig, MaxBotixConfig, I2CXLConfig, HCSR04Config)
+SensorConfig = (PMS5003Config | SDS011Config | SPS30Config | SHT3xConfig | BME280Config
+                | A02YYUWConfig | JSNSR04TConfig | MaxBotixConfig | I2CXLConfig | HCSR04Config)
 SENSOR_TYPES = {"pms5003": PMS5003Config, "sds011": SDS011Config, "sps30": SPS30Config,
-                "sht3x": SHT3xConfig, "bme280": BME280Config}
+                "sht3x": SHT3xConfig, "bme280": BME280Config, "a02yyuw": A02YYUWConfig,
+                "jsnsr04t": JSNSR04TConfig, "maxbotix": MaxBotixConfig, "i2cxl": I2CXLConfig,
+                "hcsr04": HCSR04Config}
 
 
 class Config(_Table):
@@ -329,14 +380,21 @@ def _check_semantics(cfg: Config, text: str, path: str, check_devices: bool) -> 
         names[s.name] = i
         if len(set(s.quantities)) != len(s.quantities):
             fail(f"sensor[{i}].quantities", "lists a quantity twice")
-        for q in s.quantities:
+        reported = s.quantities
+        if isinstance(s, _Ranger) and s.use.role != "distance":
+            reported = []  # bays and bins report states and fill levels, not distances
+            if s.use.role == "bin" and s.use.depth_mm is None:
+                fail(f"sensor[{i}].use.depth_mm", "a bin needs its depth (sensor to bottom)")
+        for q in reported:
             rec = s.prefix + q
             if rec in records:
                 fail(f"sensor[{i}].prefix",
                      f"'{rec}' is already reported by sensor '{records[rec]}': give one of them "
                      "a prefix such as \"b.\"")
             records[rec] = s.name
-        if isinstance(s, _I2CSensor):
+        if isinstance(s, HCSR04Config):
+            continue  # GPIO pins: checked when the pin factory opens them
+        if hasattr(s, "address"):
             where = (s.bus, s.address)  # type: ignore[attr-defined]
             if where in i2c:
                 fail(f"sensor[{i}].address", f"bus {s.bus} address 0x{where[1]:02x} is "

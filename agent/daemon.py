@@ -26,6 +26,7 @@ from .aggregate import Aggregator, Quality
 from .airquality import band_record
 from .config import Config
 from .health import HealthReporter
+from .parking import Parking
 from .payload import Pack, Record
 from .sampling import DutyCycle, Health, SensorLoop
 from .sensors import build_device, type_name, valid_range
@@ -92,6 +93,7 @@ class Node:
         self._commands: queue.Queue[tuple[bytes, bytes | None, str | None]] = queue.Queue(64)
         self._watchdog: Watchdog | None = None
         self._health: HealthReporter | None = None
+        self.parking: Parking | None = None
         self._next_report = clock() + cfg.report.interval_s
         self.notifier = notifier or Notifier.from_env()
         self.clock = clock
@@ -190,11 +192,15 @@ class Node:
             pm = any(q in summary.stats for q in PM_QUANTITIES)
             if humid and pm:
                 summary.flags |= Quality.HUMID
+            if self.parking is not None and lp.sensor in self.parking.watched:
+                summary.stats = {}  # a bay or bin reports its state, not its distances
             records += lp.aggregator.records(summary, self.cfg.report.stats)
             if pm and self.cfg.report.kr_band:
                 aq = band_record(lp.sensor, summary.stats)
                 if aq is not None:
                     records.append(aq)
+        if self.parking is not None:
+            records += self.parking.summary_records()
         if records:
             self.send(self.message(self.topics.telemetry, records, kind="telemetry"))
 
@@ -205,6 +211,8 @@ class Node:
     # -- sensors (re)configuration ---------------------------------------------
     def _start_sensors(self, cfg: Config, watchdog: Watchdog) -> None:
         self.loops = []
+        self.parking = Parking(cfg, cfg.node.resolved_state_dir(), publish=lambda recs: self.send(
+            self.message(self.topics.event, recs, kind="event")))
         for s in cfg.sensor:
             agg = Aggregator(s.name, s.prefix, valid_range(s), how=cfg.report.aggregate)
             duty = None
@@ -213,7 +221,8 @@ class Node:
                                  lambda: self.cfg.report.interval_s)
             loop = SensorLoop(s.name, build_device(s), agg, stale_after_s=s.stale_after_s,
                               beat=watchdog.register(s.name), on_health=self.on_health,
-                              duty=duty)
+                              duty=duty, on_reading=self.parking.handler(s.name)
+                              if self.parking.watches(s) else None)
             self.loops.append(loop)
         for lp in self.loops:
             lp.start()
@@ -403,6 +412,8 @@ class Node:
                 self.health_report()
                 next_health = now + self.cfg.health.interval_s
             self._run_commands()
+            if self.parking is not None:
+                self.parking.tick()
             self._update_status()
             self._stop.wait(min(0.2, max(0.0, next_report - self.clock())))
 

@@ -65,6 +65,8 @@ COUNT = Quantity("", 1, "samples aggregated in the report window")
 FLAGS = Quantity("", 1, "quality flags bitmask (docs/payload.md)")
 
 
+BAY_MASK = Quantity("", 1, "parking bays bitmask: bit i = i-th configured bay (docs/parking.md)")
+FILL = Quantity("%", 0.1, "bin fill level")
 AQ_BAND = Quantity("", 1, "Korean air-quality bands: 10 x PM2.5 band + PM10 band (1-4)")
 
 
@@ -77,6 +79,10 @@ def lookup(name: str) -> Quantity | None:
         return FLAGS
     if stat == "aq":
         return AQ_BAND
+    if stat in ("occ", "fault"):
+        return BAY_MASK
+    if stat == "fill":
+        return FILL
     return CATALOGUE.get(base.rsplit(".", 1)[-1])
 
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from enum import StrEnum
 
-from drivers.base import Device, DeviceError, DeviceGone
+from drivers.base import Device, DeviceError, DeviceGone, Reading
 
 from .aggregate import Aggregator, Quality
 
@@ -81,6 +81,7 @@ class SensorLoop(threading.Thread):
         beat: Callable[[], None] = lambda: None,
         on_health: Callable[[str, Health, Health, str], None] = lambda *a: None,
         duty: DutyCycle | None = None,
+        on_reading: Callable[[Reading], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
@@ -93,6 +94,7 @@ class SensorLoop(threading.Thread):
         self.reopen_max_s = reopen_max_s
         self._beat = beat
         self._on_health = on_health
+        self._on_reading = on_reading
         can_sleep = callable(getattr(device, "sleep", None)) and callable(
             getattr(device, "wake", None))
         self.duty = duty if can_sleep else None
@@ -165,6 +167,12 @@ class SensorLoop(threading.Thread):
             now = self._clock()
             for r in readings:
                 self.aggregator.add(r)
+                if self._on_reading is not None:
+                    try:
+                        self._on_reading(r)
+                    except Exception:  # a detector bug must not stop sampling
+                        log.exception("reading handler failed", extra={
+                            "SENSOR": self.sensor, "EVENT": "detector_exception"})
                 self.last_values = dict(r.values)
                 self.last_reading_at = now
                 self.readings += 1

@@ -15,7 +15,12 @@ import threading
 from drivers.base import Device
 
 from .config import (
+    A02YYUWConfig,
     BME280Config,
+    HCSR04Config,
+    I2CXLConfig,
+    JSNSR04TConfig,
+    MaxBotixConfig,
     PMS5003Config,
     SDS011Config,
     SensorConfig,
@@ -31,6 +36,11 @@ RANGES = {
     "sps30": {q: (0.0, 1000.0) for q in _PM},
     "sht3x": {"temp": (-40.0, 125.0), "rh": (0.0, 100.0)},
     "bme280": {"temp": (-40.0, 85.0), "rh": (0.0, 100.0), "pressure": (300.0, 1100.0)},
+    "a02yyuw": {"d": (0.03, 4.5)},
+    "jsnsr04t": {"d": (0.25, 6.0)},
+    "maxbotix": {"d": (0.3, 10.0)},
+    "i2cxl": {"d": (0.2, 7.65)},
+    "hcsr04": {"d": (0.02, 4.0)},
 }
 
 _emulated_bus = None
@@ -93,8 +103,52 @@ def build_device(cfg: SensorConfig) -> Device:
 
         return BME280(_i2c_bus(cfg, BME280Model), address=cfg.address,
                       read_interval_s=cfg.read_interval_s, quantities=tuple(cfg.quantities))
+    if isinstance(cfg, I2CXLConfig):
+        from drivers.maxbotix_i2c import I2CXL
+        from drivers.maxbotix_i2c.emulator import I2CXLModel
+
+        return I2CXL(_i2c_bus(cfg, lambda: I2CXLModel(source=scene_for(cfg.name))),
+                     address=cfg.address, read_interval_s=cfg.read_interval_s)
+    if isinstance(cfg, HCSR04Config):
+        from drivers.hcsr04 import HCSR04
+
+        factory = None
+        if cfg.pins == "emulator":
+            from drivers.hcsr04.emulator import emulated_hcsr04
+
+            factory, _ = emulated_hcsr04(scene_for(cfg.name), trigger=cfg.trigger,
+                                         echo=cfg.echo)
+        return HCSR04(cfg.trigger, cfg.echo, max_distance_m=cfg.max_distance_m,
+                      read_interval_s=cfg.read_interval_s, pin_factory=factory)
+    if isinstance(cfg, A02YYUWConfig | JSNSR04TConfig | MaxBotixConfig):
+        return _serial_ranger(cfg)
     raise ValueError(f"no driver for sensor type {type(cfg).__name__}")
+
+
+def scene_for(name: str):
+    """An emulated parking day for a sensor, seeded by its name (for rehearsals)."""
+    import time
+    import zlib
+
+    from drivers.emulation.scenes import random_day
+
+    return random_day(zlib.crc32(name.encode()), name, start=time.monotonic()).scene
 
 
 def valid_range(cfg: SensorConfig) -> dict[str, tuple[float, float]]:
     return RANGES.get(type_name(cfg), {})
+
+
+def _serial_ranger(cfg: A02YYUWConfig | JSNSR04TConfig | MaxBotixConfig) -> Device:
+    """The UART distance sensors: each driver's defaults suit a parking bay or bin."""
+    if isinstance(cfg, A02YYUWConfig):
+        from drivers.a02yyuw import A02YYUW
+
+        return A02YYUW(cfg.port, read_interval_s=cfg.read_interval_s)
+    if isinstance(cfg, JSNSR04TConfig):
+        from drivers.jsnsr04t import JSNSR04T
+
+        return JSNSR04T(cfg.port, read_interval_s=cfg.read_interval_s)
+    from drivers.maxbotix import MaxBotix
+
+    return MaxBotix(cfg.port, read_interval_s=cfg.read_interval_s)

@@ -11,7 +11,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .a02yyuw import codec as a02yyuw
 from .bme280 import codec as bme280
+from .jsnsr04t import codec as jsnsr04t
+from .maxbotix import codec as maxbotix
+from .maxbotix_i2c import codec as i2cxl
 from .pms5003 import codec as pms
 from .sds011 import codec as sds
 from .sht3x import codec as sht3x
@@ -46,6 +50,13 @@ def _sds_describe(ev: Any) -> tuple[dict[str, Any], int]:
     return {"type": "rejected", "reason": ev.reason, "bytes": ev.data.hex(" ")}, len(ev.data)
 
 
+def _distance_describe(ev: Any) -> tuple[dict[str, Any], int]:
+    """A02YYUW / JSN-SR04T / MaxBotix: distance frames (``d`` in metres)."""
+    if isinstance(ev, (a02yyuw.Frame, maxbotix.Frame)):
+        return {"type": "frame", **ev.as_dict()}, len(ev.raw)
+    return {"type": "rejected", "reason": ev.reason, "bytes": ev.data.hex(" ")}, len(ev.data)
+
+
 @dataclass(frozen=True)
 class I2CCodec:
     """An I2C device's decoder for captured transfers (``ADDR W|R HEX`` lines)."""
@@ -63,13 +74,22 @@ I2C_CODECS["sht3x"] = I2CCodec("Sensirion SHT3x temperature/humidity (I2C 0x44/0
                                 sht3x.ADDRESSES, sht3x.decode_capture)
 I2C_CODECS["bme280"] = I2CCodec("Bosch BME280 temperature/humidity/pressure (I2C 0x76/0x77)",
                                  bme280.ADDRESSES, bme280.decode_capture)
+I2C_CODECS["i2cxl"] = I2CCodec("MaxBotix I2CXL-MaxSonar-EZ ultrasonic range (I2C 0x70)",
+                                i2cxl.ADDRESSES, i2cxl.decode_capture)
 
 CODECS: dict[str, Codec] = {
     "pms5003": Codec("Plantower PMS5003/PMS7003 (UART 9600 8N1)", pms.FrameDecoder, _pms_describe),
     "sds011": Codec("Nova Fitness SDS011 (UART 9600 8N1)", sds.FrameDecoder, _sds_describe),
+    "a02yyuw": Codec("DFRobot A02YYUW ultrasonic distance, FF H L SUM in mm (UART 9600 8N1)",
+                     a02yyuw.FrameDecoder, _distance_describe),
+    "jsnsr04t": Codec("JSN-SR04T V3 ultrasonic distance, UART modes, FF H L SUM in mm "
+                      "(UART 9600 8N1)", jsnsr04t.FrameDecoder, _distance_describe),
+    "maxbotix": Codec("MaxBotix MaxSonar serial R####\\r (mm) / R###\\r (cm) (UART 9600 8N1)",
+                      maxbotix.FrameDecoder, _distance_describe),
 }
 ALIASES = {"pms7003": "pms5003", "pmsa003": "pms5003"}
 ALIASES.update({"sht30": "sht3x", "sht31": "sht3x", "sht35": "sht3x"})
+ALIASES.update({"sen0311": "a02yyuw", "jsn-sr04t": "jsnsr04t", "maxsonar": "maxbotix"})
 
 
 def get(name: str) -> Codec | I2CCodec:
