@@ -231,9 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--duration", type=float, default=0,
                    help="stop after this many seconds (default: until Ctrl-C)")
     s.add_argument("--sensors", type=int, default=1, help="number of emulated PMS5003 (1-8)")
-    s.add_argument("--site", choices=("pm", "full"), default="pm",
+    s.add_argument("--site", choices=("pm", "full", "parking"), default="pm",
                    help="pm: PMS5003s only; full: also an SDS011, an SPS30, an SHT3x and a "
-                        "BME280 (the I2C chips emulated inside the agent)")
+                        "BME280 (the I2C chips emulated inside the agent); parking: eight "
+                        "bays on A02YYUW, I2CXL and HC-SR04 rangers playing parking scenes")
     s.add_argument("--interval", type=float, default=10, help="report interval in seconds")
     s.add_argument("--faults", default="",
                    help='fault injection, e.g. "noise=0.05,checksum=0.02,truncate=0.02"')

@@ -164,7 +164,11 @@ def write_config(path: Path, *, node_id: str, state_dir: Path, ports: list[str],
                   f'prefix = "{prefix}"', 'mode = "passive"',
                   f"read_interval_s = {read_interval_s:g}", f"warmup_s = {warmup_s:g}", ""]
     for table in sensors:
-        lines += ["[[sensor]]", *(f"{k} = {_toml_value(v)}" for k, v in table.items()), ""]
+        use = table.get("use")
+        lines += ["[[sensor]]", *(f"{k} = {_toml_value(v)}" for k, v in table.items()
+                                  if k != "use"), ""]
+        if isinstance(use, dict):
+            lines += ["[sensor.use]", *(f"{k} = {_toml_value(v)}" for k, v in use.items()), ""]
     path.write_text("\n".join(lines))
 
 
@@ -241,7 +245,28 @@ def main(args: argparse.Namespace) -> int:
             ]
             print(f"# SDS011 emulator at {sds.path}; SPS30, SHT3x and BME280 emulated on "
                   "I2C inside the agent", file=sys.stderr)
-        for i in range(args.sensors):
+        if args.site == "parking":
+            # Eight bays: two A02YYUW on ptys, five I2CXL on the agent's emulated I2C bus,
+            # one HC-SR04 on gpiozero's mock pins; each plays its own 24 h parking scene.
+            import zlib
+
+            from drivers.a02yyuw.emulator import A02YYUWModel
+            from drivers.emulation.scenes import random_day
+
+            for n in (1, 2):
+                day = random_day(zlib.crc32(f"bay{n}".encode()), f"bay{n}",
+                                 start=time.monotonic())
+                emu = SerialEmulator(A02YYUWModel(day.scene), workdir / "dev" / f"bay{n}",
+                                     faults=faults[0])
+                emu.start()
+                emulators.append(emu)
+                extra.append({"type": "a02yyuw", "name": f"bay{n}", "port": emu.path})
+            extra += [{"type": "i2cxl", "name": f"bay{n}", "bus": "emulator",
+                       "address": 0x6D + n} for n in range(3, 8)]
+            extra.append({"type": "hcsr04", "name": "bay8", "pins": "emulator"})
+            print("# parking site: bay1-2 A02YYUW on ptys, bay3-7 I2CXL emulated on I2C, "
+                  "bay8 HC-SR04 on mock GPIO; scenes run in real time", file=sys.stderr)
+        for i in range(args.sensors if args.site != "parking" else 0):
             model = PMS5003Model(default_source(seed=i, speed=args.speed), seed=i,
                                  interval_s=1.0, warmup_s=3.0)
             emu = SerialEmulator(model, workdir / "dev" / f"pms{i}", faults=faults[i],

@@ -143,9 +143,10 @@ class FrameDecoder(StreamDecoder):
                 return q if inner else 0
             if len(self._buf) < q + FRAME_LEN + LOOKAHEAD and not self._settling:
                 return None
-            # Keep the one after which the stream goes on making sense; on a tie the
-            # outer one if it follows a good frame directly (a frame with 0xFF in it,
-            # then noise), else the later one (noise, then a frame).
+            # Keep the one after which the stream goes on making sense. On a tie it is a
+            # guess (counted): the one nearer the last distance, else the outer one if it
+            # follows a good frame directly (a frame with 0xFF in it, then noise), else
+            # the later one (noise, then a frame).
             end = q + FRAME_LEN + LOOKAHEAD
             n_outer = self._frames_from(FRAME_LEN, end)
             n_inner = self._frames_from(q + FRAME_LEN, end)
