@@ -58,9 +58,10 @@ test-system: venv deps-system
 test-faults: venv deps-system
 	$(PYTEST) -q -m faults
 
-# Detector evaluations on emulated scenes with known truth (parking: 8 bays x 24 h; bins).
+# Detector evaluations with known truth (parking: 8 bays x 24 h; bins; inactivity from tracebase).
 eval: venv
 	$(BIN)/python -m bench.eval_parking
+	$(BIN)/python -m bench.eval_inactivity
 
 # Rebuild docs/payload.md and docs/commands.md from templates and the real codec.
 docs: venv

@@ -156,6 +156,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return run_cli(args.input, baselines, sys.stdout)
 
 
+def cmd_detect_inactivity(args: argparse.Namespace) -> int:
+    from .detectors.inactivity_replay import run_cli
+
+    return run_cli(args.input, sys.stdout)
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from .parking import calibrate_bay
 
@@ -257,6 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
     occ.add_argument("--baseline", action="append", metavar="BAY=MM",
                      help="empty-bay distance; default: the median of each bay's first minute")
     occ.set_defaults(func=cmd_detect)
+
+    ina = dsub.add_parser("inactivity", help="smart plugs: CSV with t, plug, watts; one JSON "
+                          "line per event (inactivity alarm, activity resumed, unusual use)")
+    ina.add_argument("--input", required=True, help="CSV file ('-' for stdin)")
+    ina.set_defaults(func=cmd_detect_inactivity)
 
     cal = sub.add_parser("calibrate", help="measure an empty parking bay's baseline and store it")
     cal.add_argument("bay", help="the sensor name of the bay, as in the configuration")

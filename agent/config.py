@@ -231,13 +231,54 @@ class HCSR04Config(_Ranger, tag="hcsr04", kw_only=True):
     max_distance_m: Annotated[float, msgspec.Meta(gt=0, le=10)] = 4.0
 
 
+class PlugUse(_Table):
+    """What a power meter's plug does for the household (docs/inactivity.md, docs/relay.md)."""
+
+    # Counted as the household's activity (kettle, TV, rice cooker); false for loads
+    # that run by themselves (a fridge).
+    activity: bool = True
+    relay_pin: Gpio | None = None
+    relay_active_high: bool = True
+    relay_safe_state: Literal["on", "off"] = "off"
+    cutoff_w: Annotated[float, msgspec.Meta(gt=0, le=4000)] | None = None
+    cutoff_s: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 60.0
+
+
+PowerQuantity = Literal["w", "v", "a", "kwh", "hz", "pf"]
+
+
+class _Meter(_Sensor, kw_only=True):
+    port: Annotated[str, msgspec.Meta(min_length=1)]
+    read_interval_s: ReadInterval = 1.0
+    plug: PlugUse = msgspec.field(default_factory=PlugUse)
+
+
+class CSE7766Config(_Meter, tag="cse7766", kw_only=True):
+    quantities: list[PowerQuantity] = msgspec.field(default_factory=lambda: ["w", "kwh"])
+
+
+class PZEM004TConfig(_Meter, tag="pzem004t", kw_only=True):
+    address: Annotated[int, msgspec.Meta(ge=1, le=0xF7)] = 1
+    quantities: list[PowerQuantity] = msgspec.field(default_factory=lambda: ["w", "kwh"])
+
+
+class ActivityConfig(_Table):
+    """The inactivity alarm for people living alone (docs/inactivity.md)."""
+
+    enabled: bool = True
+    # Never alarm before this much silence, whatever the routine says.
+    min_inactivity_s: Annotated[float, msgspec.Meta(ge=600, le=7 * 86400)] = 4 * 3600.0
+
+
+METERS = (CSE7766Config, PZEM004TConfig)
 RANGERS = (A02YYUWConfig, JSNSR04TConfig, MaxBotixConfig, I2CXLConfig, HCSR04Config)
 SensorConfig = (PMS5003Config | SDS011Config | SPS30Config | SHT3xConfig | BME280Config
-                | A02YYUWConfig | JSNSR04TConfig | MaxBotixConfig | I2CXLConfig | HCSR04Config)
+                | A02YYUWConfig | JSNSR04TConfig | MaxBotixConfig | I2CXLConfig | HCSR04Config
+                | CSE7766Config | PZEM004TConfig)
 SENSOR_TYPES = {"pms5003": PMS5003Config, "sds011": SDS011Config, "sps30": SPS30Config,
                 "sht3x": SHT3xConfig, "bme280": BME280Config, "a02yyuw": A02YYUWConfig,
                 "jsnsr04t": JSNSR04TConfig, "maxbotix": MaxBotixConfig, "i2cxl": I2CXLConfig,
-                "hcsr04": HCSR04Config}
+                "hcsr04": HCSR04Config, "cse7766": CSE7766Config, "pzem004t": PZEM004TConfig}
 
 
 class Config(_Table):
@@ -248,6 +289,7 @@ class Config(_Table):
     spool: SpoolConfig = msgspec.field(default_factory=SpoolConfig)
     commands: CommandsConfig = msgspec.field(default_factory=CommandsConfig)
     health: HealthConfig = msgspec.field(default_factory=HealthConfig)
+    activity: ActivityConfig = msgspec.field(default_factory=ActivityConfig)
     sensor: list[SensorConfig] = msgspec.field(default_factory=list)
 
     @property
@@ -340,7 +382,7 @@ def _allowed(key: str) -> str:
 
     leaf = key.rsplit(".", 1)[-1]
     for cls in (NodeConfig, ReportConfig, MqttConfig, LogConfig, SpoolConfig, CommandsConfig,
-                HealthConfig, *SENSOR_TYPES.values()):
+                HealthConfig, ActivityConfig, PlugUse, RangerUse, *SENSOR_TYPES.values()):
         hint = typing.get_type_hints(cls).get(leaf)
         if hint is not None and typing.get_origin(hint) is Literal:
             return ", ".join(repr(a) for a in typing.get_args(hint))
@@ -394,7 +436,7 @@ def _check_semantics(cfg: Config, text: str, path: str, check_devices: bool) -> 
             records[rec] = s.name
         if isinstance(s, HCSR04Config):
             continue  # GPIO pins: checked when the pin factory opens them
-        if hasattr(s, "address"):
+        if hasattr(s, "bus"):
             where = (s.bus, s.address)  # type: ignore[attr-defined]
             if where in i2c:
                 fail(f"sensor[{i}].address", f"bus {s.bus} address 0x{where[1]:02x} is "

@@ -26,6 +26,7 @@ from .aggregate import Aggregator, Quality
 from .airquality import band_record
 from .config import Config
 from .health import HealthReporter
+from .household import Household
 from .parking import Parking
 from .payload import Pack, Record
 from .sampling import DutyCycle, Health, SensorLoop
@@ -94,6 +95,7 @@ class Node:
         self._watchdog: Watchdog | None = None
         self._health: HealthReporter | None = None
         self.parking: Parking | None = None
+        self.household: Household | None = None
         self._next_report = clock() + cfg.report.interval_s
         self.notifier = notifier or Notifier.from_env()
         self.clock = clock
@@ -213,6 +215,9 @@ class Node:
         self.loops = []
         self.parking = Parking(cfg, cfg.node.resolved_state_dir(), publish=lambda recs: self.send(
             self.message(self.topics.event, recs, kind="event")))
+        self.household = Household(cfg, cfg.node.resolved_state_dir(), publish=lambda recs: (
+            self.send(self.message(self.topics.event, recs, kind="alarm"))))
+        self.household.open()
         for s in cfg.sensor:
             agg = Aggregator(s.name, s.prefix, valid_range(s), how=cfg.report.aggregate)
             duty = None
@@ -221,19 +226,27 @@ class Node:
                                  lambda: self.cfg.report.interval_s)
             loop = SensorLoop(s.name, build_device(s), agg, stale_after_s=s.stale_after_s,
                               beat=watchdog.register(s.name), on_health=self.on_health,
-                              duty=duty, on_reading=self.parking.handler(s.name)
-                              if self.parking.watches(s) else None)
+                              duty=duty, on_reading=self._reading_handler(s))
             self.loops.append(loop)
         for lp in self.loops:
             lp.start()
         for lp in self.loops:
             lp.opened.wait(10)
 
+    def _reading_handler(self, s):
+        if self.parking.watches(s):
+            return self.parking.handler(s.name)
+        if self.household.watches(s):
+            return self.household.handler(s.name)
+        return None
+
     def _stop_sensors(self, watchdog: Watchdog) -> None:
         for lp in self.loops:
             lp.stop()
             watchdog.unregister(lp.sensor)
         self.loops = []
+        if self.household is not None:
+            self.household.close()  # relays back to their safe state
 
     # -- NodeControl: what downlink commands may do ------------------------------
     def uptime_s(self) -> float:
@@ -294,7 +307,10 @@ class Node:
     def device_command(self, sensor: str, action: str, value: object) -> tuple[bool, str]:
         if sensor not in [lp.sensor for lp in self.loops]:
             return False, f"no sensor named {sensor!r}"
-        return False, f"sensor {sensor!r} has no device actions"
+        result = self.household.command(sensor, action, value) if self.household else None
+        if result is None:
+            return False, f"sensor {sensor!r} has no device actions"
+        return result
 
     def on_command(self, topic: str, data: bytes, correlation: bytes | None,
                    response_topic: str | None) -> None:
@@ -414,6 +430,8 @@ class Node:
             self._run_commands()
             if self.parking is not None:
                 self.parking.tick()
+            if self.household is not None:
+                self.household.tick()
             self._update_status()
             self._stop.wait(min(0.2, max(0.0, next_report - self.clock())))
 
@@ -425,6 +443,8 @@ class Node:
         self._run_commands()
         for lp in self.loops:
             lp.stop()
+        if self.household is not None:
+            self.household.close()  # relays to their safe state; the routine saved
         self.report()
         if self.uplink is not None:
             self.uplink.stop(goodbye=self.offline("shutdown"), timeout=5.0)

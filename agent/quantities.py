@@ -44,6 +44,11 @@ CATALOGUE: dict[str, Quantity] = {
     "pressure": Quantity("hPa", 0.01, "barometric pressure (hPa = 100 Pa; not a SenML unit)",
                          "3323/5700"),
     "w": Quantity("W", 0.1, "active power", "3328/5700"),
+    "v": Quantity("V", 0.1, "mains voltage", "3316/5700"),
+    "a": Quantity("A", 0.001, "current", "3317/5700"),
+    "kwh": Quantity("kWh", 0.001, "energy since the meter's counter started", "3331/5805"),
+    "hz": Quantity("Hz", 0.1, "mains frequency"),
+    "pf": Quantity("", 0.01, "power factor, 0..1"),
     "d": Quantity("m", 0.001, "distance", "3330/5700"),
     "fall": Quantity("/", 0.01, "fall score, 0..1", ""),
     # Health report (topic .../health)

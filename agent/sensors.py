@@ -17,11 +17,13 @@ from drivers.base import Device
 from .config import (
     A02YYUWConfig,
     BME280Config,
+    CSE7766Config,
     HCSR04Config,
     I2CXLConfig,
     JSNSR04TConfig,
     MaxBotixConfig,
     PMS5003Config,
+    PZEM004TConfig,
     SDS011Config,
     SensorConfig,
     SHT3xConfig,
@@ -41,6 +43,8 @@ RANGES = {
     "maxbotix": {"d": (0.3, 10.0)},
     "i2cxl": {"d": (0.2, 7.65)},
     "hcsr04": {"d": (0.02, 4.0)},
+    "cse7766": {"w": (0.0, 3600.0), "v": (80.0, 280.0), "a": (0.0, 16.0)},
+    "pzem004t": {"w": (0.0, 23000.0), "v": (80.0, 260.0), "a": (0.0, 100.0)},
 }
 
 _emulated_bus = None
@@ -122,6 +126,16 @@ def build_device(cfg: SensorConfig) -> Device:
                       read_interval_s=cfg.read_interval_s, pin_factory=factory)
     if isinstance(cfg, A02YYUWConfig | JSNSR04TConfig | MaxBotixConfig):
         return _serial_ranger(cfg)
+    if isinstance(cfg, CSE7766Config):
+        from drivers.cse7766 import CSE7766
+
+        return CSE7766(cfg.port, read_interval_s=cfg.read_interval_s,
+                       quantities=tuple(cfg.quantities))
+    if isinstance(cfg, PZEM004TConfig):
+        from drivers.pzem004t import PZEM004T
+
+        return PZEM004T(cfg.port, address=cfg.address, read_interval_s=cfg.read_interval_s,
+                        quantities=tuple(cfg.quantities))
     raise ValueError(f"no driver for sensor type {type(cfg).__name__}")
 
 

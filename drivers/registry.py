@@ -13,10 +13,12 @@ from typing import Any, Protocol
 
 from .a02yyuw import codec as a02yyuw
 from .bme280 import codec as bme280
+from .cse7766 import codec as cse7766
 from .jsnsr04t import codec as jsnsr04t
 from .maxbotix import codec as maxbotix
 from .maxbotix_i2c import codec as i2cxl
 from .pms5003 import codec as pms
+from .pzem004t import codec as pzem
 from .sds011 import codec as sds
 from .sht3x import codec as sht3x
 from .sps30 import codec as sps30
@@ -87,6 +89,31 @@ CODECS: dict[str, Codec] = {
     "maxbotix": Codec("MaxBotix MaxSonar serial R####\\r (mm) / R###\\r (cm) (UART 9600 8N1)",
                       maxbotix.FrameDecoder, _distance_describe),
 }
+
+
+def _cse_describe(ev: Any) -> tuple[dict[str, Any], int]:
+    if isinstance(ev, cse7766.Frame):
+        return {"type": "frame", **ev.as_dict()}, len(ev.raw)
+    return {"type": "rejected", "reason": ev.reason, "bytes": ev.data.hex(" ")}, len(ev.data)
+
+
+def _pzem_describe(ev: Any) -> tuple[dict[str, Any], int]:
+    """Requests and responses of a sniffed Modbus bus; CRC failures are rejected spans."""
+    if isinstance(ev, pzem.Request):
+        return {"type": "request", **ev.as_dict()}, len(ev.raw)
+    if isinstance(ev, (pzem.Measurement, pzem.Registers)):
+        return {"type": "frame", **ev.as_dict()}, len(ev.raw)
+    if isinstance(ev, pzem.Echo):
+        return {"type": "ack", **ev.as_dict()}, len(ev.raw)
+    if isinstance(ev, pzem.ExceptionResponse):
+        return {"type": "exception", **ev.as_dict()}, len(ev.raw)
+    return {"type": "rejected", "reason": ev.reason, "bytes": ev.data.hex(" ")}, len(ev.data)
+
+
+CODECS["cse7766"] = Codec("Chipsea CSE7766 power meter, Sonoff POW R2/S31 (UART 4800 8E1)",
+                          cse7766.FrameDecoder, _cse_describe)
+CODECS["pzem004t"] = Codec("Peacefair PZEM-004T v3.0 power meter, Modbus RTU requests and "
+                           "responses (UART 9600 8N1)", pzem.FrameDecoder, _pzem_describe)
 ALIASES = {"pms7003": "pms5003", "pmsa003": "pms5003"}
 ALIASES.update({"sht30": "sht3x", "sht31": "sht3x", "sht35": "sht3x"})
 ALIASES.update({"sen0311": "a02yyuw", "jsn-sr04t": "jsnsr04t", "maxsonar": "maxbotix"})

@@ -1,0 +1,511 @@
+"""Appliance activity of a person living alone, from smart plugs (sans-I/O).
+
+Feed ``update(t, plug, watts)`` for every power sample and call ``tick(t)``
+regularly (every minute is plenty) so alarms are raised by the clock even when
+no sample arrives. The same :class:`ActivityDetector` runs in the daemon, in
+``citynode detect inactivity`` (offline replay) and in ``bench/eval_inactivity.py``.
+docs/inactivity.md explains the events to caregiver-platform people.
+
+Per plug (:class:`PlugActivity`), three levels with hysteresis::
+
+    off      watts < standby_w                      (unplugged / switched off)
+    standby  standby_w <= watts, not active         (TV standby, charger)
+    active   watts >= on_w held for min_on_s; left only after watts < off_w
+             for min_off_s (so a kettle's thermostat or a washing machine's
+             pauses do not flap)
+
+Transitions give plug events ``on`` (off -> powered), ``off``, ``active``,
+``standby`` (active -> powered but idle). They are returned only when the
+detector is built with ``plug_events=True``.
+
+*Activity* is the start or the end of an ``active`` period on a plug that is
+user-driven. Plugs listed in ``unattended`` (a fridge or freezer, a router:
+anything that cycles on its own) never count as activity, they are only
+watched for unusual continuous use.
+
+Routine (:class:`Routine`): for each of the 168 hours of the week, how often
+that hour had some activity (counts with exponential forgetting, half-life
+``half_life_s`` = 8 weeks), pooled with the same hour on the other days and
+the neighbouring hours, plus a prior (p = 0.03 per hour 23:00-06:00, 0.15 at
+06-08, 0.3 by day; weight 2 hours) so a new installation starts cautious.
+:meth:`Routine.usual_gap_s` (t) is the longest time without activity, ending at
+``t``, whose probability under that routine is still >= ``alpha`` (1 %).
+Nights are handled by the routine itself: hours that are usually quiet add
+little, so "last use 21:00, now 05:00" is usual, "now 11:00" may not be.
+A Sunday with a late morning is learned as such (hour-of-week).
+
+Alarms (:class:`ActivityDetector`):
+
+* ``inactivity_alarm`` when the time since the last activity exceeds both
+  ``min_inactivity_s`` (3 h) and ``margin`` (1.0) x the usual gap at this
+  moment; once per gap.
+* ``activity_resumed`` at the first activity after an alarm (with the length
+  of the whole gap).
+* ``unusual_use`` when one plug has been ``active`` continuously for longer
+  than ``unusual_factor`` (2) x the longest period it was ever seen active,
+  and at least ``unusual_min_s`` (1 h); once per period. Nothing is raised
+  before ``unusual_min_history`` (3) active periods were seen on that plug.
+
+The hours of a gap in progress are learned only when activity resumes (so a
+gap never makes itself look usual while it is being judged), and hours after
+an alarm was raised are not learned at all, so one incident does not teach the
+routine that days without activity are normal. Everything learned (routine,
+longest periods, last activity) is saved atomically to ``state_path`` with
+:meth:`ActivityDetector.save` and read back at construction, so restarts and
+reboots keep it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ACTIVE",
+    "OFF",
+    "STANDBY",
+    "ActivityDetector",
+    "Event",
+    "PlugActivity",
+    "Routine",
+    "hour_of_week",
+]
+
+OFF = "off"
+STANDBY = "standby"
+ACTIVE = "active"
+HOUR = 3600.0
+WEEK_HOURS = 168
+STATE_VERSION = 1
+
+
+def hour_of_week(t: float, utc_offset_s: float = 0.0) -> int:
+    """0 = Monday 00:00-01:00 local time (``utc_offset_s`` east of UTC)."""
+    dt = datetime.fromtimestamp(t + utc_offset_s, UTC)
+    return dt.weekday() * 24 + dt.hour
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event; ``data`` holds the event-specific fields (all JSON-ready)."""
+
+    t: float
+    event: str
+    plug: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"t": self.t, "event": self.event}
+        if self.plug is not None:
+            d["plug"] = self.plug
+        d.update(self.data)
+        return d
+
+
+class PlugActivity:
+    """Level of one plug (off / standby / active) with hysteresis and dwell times."""
+
+    def __init__(self, plug: str, *, on_w: float = 15.0, off_w: float = 8.0,
+                 standby_w: float = 0.5, min_on_s: float = 5.0,
+                 min_off_s: float = 60.0) -> None:
+        if not 0 <= standby_w <= off_w <= on_w:
+            raise ValueError("need 0 <= standby_w <= off_w <= on_w")
+        self.plug = plug
+        self.on_w, self.off_w, self.standby_w = on_w, off_w, standby_w
+        self.min_on_s, self.min_off_s = min_on_s, min_off_s
+        self.state: str | None = None
+        self.active_since: float | None = None
+        self._above_since: float | None = None
+        self._below_since: float | None = None
+        self.last_t: float | None = None
+        self.last_period: tuple[float, float] | None = None  # (start, end) of the last active
+
+    def update(self, t: float, watts: float) -> list[tuple[str, float]]:
+        """Returns the transitions ``[(kind, t_of_transition)]``, kind in on/off/active/standby."""
+        if not math.isfinite(watts) or watts < 0:
+            raise ValueError(f"watts {watts!r} must be a finite number >= 0")
+        if self.last_t is not None and t < self.last_t:
+            raise ValueError(f"t {t} is earlier than the previous sample of plug {self.plug}")
+        self.last_t = t
+        out: list[tuple[str, float]] = []
+        powered = STANDBY if watts >= self.standby_w else OFF
+        if self.state == ACTIVE:
+            if watts < self.off_w:
+                if self._below_since is None:
+                    self._below_since = t
+                if t - self._below_since >= self.min_off_s:
+                    out.append((STANDBY, self._below_since))
+                    self.last_period = (self.active_since or self._below_since,
+                                        self._below_since)
+                    self.state, self.active_since = STANDBY, None
+                    self._below_since = None
+                    if powered == OFF:
+                        out.append((OFF, t))
+                        self.state = OFF
+            else:
+                self._below_since = None
+            return out
+        if watts >= self.on_w:
+            if self._above_since is None:
+                self._above_since = t
+            if t - self._above_since >= self.min_on_s:
+                if self.state in (None, OFF):
+                    out.append(("on", self._above_since))
+                out.append((ACTIVE, self._above_since))
+                self.state, self.active_since = ACTIVE, self._above_since
+                self._above_since = None
+                self._below_since = None
+                return out
+            if self.state is None:
+                self.state = STANDBY
+            return out
+        self._above_since = None
+        if powered != self.state:
+            if powered == OFF and self.state is not None:
+                out.append((OFF, t))
+            elif powered == STANDBY and self.state == OFF:
+                out.append(("on", t))
+            self.state = powered
+        return out
+
+
+def _default_prior(how: int) -> float:
+    """Prior probability of some appliance activity during this hour-of-week."""
+    h = how % 24
+    if h >= 23 or h < 6:
+        return 0.03
+    if h < 8:
+        return 0.15
+    return 0.3
+
+
+class Routine:
+    """Per hour-of-week probability of appliance activity, with exponential forgetting.
+
+    For each of the 168 hours of the week: ``a`` (hours with activity) and
+    ``n`` (hours observed), both decayed by ``0.5 ** (week / half_life)`` each
+    time the bin is observed again. The probability used for an hour pools the
+    same hour-of-week (weight 1), the same hour on the other days (``day_pool``)
+    and the neighbouring hours (``hour_pool``), plus a prior of weight
+    ``prior_weight`` hours.
+
+    :meth:`usual_gap_s` answers "how long without any activity, ending now, is
+    still plausible": going back hour by hour from ``t``, the probability that
+    none of those hours had activity is the product of ``1 - p``; the usual gap
+    is the length at which that product falls below ``alpha``. Nights (p near 0)
+    add little, so a gap spanning a night is long before it is unusual.
+    """
+
+    def __init__(self, *, half_life_s: float = 8 * 7 * 86400.0, alpha: float = 0.01,
+                 prior_weight: float = 2.0, day_pool: float = 0.3, hour_pool: float = 0.5,
+                 max_gap_s: float = 3 * 86400.0, prior: dict[int, float] | None = None,
+                 utc_offset_s: float = 0.0) -> None:
+        self.half_life_s = half_life_s
+        self.alpha = alpha
+        self.prior_weight = prior_weight
+        self.day_pool = day_pool
+        self.hour_pool = hour_pool
+        self.max_gap_s = max_gap_s
+        self.utc_offset_s = utc_offset_s
+        self.prior = {h: (prior or {}).get(h, _default_prior(h)) for h in range(WEEK_HOURS)}
+        self.a = [0.0] * WEEK_HOURS
+        self.n = [0.0] * WEEK_HOURS
+        self.last = [0.0] * WEEK_HOURS
+        self._p_cache: dict[int, float] = {}
+
+    def how(self, t: float) -> int:
+        return hour_of_week(t, self.utc_offset_s)
+
+    def observe(self, hour_start: float, active: bool) -> None:
+        """Record whether the hour starting at ``hour_start`` had activity."""
+        h = self.how(hour_start)
+        self._p_cache.clear()
+        if self.n[h] > 0:
+            d = 0.5 ** (max(0.0, hour_start - self.last[h]) / self.half_life_s)
+            self.a[h] *= d
+            self.n[h] *= d
+        self.a[h] += 1.0 if active else 0.0
+        self.n[h] += 1.0
+        self.last[h] = hour_start
+
+    def history_hours(self) -> float:
+        return sum(self.n)
+
+    def p_active(self, how: int) -> float:
+        p = self._p_cache.get(how)
+        if p is None:
+            p = self._p_cache[how] = self._p_active(how)
+        return p
+
+    def _p_active(self, how: int) -> float:
+        a = self.prior_weight * self.prior[how]
+        n = self.prior_weight
+        for dh, w0 in ((0, 1.0), (-1, self.hour_pool), (1, self.hour_pool)):
+            for dd in range(7):
+                hh = (how + dh + 24 * dd) % WEEK_HOURS
+                w = w0 * (1.0 if dd == 0 else self.day_pool)
+                a += w * self.a[hh]
+                n += w * self.n[hh]
+        return min(0.999, max(0.0, a / n))
+
+    def log_survival(self, t0: float, t1: float) -> float:
+        """log P(no activity in [t0, t1]) under the routine (hours assumed independent)."""
+        acc = 0.0
+        t = t1
+        while t > t0:
+            hs = math.floor((t - 1e-6) / HOUR) * HOUR
+            length = t - max(hs, t0)
+            acc += math.log(max(1e-9, 1.0 - self.p_active(self.how(hs)))) * length / HOUR
+            t = hs
+        return acc
+
+    def usual_gap_s(self, t: float, level: float | None = None) -> float:
+        """Longest plausible time without activity ending at ``t`` (probability >= alpha)."""
+        target = math.log(self.alpha) if level is None else level
+        top = math.floor(t / HOUR) * HOUR
+        segments = [(top, t - top)] if t > top else []
+        acc = gap = 0.0
+        k = 0
+        while gap < self.max_gap_s:
+            if segments:
+                hs, length = segments.pop()
+            else:
+                k += 1
+                hs, length = top - k * HOUR, HOUR
+            rate = math.log(max(1e-9, 1.0 - self.p_active(self.how(hs)))) / HOUR
+            step = rate * length
+            if acc + step < target:
+                return min(self.max_gap_s, gap + (target - acc) / rate)
+            acc += step
+            gap += length
+        return self.max_gap_s
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"half_life_s": self.half_life_s, "alpha": self.alpha,
+                "prior_weight": self.prior_weight, "day_pool": self.day_pool,
+                "hour_pool": self.hour_pool, "max_gap_s": self.max_gap_s,
+                "utc_offset_s": self.utc_offset_s,
+                "prior": [self.prior[h] for h in range(WEEK_HOURS)],
+                "a": list(self.a), "n": list(self.n),
+                "last": self.last}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Routine:
+        prior = d.get("prior")
+        r = cls(half_life_s=float(d["half_life_s"]), alpha=float(d["alpha"]),
+                prior_weight=float(d["prior_weight"]), day_pool=float(d["day_pool"]),
+                hour_pool=float(d["hour_pool"]), max_gap_s=float(d["max_gap_s"]),
+                utc_offset_s=float(d.get("utc_offset_s", 0.0)),
+                prior=None if prior is None else {h: float(v) for h, v in enumerate(prior)})
+        for k in ("a", "n", "last"):
+            v = d[k]
+            if len(v) != WEEK_HOURS:
+                raise ValueError(f"routine: {k} must have 168 hour-of-week bins")
+            setattr(r, k, [float(x) for x in v])
+        r._p_cache.clear()
+        return r
+
+
+class ActivityDetector:
+    """Inactivity alarm, resumption and unusual continuous use for one household."""
+
+    def __init__(self, plugs: list[str], *, min_inactivity_s: float = 3 * HOUR,
+                 margin: float = 1.0, unusual_factor: float = 2.0,
+                 unusual_min_s: float = HOUR, unusual_min_history: int = 3,
+                 unattended: list[str] | tuple[str, ...] = (),
+                 routine: Routine | None = None, state_path: Path | str | None = None,
+                 plug_events: bool = False, calibration_s: float = 28 * 86400.0,
+                 calibration_margin: float = 1.0, max_level_factor: float = 2.5,
+                 **plug_kwargs: Any) -> None:
+        self.max_level_factor = max_level_factor
+        self.calibration_s = calibration_s
+        self.calibration_margin = calibration_margin
+        self.gap_scores: list[tuple[float, float]] = []
+        self.plugs = list(plugs)
+        self.min_inactivity_s = min_inactivity_s
+        self.margin = margin
+        self.unusual_factor = unusual_factor
+        self.unusual_min_s = unusual_min_s
+        self.unusual_min_history = unusual_min_history
+        self.unattended = set(unattended)
+        self.plug_events = plug_events
+        self._plug_kwargs = plug_kwargs
+        self.levels: dict[str, PlugActivity] = {p: PlugActivity(p, **plug_kwargs) for p in plugs}
+        self.routine = routine if routine is not None else Routine()
+        self.state_path = None if state_path is None else Path(state_path)
+        self.last_activity: float | None = None
+        self.alarm_since: float | None = None  # time the alarm was raised
+        self.alarm_threshold_s: float | None = None
+        self.longest: dict[str, float] = {}
+        self.periods: dict[str, int] = {}
+        self._unusual_sent: set[str] = set()
+        self._open: dict[str, float | None] = {}
+        self._pending: list[tuple[float, float]] = []  # hours of the gap in progress
+        self._hour_start: float | None = None
+        self.now: float | None = None
+        if self.state_path is not None and self.state_path.exists():
+            self.load()
+
+    # -- persistence --------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": STATE_VERSION, "routine": self.routine.to_dict(),
+                "last_activity": self.last_activity, "alarm_since": self.alarm_since,
+                "alarm_threshold_s": self.alarm_threshold_s, "longest": self.longest,
+                "periods": self.periods, "hour_start": self._hour_start,
+                "now": self.now, "gap_scores": [list(x) for x in self.gap_scores],
+                "pending": [list(x) for x in self._pending]}
+
+    def save(self, path: Path | str | None = None) -> None:
+        """Write the state as JSON atomically (temp file, fsync, rename)."""
+        p = Path(path) if path is not None else self.state_path
+        if p is None:
+            raise ValueError("no state_path")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self.to_dict(), f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, p)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+    def load(self, path: Path | str | None = None) -> None:
+        p = Path(path) if path is not None else self.state_path
+        if p is None:
+            raise ValueError("no state_path")
+        d = json.loads(p.read_text(encoding="utf-8"))
+        if d.get("version") != STATE_VERSION:
+            raise ValueError(f"{p}: unknown state version {d.get('version')!r}")
+        self.routine = Routine.from_dict(d["routine"])
+        self.last_activity = d.get("last_activity")
+        self.alarm_since = d.get("alarm_since")
+        self.alarm_threshold_s = d.get("alarm_threshold_s")
+        self.longest = {k: float(v) for k, v in d.get("longest", {}).items()}
+        self.periods = {k: int(v) for k, v in d.get("periods", {}).items()}
+        self._hour_start = d.get("hour_start")
+        self.now = d.get("now")
+        self._pending = [(float(a), float(b)) for a, b in d.get("pending", [])]
+        self.gap_scores = [(float(a), float(b)) for a, b in d.get("gap_scores", [])]
+
+    # -- decisions ----------------------------------------------------------
+    def level(self, t: float) -> float:
+        """log-probability below which a gap is unusual: log(alpha), or lower if this
+        household recently had gaps that unlikely without any incident."""
+        lvl = math.log(self.routine.alpha)
+        recent = [sc for ts, sc in self.gap_scores if t - ts <= self.calibration_s]
+        if recent:
+            lvl = max(self.max_level_factor * lvl, min(lvl, min(recent) * self.calibration_margin))
+        return lvl
+
+    def threshold_s(self, t: float) -> float:
+        """Time without activity after which an alarm is raised at ``t``."""
+        return max(self.min_inactivity_s,
+                   self.margin * self.routine.usual_gap_s(t, self.level(t)))
+
+    def update(self, t: float, plug: str, watts: float) -> list[Event]:
+        lvl = self.levels.get(plug)
+        if lvl is None:
+            lvl = self.levels[plug] = PlugActivity(plug, **self._plug_kwargs)
+            self.plugs.append(plug)
+        events = self.tick(t)
+        for kind, tt in lvl.update(t, watts):
+            if self.plug_events:
+                events.append(Event(tt, kind, plug, {"watts": watts}))
+            if kind == ACTIVE:
+                self._unusual_sent.discard(plug)
+                if plug not in self.unattended:
+                    events += self._activity(t, plug)
+        # period bookkeeping
+        self._track_period(t, plug, lvl, events)
+        return events
+
+    def _track_period(self, t: float, plug: str, lvl: PlugActivity, events: list[Event]) -> None:
+        ps = self._open
+        if lvl.state == ACTIVE:
+            ps[plug] = lvl.active_since
+            dur = t - (lvl.active_since or t)
+            longest = self.longest.get(plug, 0.0)
+            if (plug not in self._unusual_sent
+                    and self.periods.get(plug, 0) >= self.unusual_min_history
+                    and dur > max(self.unusual_min_s, self.unusual_factor * longest)):
+                self._unusual_sent.add(plug)
+                events.append(Event(t, "unusual_use", plug, {
+                    "duration_s": round(dur, 1), "longest_s": round(longest, 1),
+                    "since": lvl.active_since}))
+        elif plug in ps:
+            ps.pop(plug)
+            start, end = lvl.last_period or (t, t)
+            dur = max(0.0, end - start)
+            self.longest[plug] = max(self.longest.get(plug, 0.0), dur)
+            self.periods[plug] = self.periods.get(plug, 0) + 1
+            self._unusual_sent.discard(plug)
+            if plug not in self.unattended:
+                events += self._activity(end, plug)
+
+    def _commit(self) -> None:
+        for hs, _ in self._pending:
+            self.routine.observe(hs, False)
+        self._pending.clear()
+
+    def _activity(self, t: float, plug: str) -> list[Event]:
+        out: list[Event] = []
+        if self.last_activity is not None and t <= self.last_activity:
+            return out
+        if self.alarm_since is not None and t <= self.alarm_since:
+            self.last_activity = t  # the end of a use seen late (samples missing)
+            return out
+        if self.last_activity is not None and t - self.last_activity > self.min_inactivity_s:
+            score = self.routine.log_survival(self.last_activity, t)
+            self.gap_scores = [x for x in self.gap_scores if t - x[0] <= self.calibration_s]
+            self.gap_scores.append((t, score))
+        self._commit()
+        if self.alarm_since is not None:
+            gap = t - (self.last_activity if self.last_activity is not None else t)
+            out.append(Event(t, "activity_resumed", plug, {
+                "inactive_s": round(gap, 1), "alarm_since": self.alarm_since}))
+            self.alarm_since = None
+            self.alarm_threshold_s = None
+        self.last_activity = t
+        return out
+
+    def tick(self, t: float) -> list[Event]:
+        """Advance the clock: close hour-of-week samples and raise due alarms."""
+        if self.now is not None and t < self.now:
+            return []
+        self.now = t
+        if self._hour_start is None:
+            self._hour_start = math.floor(t / HOUR) * HOUR
+        while t >= self._hour_start + HOUR:
+            hs = self._hour_start
+            if self.last_activity is not None:
+                if self.last_activity >= hs:
+                    self._commit()
+                    self.routine.observe(hs, True)
+                elif self.alarm_since is None or hs < self.alarm_since:
+                    self._pending.append((hs, 0.0))
+            self._hour_start = hs + HOUR
+        if self.last_activity is None or self.alarm_since is not None:
+            return []
+        gap = t - self.last_activity
+        if gap <= self.min_inactivity_s:
+            return []
+        thr = self.threshold_s(t)
+        if gap > thr:
+            self.alarm_since = t
+            self.alarm_threshold_s = thr
+            return [Event(t, "inactivity_alarm", None, {
+                "inactive_s": round(gap, 1), "usual_s": round(thr / self.margin, 1),
+                "threshold_s": round(thr, 1), "last_activity": self.last_activity})]
+        return []

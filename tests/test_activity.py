@@ -1,0 +1,217 @@
+"""Appliance-activity detector: routine, inactivity alarm, hysteresis, unusual use, replay."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from agent.detectors.activity import ACTIVE, ActivityDetector, PlugActivity, Routine
+from agent.detectors.inactivity_replay import run_cli
+
+H = 3600.0
+DAY = 86400.0
+T0 = datetime(2024, 1, 1, tzinfo=UTC).timestamp()  # a Monday, 00:00 UTC
+
+
+def use(det: ActivityDetector, t: float, plug: str = "kettle", dur: float = 120.0,
+        watts: float = 2000.0) -> list:
+    """One use of an appliance: samples every 5 s, then idle."""
+    ev = []
+    for k in range(int(dur // 5) + 1):
+        ev += det.update(t + 5 * k, plug, watts)
+    for k in range(1, 20):
+        ev += det.update(t + dur + 5 * k, plug, 0.0)
+    return ev
+
+
+def run_until(det: ActivityDetector, t_from: float, t_to: float, step: float = 300.0) -> list:
+    ev = []
+    t = t_from
+    while t <= t_to:
+        ev += det.tick(t)
+        t += step
+    return ev
+
+
+def weekday_uses(day: int) -> list[float]:
+    """Usual routine: kettle at 07:00, 12:00, 18:00, TV 20:00; Sundays start at 10:30."""
+    if day % 7 == 6:
+        return [10.5, 13.0, 18.0, 20.0]
+    return [7.0, 12.0, 18.0, 20.0]
+
+
+def live(det: ActivityDetector, days: range) -> list:
+    ev = []
+    for d in days:
+        for h in weekday_uses(d):
+            t = T0 + d * DAY + h * H
+            ev += run_until(det, det.now or t, t)
+            ev += use(det, t, "tv" if h == 20.0 else "kettle")
+    return ev
+
+
+def alarms(events: list) -> list:
+    return [e for e in events if e.event == "inactivity_alarm"]
+
+
+def trained(**kw) -> ActivityDetector:
+    det = ActivityDetector(["kettle", "tv"], **kw)
+    live(det, range(0, 27))  # four weeks, ends Saturday evening
+    return det
+
+
+def test_quiet_sunday_morning_is_not_an_emergency() -> None:
+    det = trained()
+    ev = live(det, range(27, 28))  # Sunday: first use 10:30
+    assert alarms(ev) == []
+
+
+def test_stopped_routine_raises_alarm_within_hours() -> None:
+    det = trained()
+    last = det.last_activity
+    assert last is not None
+    # nothing at all on Sunday: alarm is raised by the clock alone (no samples)
+    ev = run_until(det, det.now, last + 2 * DAY)
+    al = alarms(ev)
+    assert len(al) == 1
+    d = al[0].to_dict()
+    assert d["event"] == "inactivity_alarm"
+    assert d["inactive_s"] > d["threshold_s"] >= det.min_inactivity_s
+    delay = al[0].t - (T0 + 27 * DAY + 10.5 * H)  # the usual first use
+    assert delay < 12 * H  # the target: alarmed within 12 h
+    ev = use(det, al[0].t + H)
+    assert [e.event for e in ev] == ["activity_resumed"]
+
+
+def test_night_is_not_an_alarm_but_a_missing_morning_is() -> None:
+    det = trained()
+    ev = live(det, range(27, 35))  # Sunday + a week
+    assert alarms(ev) == []
+    # Sunday last use 20:00, Monday nothing: no alarm in the night
+    t_night = T0 + 35 * DAY + 5 * H
+    assert alarms(run_until(det, det.now, t_night)) == []
+    al = alarms(run_until(det, t_night, T0 + 36 * DAY))
+    assert al and al[0].t < T0 + 36 * DAY  # alarmed the same day
+
+
+def test_new_install_prior_is_cautious() -> None:
+    det = ActivityDetector(["kettle"])
+    use(det, T0 + 20 * H)
+    assert alarms(run_until(det, T0 + 20 * H, T0 + DAY + 8 * H)) == []
+    assert det.routine.usual_gap_s(T0 + DAY + 6 * H) > 8 * H
+
+
+def test_hysteresis_no_flapping() -> None:
+    p = PlugActivity("heater", on_w=15, off_w=8, min_on_s=5, min_off_s=60)
+    kinds = []
+    t = 0.0
+    for k in range(200):  # switched on, then hovering around 10-16 W (inside the band)
+        w = 20.0 if k < 3 else (16.0 if k % 2 else 10.0)
+        kinds += [x for x, _ in p.update(t, w)]
+        t += 5
+    assert kinds.count(ACTIVE) == 1
+    assert "standby" not in kinds
+    # a thermostat pause shorter than min_off_s does not end the period
+    for k in range(8):
+        kinds += [x for x, _ in p.update(t, 0.0 if k < 8 else 16.0)]
+        t += 5
+    kinds += [x for x, _ in p.update(t, 20.0)]
+    assert kinds.count(ACTIVE) == 1
+    for _k in range(20):
+        kinds += [x for x, _ in p.update(t, 0.0)]
+        t += 5
+    assert kinds[-2:] == ["standby", "off"]
+    with pytest.raises(ValueError):
+        p.update(t, -1.0)
+
+
+def test_fridge_is_not_activity_but_unusual_use_is_reported() -> None:
+    det = ActivityDetector(["fridge", "heater"], unattended=["fridge"], plug_events=True)
+    t = T0 + 9 * H
+    for d in range(4):  # heater used for 1 h on four days
+        use(det, t + d * DAY, "heater", dur=H)
+    assert det.longest["heater"] == pytest.approx(H, abs=10)
+    last = det.last_activity
+    # fridge cycles do not count
+    use(det, t + 4 * DAY, "fridge", dur=600)
+    assert det.last_activity == last
+    ev = []
+    t1 = t + 5 * DAY
+    for k in range(int(3 * H // 30)):
+        ev += det.update(t1 + 30 * k, "heater", 1500.0)
+    unusual = [e.to_dict() for e in ev if e.event == "unusual_use"]
+    assert len(unusual) == 1
+    assert unusual[0]["plug"] == "heater"
+    assert unusual[0]["duration_s"] > 2 * H
+    assert unusual[0]["longest_s"] == pytest.approx(H, abs=10)
+    assert any(e.event == "on" for e in ev) or any(e.event == "active" for e in ev)
+
+
+def test_persistence_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "activity.json"
+    det = trained(state_path=path)
+    det.save()
+    assert path.exists() and not list(path.parent.glob("*.tmp"))
+    again = ActivityDetector(["kettle", "tv"], state_path=path)
+    assert again.routine.to_dict() == det.routine.to_dict()
+    assert again.last_activity == det.last_activity
+    r = Routine.from_dict(json.loads(json.dumps(det.routine.to_dict())))
+    t = T0 + 27 * DAY + 9 * H
+    assert r.usual_gap_s(t) == det.routine.usual_gap_s(t)
+    a = [e.to_dict() for e in run_until(det, det.now, det.now + 2 * DAY)]
+    b = [e.to_dict() for e in run_until(again, again.now, again.now + 2 * DAY)]
+    assert a == b and len(a) == 1
+
+
+CSV = "t,plug,watts\n"
+
+
+def _csv(tmp_path: Path, body: str) -> str:
+    p = tmp_path / "in.csv"
+    p.write_text(CSV + body, encoding="utf-8")
+    return str(p)
+
+
+def test_replay_cli_prints_events(tmp_path: Path) -> None:
+    rows = []
+    t = T0 + 8 * H
+    for k in range(30):
+        rows.append(f"{t + 5 * k:.0f},kettle,{2000 if k < 20 else 0}")
+    rows.append(f"{datetime.fromtimestamp(T0 + 2 * DAY, UTC).isoformat()},kettle,0")
+    out, err = io.StringIO(), io.StringIO()
+    assert run_cli(_csv(tmp_path, "\n".join(rows) + "\n"), out, err) == 0
+    lines = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert [x["event"] for x in lines] == ["inactivity_alarm"]
+    assert lines[0]["t"] < T0 + 2 * DAY  # raised by the clock, before the last row
+    assert set(lines[0]) >= {"t", "event", "inactive_s", "usual_s"}
+
+
+@pytest.mark.parametrize("body, line, msg", [
+    ("1,kettle,5\nx,kettle,5\n", 3, "neither Unix seconds"),
+    ("1,kettle,5\n2,kettle,-3\n", 3, "watts"),
+    ("5,kettle,5\n2,tv,3\n", 3, "earlier"),
+    ("1,,5\n", 2, "empty plug"),
+])
+def test_replay_cli_errors(tmp_path: Path, body: str, line: int, msg: str) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    path = _csv(tmp_path, body)
+    assert run_cli(path, out, err) == 65
+    assert out.getvalue() == ""
+    assert f"{path}:{line}:" in err.getvalue() and msg in err.getvalue()
+
+
+def test_replay_cli_missing_file(tmp_path: Path) -> None:
+    err = io.StringIO()
+    assert run_cli(str(tmp_path / "nope.csv"), io.StringIO(), err) == 66
+
+
+def test_eval_skips_without_shared_data() -> None:
+    from bench import eval_inactivity
+    if not eval_inactivity.DATA.is_dir():
+        pytest.skip(f"tracebase traces not found at {eval_inactivity.DATA} (../shared absent)")
+    days = eval_inactivity.load_day(sorted((eval_inactivity.DATA / "WaterKettle").glob("*.gz"))[0])
+    assert days and max(w for _, w in days) > 1000

@@ -1,0 +1,100 @@
+"""Smart plugs in the daemon: relay safe states, cut-off events, commands, the routine kept."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from gpiozero import Device
+from gpiozero.pins.mock import MockFactory
+
+from agent import config, payload
+from agent.household import Household, event_records
+from drivers.base import Reading
+
+CFG = """
+[node]
+id = "home-1"
+state_dir = "{state}"
+[activity]
+min_inactivity_s = 3600
+[[sensor]]
+type = "cse7766"
+name = "kettle"
+port = "/dev/null"
+prefix = "k."
+[sensor.plug]
+relay_pin = 17
+cutoff_w = 2500
+cutoff_s = 5
+[[sensor]]
+type = "pzem004t"
+name = "fridge"
+port = "/dev/null"
+prefix = "f."
+[sensor.plug]
+activity = false
+"""
+
+
+@pytest.fixture
+def factory():
+    Device.pin_factory = MockFactory()
+    yield Device.pin_factory
+    Device.pin_factory.reset()
+    Device.pin_factory = None
+
+
+def make(tmp_path):
+    cfg = config.parse(CFG.format(state=tmp_path))
+    sent: list[list[payload.Record]] = []
+    return Household(cfg, tmp_path, publish=sent.append), sent
+
+
+def r(w: float, t: float) -> Reading:
+    return Reading({"w": w}, time.monotonic(), t)
+
+
+def test_relay_safe_state_cutoff_and_commands(tmp_path, factory):
+    home, sent = make(tmp_path)
+    home.open()
+    pin = factory.pin(17)
+    assert pin.state == 0  # the safe state (off) from the start
+    assert home.command("kettle", "on", None) == (True, "relay on") and pin.state == 1
+    feed = home.handler("kettle")
+    for t in range(0, 8):
+        feed(r(3000, 1000 + t))  # above the limit for longer than cutoff_s
+    assert pin.state == 0
+    cut = [rec for recs in sent for rec in recs if rec.name == "kettle:event"]
+    assert cut and cut[0].text == "cutoff"
+    ok, msg = home.command("kettle", "on", None)
+    assert not ok and "reset" in msg  # latched until someone decides
+    assert home.command("fridge", "on", None) is None  # no relay there
+    home.close()
+    assert pin.state == 0
+
+
+def test_routine_survives_a_restart(tmp_path, factory):
+    home, _ = make(tmp_path)
+    feed = home.handler("kettle")
+    for t in range(0, 600, 5):
+        feed(r(2000 if t < 120 else 0.5, 1_700_000_000 + t))
+    home.close()
+    assert (tmp_path / "activity.json").exists()
+    again, _ = make(tmp_path)
+    assert again.activity.last_activity is not None
+
+
+def test_damaged_routine_file_does_not_stop_the_node(tmp_path, factory):
+    (tmp_path / "activity.json").write_text("{broken")
+    home, _ = make(tmp_path)
+    assert home.activity is not None
+    assert list(tmp_path.glob("activity.json.corrupt-*"))
+
+
+def test_event_records_keep_numbers_and_name():
+    recs = event_records("home", {"t": 5, "event": "inactivity_alarm", "inactive_s": 36000.0,
+                                  "usual_s": 20000, "flag": True})
+    assert [(x.name, x.text or x.value) for x in recs] == [
+        ("home:event", "inactivity_alarm"), ("home:inactive_s", 36000.0),
+        ("home:usual_s", 20000.0)]
