@@ -320,7 +320,7 @@ class ActivityDetector:
                  unusual_min_s: float = HOUR, unusual_min_history: int = 3,
                  unattended: list[str] | tuple[str, ...] = (),
                  routine: Routine | None = None, state_path: Path | str | None = None,
-                 plug_events: bool = False, calibration_s: float = 28 * 86400.0,
+                 plug_events: bool = False, calibration_s: float = 0.0,
                  calibration_margin: float = 1.0, max_level_factor: float = 2.5,
                  **plug_kwargs: Any) -> None:
         self.max_level_factor = max_level_factor
@@ -401,8 +401,10 @@ class ActivityDetector:
 
     # -- decisions ----------------------------------------------------------
     def level(self, t: float) -> float:
-        """log-probability below which a gap is unusual: log(alpha), or lower if this
-        household recently had gaps that unlikely without any incident."""
+        """log-probability below which a gap is unusual: log(alpha), or (if
+        ``calibration_s`` > 0, off by default) lower if this household had gaps
+        that unlikely in the last ``calibration_s``, floored at
+        ``max_level_factor`` x log(alpha)."""
         lvl = math.log(self.routine.alpha)
         recent = [sc for ts, sc in self.gap_scores if t - ts <= self.calibration_s]
         if recent:
