@@ -9,6 +9,7 @@ A decoder subclasses :class:`StreamDecoder` and supplies :meth:`~StreamDecoder._
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,7 +30,7 @@ class _Counters(Protocol):
     discarded_bytes: int
 
 
-class StreamDecoder:
+class StreamDecoder(ABC):
     """Incremental decoder skeleton: feed it any chunking of the byte stream."""
 
     def __init__(self, counters: Any) -> None:
@@ -82,16 +83,16 @@ class StreamDecoder:
         return len(self._buf)
 
     # -- for subclasses ------------------------------------------------------------
+    @abstractmethod
     def _next(self) -> Any | None:
         """The next event at the front of the buffer, or None until more bytes arrive."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _find_start(self, start: int) -> int:
         """Index of the next possible frame start at or after ``start``, or -1.
 
         A trailing partial start sequence counts: it may become a frame.
         """
-        raise NotImplementedError
 
     def _resume_after_silence(self) -> int:
         """On expire: where decoding resumes past the dropped candidate (-1: nowhere)."""
@@ -101,9 +102,9 @@ class StreamDecoder:
         """Input ends or stops: decide anything held back waiting for more bytes."""
         return []
 
+    @abstractmethod
     def _truncated_frame(self) -> bool:
         """On flush: does what is left count as a bad (truncated) frame?"""
-        raise NotImplementedError
 
     def _expired_frame(self) -> bool:
         """On expire: does what is left count as a bad (incomplete) frame?"""

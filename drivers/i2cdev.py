@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -213,7 +214,7 @@ class I2CErrors:
         return False
 
 
-class SingleShotDevice(I2CDevice):
+class SingleShotDevice(I2CDevice, ABC):
     """An I2C chip that measures when asked: :meth:`poll` calls :meth:`measure` every
     ``read_interval_s`` and reports the measurement's attributes named in ``quantities``.
 
@@ -258,8 +259,9 @@ class SingleShotDevice(I2CDevice):
     def warming_up(self) -> bool:
         return False  # ready a few ms after power-up
 
+    @abstractmethod
     def _setup(self) -> None:
-        raise NotImplementedError
+        """Chip-specific start-up on open (reset, configuration, calibration readout)."""
 
     # -- sampling ---------------------------------------------------------------------
     def poll(self) -> list[Reading]:
@@ -276,5 +278,6 @@ class SingleShotDevice(I2CDevice):
         return [Reading({q: float(getattr(m, q)) for q in self.quantities},
                         self._clock(), self._wall())]
 
+    @abstractmethod
     def measure(self) -> Any:
-        raise NotImplementedError
+        """One measurement; its attributes are the quantities."""

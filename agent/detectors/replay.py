@@ -15,6 +15,7 @@ with exit code 65 (EX_DATAERR); a missing file exits 66 (EX_NOINPUT).
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import json
@@ -227,8 +228,8 @@ def run_cli(input_path: str, baselines: Mapping[str, float], out: TextIO,
         print(f"error: {name}: not UTF-8 text ({e.reason})", file=err)
         return EX_DATAERR
     try:
-        for _row in read_rows(io.StringIO(text, newline="")):
-            pass  # check everything before printing anything
+        # Validate every row before printing anything: a half-printed replay misleads.
+        collections.deque(read_rows(io.StringIO(text, newline="")), maxlen=0)
         rows = read_rows(io.StringIO(text, newline=""))
         for ev in replay_occupancy(rows, baselines,
                                    note=lambda m: print(f"note: {m}", file=err),

@@ -304,7 +304,7 @@ class SPS30Model:
             self.mode = "sleep"
             self.stats["sleeps"] += 1
         elif code == c.CMD_WAKE_UP:
-            pass  # awake already: nothing to do
+            self.stats["wake_ups_while_awake"] = self.stats.get("wake_ups_while_awake", 0) + 1
         elif code == c.CMD_START_FAN_CLEANING:
             if not measuring:
                 raise Nack
