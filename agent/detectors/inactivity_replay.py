@@ -14,7 +14,6 @@ file is checked before anything is printed; a malformed row is reported as
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -23,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple, TextIO
 
 from .activity import ActivityDetector
-from .replay import EX_DATAERR, EX_NOINPUT, ReplayError, parse_time
+from .replay import EX_DATAERR, EX_NOINPUT, ReplayError, csv_fields, parse_time
 
 __all__ = ["PlugRow", "read_plug_rows", "replay_inactivity", "run_cli"]
 
@@ -39,48 +38,23 @@ class PlugRow(NamedTuple):
 
 def read_plug_rows(lines: Iterable[str]) -> Iterator[PlugRow]:
     """Parse CSV lines (header first); :class:`ReplayError` names the bad line."""
-    reader = csv.reader(lines)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise ReplayError(1, "empty input: expected a header t,plug,watts") from None
-    except csv.Error as e:
-        raise ReplayError(1, f"CSV: {e}") from None
-    names = [h.strip().lower() for h in header]
-    missing = [c for c in COLUMNS if c not in names]
-    if missing:
-        raise ReplayError(1, f"header lacks column(s) {', '.join(missing)} "
-                             f"(expected t,plug,watts; got {','.join(header)})")
-    it, ip, iw = (names.index(c) for c in COLUMNS)
-    width = max(it, ip, iw) + 1
     last_t: float | None = None
-    while True:
+    for line, (t_text, plug_text, w_text) in csv_fields(lines, COLUMNS):
         try:
-            fields = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as e:
-            raise ReplayError(reader.line_num, f"CSV: {e}") from None
-        line = reader.line_num
-        if not fields or all(not f.strip() for f in fields):
-            continue
-        if len(fields) < width:
-            raise ReplayError(line, f"{len(fields)} field(s), expected at least {width}")
-        try:
-            t = parse_time(fields[it])
+            t = parse_time(t_text)
         except ValueError as e:
             raise ReplayError(line, str(e)) from None
         try:
-            w = float(fields[iw])
+            w = float(w_text)
         except ValueError:
-            raise ReplayError(line, f"watts {fields[iw]!r} is not a number") from None
+            raise ReplayError(line, f"watts {w_text!r} is not a number") from None
         if not math.isfinite(w) or w < 0:
-            raise ReplayError(line, f"watts {fields[iw]!r} must be a finite number >= 0")
-        plug = fields[ip].strip()
+            raise ReplayError(line, f"watts {w_text!r} must be a finite number >= 0")
+        plug = plug_text.strip()
         if not plug:
             raise ReplayError(line, "empty plug")
         if last_t is not None and t < last_t:
-            raise ReplayError(line, f"t {fields[it].strip()} is earlier than the previous "
+            raise ReplayError(line, f"t {t_text.strip()} is earlier than the previous "
                                     "row (rows must be in time order)")
         last_t = t
         yield PlugRow(line, t, plug, w)

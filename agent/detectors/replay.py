@@ -95,23 +95,28 @@ def _parse_distance(text: str) -> float | None:
     return v
 
 
-def read_rows(lines: Iterable[str]) -> Iterator[Row]:
-    """Parse CSV lines (header first) into :class:`Row`; :class:`ReplayError` on bad input."""
+def csv_fields(lines: Iterable[str], columns: tuple[str, ...]) -> Iterator[tuple[int, list[str]]]:
+    """Each non-blank data row's line number and its ``columns`` fields, in that order.
+
+    The header must name every column (any order, any case, extra columns
+    ignored); CSV errors and short rows raise :class:`ReplayError` with the line.
+    Shared by every replay command so they read input alike.
+    """
+    expected = ",".join(columns)
     reader = csv.reader(lines)
     try:
         header = next(reader)
     except StopIteration:
-        raise ReplayError(1, "empty input: expected a header t,bay,distance_mm") from None
+        raise ReplayError(1, f"empty input: expected a header {expected}") from None
     except csv.Error as e:
         raise ReplayError(1, f"CSV: {e}") from None
     names = [h.strip().lower() for h in header]
-    missing = [c for c in COLUMNS if c not in names]
+    missing = [c for c in columns if c not in names]
     if missing:
         raise ReplayError(1, f"header lacks column(s) {', '.join(missing)} "
-                             f"(expected t,bay,distance_mm; got {','.join(header)})")
-    it, ib, idist = (names.index(c) for c in COLUMNS)
-    width = max(it, ib, idist) + 1
-    last_t: dict[str, float] = {}
+                             f"(expected {expected}; got {','.join(header)})")
+    index = [names.index(c) for c in columns]
+    width = max(index) + 1
     while True:
         try:
             fields = next(reader)
@@ -119,22 +124,29 @@ def read_rows(lines: Iterable[str]) -> Iterator[Row]:
             return
         except csv.Error as e:
             raise ReplayError(reader.line_num, f"CSV: {e}") from None
-        line = reader.line_num
         if not fields or all(not f.strip() for f in fields):
             continue
         if len(fields) < width:
-            raise ReplayError(line, f"{len(fields)} field(s), expected at least {width}")
+            raise ReplayError(reader.line_num,
+                              f"{len(fields)} field(s), expected at least {width}")
+        yield reader.line_num, [fields[i] for i in index]
+
+
+def read_rows(lines: Iterable[str]) -> Iterator[Row]:
+    """Parse CSV lines (header first) into :class:`Row`; :class:`ReplayError` on bad input."""
+    last_t: dict[str, float] = {}
+    for line, (t_text, bay_text, dist_text) in csv_fields(lines, COLUMNS):
         try:
-            t = parse_time(fields[it])
-            dist = _parse_distance(fields[idist])
+            t = parse_time(t_text)
+            dist = _parse_distance(dist_text)
         except ValueError as e:
             raise ReplayError(line, str(e)) from None
-        bay = fields[ib].strip()
+        bay = bay_text.strip()
         if not bay:
             raise ReplayError(line, "empty bay")
         prev = last_t.get(bay)
         if prev is not None and t < prev:
-            raise ReplayError(line, f"t {fields[it].strip()} is earlier than the previous "
+            raise ReplayError(line, f"t {t_text.strip()} is earlier than the previous "
                                     f"row of bay {bay} (rows must be in time order)")
         last_t[bay] = t
         yield Row(line, t, bay, dist)
