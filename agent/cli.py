@@ -158,8 +158,14 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 def cmd_detect_inactivity(args: argparse.Namespace) -> int:
     from .detectors.inactivity_replay import run_cli
+    from .household import activity_kwargs
 
-    return run_cli(args.input, sys.stdout)
+    offset = None if args.utc_offset is None else args.utc_offset * 3600.0
+    if offset is not None and not -12 * 3600 <= offset <= 14 * 3600:
+        print("error: --utc-offset must be between -12 and 14 hours", file=sys.stderr)
+        return EX_USAGE
+    return run_cli(args.input, sys.stdout, unattended=args.unattended or [],
+                   **activity_kwargs(utc_offset_s=offset))
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -267,6 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     ina = dsub.add_parser("inactivity", help="smart plugs: CSV with t, plug, watts; one JSON "
                           "line per event (inactivity alarm, activity resumed, unusual use)")
     ina.add_argument("--input", required=True, help="CSV file ('-' for stdin)")
+    ina.add_argument("--unattended", action="append", metavar="PLUG",
+                     help="a plug that runs by itself (fridge): never counted as activity")
+    ina.add_argument("--utc-offset", type=float, metavar="HOURS",
+                     help="the household's time zone, hours east of UTC (Seoul: 9); "
+                     "default: this machine's")
     ina.set_defaults(func=cmd_detect_inactivity)
 
     cal = sub.add_parser("calibrate", help="measure an empty parking bay's baseline and store it")

@@ -267,7 +267,13 @@ class ActivityConfig(_Table):
 
     enabled: bool = True
     # Never alarm before this much silence, whatever the routine says.
-    min_inactivity_s: Annotated[float, msgspec.Meta(ge=600, le=7 * 86400)] = 4 * 3600.0
+    min_inactivity_s: Annotated[float, msgspec.Meta(ge=600, le=7 * 86400)] = 3 * 3600.0
+    # Alarm at margin x the usual quiet spell for this household at this time...
+    margin: Annotated[float, msgspec.Meta(ge=1.0, le=10.0)] = 2.0
+    # ...but no later than this after the last use, unless such spells are usual.
+    max_wait_s: Annotated[float, msgspec.Meta(ge=600, le=7 * 86400)] = 11 * 3600.0
+    # Hours of the week in this time zone (hours east of UTC); default: the node's.
+    utc_offset_h: Annotated[float, msgspec.Meta(ge=-12, le=14)] | None = None
 
 
 METERS = (CSE7766Config, PZEM004TConfig)
@@ -413,6 +419,8 @@ def _check_semantics(cfg: Config, text: str, path: str, check_devices: bool) -> 
 
     if cfg.mqtt.backoff_max_s < cfg.mqtt.backoff_initial_s:
         fail("mqtt.backoff_max_s", "must not be smaller than mqtt.backoff_initial_s")
+    if cfg.activity.max_wait_s < cfg.activity.min_inactivity_s:
+        fail("activity.max_wait_s", "must not be smaller than activity.min_inactivity_s")
     names: dict[str, int] = {}
     records: dict[str, str] = {}
     i2c: dict[tuple[object, int], str] = {}

@@ -21,11 +21,27 @@ from typing import Any
 
 from drivers.base import Reading
 
-from .config import METERS, Config, SensorConfig
+from .config import METERS, ActivityConfig, Config, SensorConfig
 from .payload import Record
 
 log = logging.getLogger("citynode.household")
 SAVE_EVERY_S = 600.0
+
+
+def activity_kwargs(cfg: ActivityConfig | None = None,
+                    utc_offset_s: float | None = None) -> dict[str, Any]:
+    """The :class:`~agent.detectors.activity.ActivityDetector` arguments for an
+    ``[activity]`` table, shared by the daemon, the replay CLI and the evaluation
+    so that all three run the same detector. Hours of the week are counted in
+    ``utc_offset_s`` (else the table's ``utc_offset_h``, else the node's local time)."""
+    from .detectors.activity import Routine
+
+    cfg = cfg if cfg is not None else ActivityConfig()
+    if utc_offset_s is None:
+        utc_offset_s = (cfg.utc_offset_h * 3600.0 if cfg.utc_offset_h is not None
+                        else float(time.localtime().tm_gmtoff))
+    return {"min_inactivity_s": cfg.min_inactivity_s, "margin": cfg.margin,
+            "max_wait_s": cfg.max_wait_s, "routine": Routine(utc_offset_s=utc_offset_s)}
 
 
 def event_records(subject: str, event: dict[str, Any]) -> list[Record]:
@@ -69,7 +85,7 @@ class Household:
         if users and cfg.activity.enabled:
             from agent.detectors.activity import ActivityDetector
 
-            kw = {"min_inactivity_s": cfg.activity.min_inactivity_s}
+            kw = activity_kwargs(cfg.activity)
             try:
                 self.activity = ActivityDetector(users, state_path=self._state_path, **kw)
             except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -102,7 +103,91 @@ def test_new_install_prior_is_cautious() -> None:
     det = ActivityDetector(["kettle"])
     use(det, T0 + 20 * H)
     assert alarms(run_until(det, T0 + 20 * H, T0 + DAY + 8 * H)) == []
-    assert det.routine.usual_gap_s(T0 + DAY + 6 * H) > 8 * H
+    # the prior alone: a quiet spell from 20:00 is usual well into the next day
+    assert det.routine.usual_gap_s(T0 + 20 * H) > 12 * H
+    assert det.threshold_s() >= det.max_wait_s
+
+
+def _three_start_mornings(det: ActivityDetector) -> list:
+    ev = []
+    for d in range(42):
+        for h in (7.0 + d % 3, 13.0, 20.0):
+            t = T0 + d * DAY + h * H
+            ev += run_until(det, det.now or t, t)
+            ev += use(det, t, "tv" if h == 20.0 else "kettle")
+    return ev
+
+
+def test_missed_morning_counts_even_if_each_hour_is_irregular() -> None:
+    """Mornings start at 07, 08 or 09 (each hour used on 1/3 of the days): the hazard
+    learns that after a night the morning always comes, so a day without any use
+    is alarmed before the afternoon; hours taken as independent would wait for
+    the evening."""
+    det = ActivityDetector(["kettle", "tv"])
+    assert alarms(_three_start_mornings(det)) == []
+    al = alarms(run_until(det, det.now, T0 + 43 * DAY + 18 * H))
+    assert len(al) == 1
+    alarm_clock = (al[0].t - T0 - 42 * DAY) / H
+    assert 9.5 < alarm_clock < 14.0, alarm_clock  # after the latest usual start
+    r = det.routine
+    nine = r.how(T0 + 42 * DAY + 9 * H)
+    assert r.hazard(nine, 1) > r.p_active(nine) + 0.2
+
+    independent = ActivityDetector(["kettle", "tv"], routine=Routine(quiet_s=(1e9,)))
+    _three_start_mornings(independent)
+    al2 = alarms(run_until(independent, independent.now, T0 + 43 * DAY + 23 * H))
+    assert al2 and al2[0].t > al[0].t + 4 * H
+
+
+def test_threshold_rule_margin_cap_and_late_alpha() -> None:
+    det = trained()
+    start = det.last_activity
+    assert start is not None
+    usual = det.routine.usual_gap_s(start)
+    assert det.usual_s() == pytest.approx(usual)
+    expected = min(det.margin * usual, det.max_wait_s)
+    if usual > expected:
+        expected = max(expected, det.routine.usual_gap_s(start, math.log(det.late_alpha)))
+    assert det.threshold_s() == pytest.approx(max(det.min_inactivity_s, expected))
+    # a short usual gap (daytime) is doubled; never below min_inactivity_s
+    tight = ActivityDetector(["kettle"], min_inactivity_s=0.5 * H, margin=2.0,
+                             routine=Routine(prior={h: 0.9 for h in range(168)}))
+    use(tight, T0 + 12 * H)
+    u = tight.routine.usual_gap_s(tight.last_activity)
+    assert u < 3 * H
+    assert tight.threshold_s() == pytest.approx(max(0.5 * H, 2 * u))
+    # a long usual gap is capped by max_wait_s, then by the late alpha
+    slow = ActivityDetector(["kettle"], max_wait_s=4 * H,
+                            routine=Routine(prior={h: 0.15 for h in range(168)}))
+    use(slow, T0 + 12 * H)
+    u = slow.routine.usual_gap_s(slow.last_activity)
+    late = slow.routine.usual_gap_s(slow.last_activity, math.log(slow.late_alpha))
+    assert u > late > 4 * H
+    assert slow.threshold_s() == pytest.approx(late)
+
+
+@pytest.mark.parametrize("kw, msg", [({"margin": 0.5}, "margin"),
+                                     ({"max_wait_s": H, "min_inactivity_s": 2 * H}, "max_wait_s")])
+def test_detector_rejects_bad_parameters(kw: dict, msg: str) -> None:
+    with pytest.raises(ValueError, match=msg):
+        ActivityDetector(["kettle"], **kw)
+
+
+def test_version_1_state_is_read_and_upgraded(tmp_path: Path) -> None:
+    """A routine saved before the hazard existed keeps its hour counts."""
+    det = trained()
+    d = det.to_dict()
+    d["version"] = 1
+    for k in ("ga", "gn", "glast", "quiet_s"):
+        del d["routine"][k]
+    d.pop("quiet_from")
+    path = tmp_path / "activity.json"
+    path.write_text(json.dumps(d), encoding="utf-8")
+    old = ActivityDetector(["kettle", "tv"], state_path=path)
+    assert old.routine.a == det.routine.a and sum(map(sum, old.routine.gn)) == 0
+    assert old.last_activity == det.last_activity
+    old.save()
+    assert json.loads(path.read_text())["version"] == 2
 
 
 def test_hysteresis_no_flapping() -> None:
@@ -215,3 +300,41 @@ def test_eval_skips_without_shared_data() -> None:
         pytest.skip(f"tracebase traces not found at {eval_inactivity.DATA} (../shared absent)")
     days = eval_inactivity.load_day(sorted((eval_inactivity.DATA / "WaterKettle").glob("*.gz"))[0])
     assert days and max(w for _, w in days) > 1000
+
+
+def test_detect_inactivity_command_unattended_and_time_zone(tmp_path: Path, capsys) -> None:
+    """A cycling fridge hides a silent household unless it is declared unattended."""
+    from agent.cli import main
+
+    rows = [f"{T0 + 8 * H + 5 * k:.0f},kettle,{2000 if k < 20 else 0}" for k in range(30)]
+    for c in range(40):  # the fridge: 20 min on, 40 min off, for 40 h
+        t = T0 + 9 * H + c * H
+        rows += [f"{t + s:.0f},fridge,{w}" for s, w in ((0, 90), (1200, 90), (1260, 1), (1400, 1))]
+    rows.sort(key=lambda r: float(r.split(",")[0]))
+    path = _csv(tmp_path, "\n".join(rows) + "\n")
+    assert main(["detect", "inactivity", "--input", path, "--utc-offset", "0"]) == 0
+    assert '"inactivity_alarm"' not in capsys.readouterr().out
+    assert main(["detect", "inactivity", "--input", path, "--utc-offset", "9",
+                 "--unattended", "fridge"]) == 0
+    events = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [e["event"] for e in events] == ["inactivity_alarm"]
+    assert events[0]["last_activity"] == pytest.approx(T0 + 8 * H, abs=10)  # the kettle
+    assert main(["detect", "inactivity", "--input", path, "--utc-offset", "20"]) == 64
+
+
+def test_docs_replay_example_is_what_the_command_prints(tmp_path: Path) -> None:
+    """docs/inactivity.md shows a CSV and the command's output: they must stay true."""
+    import re
+
+    from agent.household import activity_kwargs
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "inactivity.md").read_text()
+    section = doc.split("## Offline replay", 1)[1]
+    csv_text = re.search(r"```csv\n(.*?)```", section, re.S).group(1)
+    shown = re.search(r"```console\n\$ [^\n]*\n(.*?)```", section, re.S).group(1)
+    path = tmp_path / "home.csv"
+    path.write_text(csv_text, encoding="utf-8")
+    out = io.StringIO()
+    assert run_cli(str(path), out, unattended=["fridge"],
+                   **activity_kwargs(utc_offset_s=9 * 3600.0)) == 0
+    assert out.getvalue() == shown

@@ -9,7 +9,7 @@ from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
 from agent import config, payload
-from agent.household import Household, event_records
+from agent.household import Household, activity_kwargs, event_records
 from drivers.base import Reading
 
 CFG = """
@@ -98,3 +98,29 @@ def test_event_records_keep_numbers_and_name():
     assert [(x.name, x.text or x.value) for x in recs] == [
         ("home:event", "inactivity_alarm"), ("home:inactive_s", 36000.0),
         ("home:usual_s", 20000.0)]
+
+
+def test_activity_settings_reach_the_detector(tmp_path, factory):
+    text = CFG.format(state=tmp_path).replace(
+        "min_inactivity_s = 3600\n", "min_inactivity_s = 7200\nmargin = 1.5\n"
+        "max_wait_s = 36000\nutc_offset_h = 9\n")
+    cfg = config.parse(text)
+    hh = Household(cfg, tmp_path, publish=lambda recs: None)
+    det = hh.activity
+    assert det is not None
+    assert (det.min_inactivity_s, det.margin, det.max_wait_s) == (7200, 1.5, 36000)
+    assert det.routine.utc_offset_s == 9 * 3600
+    assert "fridge" not in det.plugs  # activity = false: never evidence of life
+
+
+def test_activity_defaults_use_the_node_time_zone():
+    kw = activity_kwargs()
+    assert kw["routine"].utc_offset_s == time.localtime().tm_gmtoff
+    assert kw["max_wait_s"] >= kw["min_inactivity_s"]
+    assert activity_kwargs(utc_offset_s=0.0)["routine"].utc_offset_s == 0.0
+
+
+def test_max_wait_below_min_inactivity_is_a_config_error():
+    with pytest.raises(config.ConfigError, match=r"activity\.max_wait_s"):
+        config.parse('[node]\nid = "n1"\n[activity]\nmin_inactivity_s = 20000\n'
+                     "max_wait_s = 10000\n")

@@ -24,21 +24,23 @@ anything that cycles on its own) never count as activity, they are only
 watched for unusual continuous use.
 
 Routine (:class:`Routine`): for each of the 168 hours of the week, how often
-that hour had some activity (counts with exponential forgetting, half-life
-``half_life_s`` = 8 weeks), pooled with the same hour on the other days and
-the neighbouring hours, plus a prior (p = 0.03 per hour 23:00-06:00, 0.15 at
-06-08, 0.3 by day; weight 2 hours) so a new installation starts cautious.
-:meth:`Routine.usual_gap_s` (t) is the longest time without activity, ending at
-``t``, whose probability under that routine is still >= ``alpha`` (1 %).
-Nights are handled by the routine itself: hours that are usually quiet add
-little, so "last use 21:00, now 05:00" is usual, "now 11:00" may not be.
-A Sunday with a late morning is learned as such (hour-of-week).
+that hour had some activity, and how often it had activity after the household
+had already been quiet for 2 h (the *hazard*: after a night, the morning almost
+always comes), counted with exponential forgetting (half-life 8 weeks), pooled
+with the same hour on other days and the neighbouring hours, plus a cautious
+prior (p = 0.03 per hour 23:00-06:00, 0.15 at 06-08, 0.3 by day).
+:meth:`Routine.usual_gap_s` (start) is how long a quiet spell that begins at
+``start`` may last before its probability under the routine falls below
+``alpha`` (1 %). Nights are handled by the routine itself: hours that are
+usually quiet add little, so "last use 21:00, now 05:00" is usual, "now 11:00"
+may not be. A Sunday with a late morning is learned as such (hour-of-week).
 
 Alarms (:class:`ActivityDetector`):
 
-* ``inactivity_alarm`` when the time since the last activity exceeds both
-  ``min_inactivity_s`` (3 h) and ``margin`` (1.0) x the usual gap at this
-  moment; once per gap.
+* ``inactivity_alarm`` when the time since the last activity exceeds
+  ``margin`` (2) x the usual gap, capped at ``max_wait_s`` (11 h) unless the
+  usual gap itself is longer, and at least ``min_inactivity_s`` (3 h); once
+  per gap.
 * ``activity_resumed`` at the first activity after an alarm (with the length
   of the whole gap).
 * ``unusual_use`` when one plug has been ``active`` continuously for longer
@@ -82,7 +84,7 @@ STANDBY = "standby"
 ACTIVE = "active"
 HOUR = 3600.0
 WEEK_HOURS = 168
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 def hour_of_week(t: float, utc_offset_s: float = 0.0) -> int:
@@ -185,130 +187,196 @@ def _default_prior(how: int) -> float:
     return 0.3
 
 
+def _bins(v: Any, name: str) -> list[float]:
+    if not isinstance(v, list) or len(v) != WEEK_HOURS:
+        raise ValueError(f"routine: {name} must have 168 hour-of-week bins")
+    return [float(x) for x in v]
+
+
 class Routine:
-    """Per hour-of-week probability of appliance activity, with exponential forgetting.
+    """When this household uses its appliances, by hour of the week (168 bins).
 
-    For each of the 168 hours of the week: ``a`` (hours with activity) and
-    ``n`` (hours observed), both decayed by ``0.5 ** (week / half_life)`` each
-    time the bin is observed again. The probability used for an hour pools the
-    same hour-of-week (weight 1), the same hour on the other days (``day_pool``)
-    and the neighbouring hours (``hour_pool``), plus a prior of weight
-    ``prior_weight`` hours.
+    Two rates per hour-of-week, both counted with exponential forgetting
+    (``0.5 ** (age / half_life_s)``):
 
-    :meth:`usual_gap_s` answers "how long without any activity, ending now, is
-    still plausible": going back hour by hour from ``t``, the probability that
-    none of those hours had activity is the product of ``1 - p``; the usual gap
-    is the length at which that product falls below ``alpha``. Nights (p near 0)
-    add little, so a gap spanning a night is long before it is unusual.
+    * ``p_active``: how often the hour had some activity at all;
+    * ``hazard``: how often it had activity *when the household had already
+      been quiet for a while* at its start, in bands of ``quiet_s`` (2 h, and
+      6 h: "no morning yet"). This is what makes a missed morning count: after
+      a night, the morning almost always brings the kettle, even if each
+      morning hour on its own is only used every other day. Independent hours
+      would under-rate that and over-rate long quiet afternoons.
+
+    Each rate pools the same hour-of-week (weight 1), the same hour on the other
+    days (``day_pool``) and the neighbouring hours (``hour_pool``), plus a prior
+    worth ``prior_weight`` hours (for a hazard band: the rate of the band below).
+
+    :meth:`log_survival` is log P(no activity in [t0, t1]): ``p_active`` for the
+    first ``quiet_s[0]`` of the gap, then the hazard of the band reached.
+    :meth:`usual_gap_s` (start) is the length at which that probability falls
+    below ``alpha``.
     """
 
     def __init__(self, *, half_life_s: float = 8 * 7 * 86400.0, alpha: float = 0.01,
-                 prior_weight: float = 2.0, day_pool: float = 0.3, hour_pool: float = 0.5,
-                 max_gap_s: float = 3 * 86400.0, prior: dict[int, float] | None = None,
-                 utc_offset_s: float = 0.0) -> None:
+                 prior_weight: float = 2.0, day_pool: float = 0.15, hour_pool: float = 0.5,
+                 quiet_s: tuple[float, ...] = (2 * HOUR, 6 * HOUR), max_gap_s: float = 3 * 86400.0,
+                 prior: dict[int, float] | None = None, utc_offset_s: float = 0.0) -> None:
+        if not 0 < alpha < 1:
+            raise ValueError("alpha must be between 0 and 1")
         self.half_life_s = half_life_s
         self.alpha = alpha
         self.prior_weight = prior_weight
         self.day_pool = day_pool
         self.hour_pool = hour_pool
+        if not quiet_s or list(quiet_s) != sorted(set(quiet_s)) or quiet_s[0] <= 0:
+            raise ValueError("quiet_s must be increasing positive durations")
+        self.quiet_s = tuple(float(q) for q in quiet_s)
         self.max_gap_s = max_gap_s
         self.utc_offset_s = utc_offset_s
         self.prior = {h: (prior or {}).get(h, _default_prior(h)) for h in range(WEEK_HOURS)}
         self.a = [0.0] * WEEK_HOURS
         self.n = [0.0] * WEEK_HOURS
         self.last = [0.0] * WEEK_HOURS
+        bands = len(self.quiet_s)
+        self.ga = [[0.0] * WEEK_HOURS for _ in range(bands)]
+        self.gn = [[0.0] * WEEK_HOURS for _ in range(bands)]
+        self.glast = [[0.0] * WEEK_HOURS for _ in range(bands)]
         self._p_cache: dict[int, float] = {}
+        self._h_cache: dict[tuple[int, int], float] = {}
 
     def how(self, t: float) -> int:
         return hour_of_week(t, self.utc_offset_s)
 
-    def observe(self, hour_start: float, active: bool) -> None:
-        """Record whether the hour starting at ``hour_start`` had activity."""
+    @staticmethod
+    def _add(a: list[float], n: list[float], last: list[float], h: int, t: float,
+             active: bool, half_life_s: float) -> None:
+        if n[h] > 0:
+            d = 0.5 ** (max(0.0, t - last[h]) / half_life_s)
+            a[h] *= d
+            n[h] *= d
+        a[h] += 1.0 if active else 0.0
+        n[h] += 1.0
+        last[h] = t
+
+    def observe(self, hour_start: float, active: bool, quiet_for_s: float | None = None) -> None:
+        """Record whether the hour starting at ``hour_start`` had activity;
+        ``quiet_for_s``: how long the household had been quiet at its start."""
         h = self.how(hour_start)
         self._p_cache.clear()
-        if self.n[h] > 0:
-            d = 0.5 ** (max(0.0, hour_start - self.last[h]) / self.half_life_s)
-            self.a[h] *= d
-            self.n[h] *= d
-        self.a[h] += 1.0 if active else 0.0
-        self.n[h] += 1.0
-        self.last[h] = hour_start
+        self._h_cache.clear()
+        self._add(self.a, self.n, self.last, h, hour_start, active, self.half_life_s)
+        band = self.band(quiet_for_s)
+        if band >= 0:
+            self._add(self.ga[band], self.gn[band], self.glast[band], h, hour_start, active,
+                      self.half_life_s)
+
+    def band(self, quiet_for_s: float | None) -> int:
+        """Index of the hazard band for a household quiet for this long (-1: none)."""
+        k = -1
+        if quiet_for_s is not None:
+            for i, q in enumerate(self.quiet_s):
+                if quiet_for_s >= q:
+                    k = i
+        return k
 
     def history_hours(self) -> float:
         return sum(self.n)
 
-    def p_active(self, how: int) -> float:
-        p = self._p_cache.get(how)
-        if p is None:
-            p = self._p_cache[how] = self._p_active(how)
-        return p
-
-    def _p_active(self, how: int) -> float:
-        a = self.prior_weight * self.prior[how]
-        n = self.prior_weight
+    def _pooled(self, how: int, a: list[float], n: list[float], prior: float) -> float:
+        num = self.prior_weight * prior
+        den = self.prior_weight
         for dh, w0 in ((0, 1.0), (-1, self.hour_pool), (1, self.hour_pool)):
             for dd in range(7):
                 hh = (how + dh + 24 * dd) % WEEK_HOURS
                 w = w0 * (1.0 if dd == 0 else self.day_pool)
-                a += w * self.a[hh]
-                n += w * self.n[hh]
-        return min(0.999, max(0.0, a / n))
+                num += w * a[hh]
+                den += w * n[hh]
+        return min(0.999, max(0.0, num / den))
+
+    def p_active(self, how: int) -> float:
+        """P(some activity in this hour-of-week)."""
+        p = self._p_cache.get(how)
+        if p is None:
+            p = self._p_cache[how] = self._pooled(how, self.a, self.n, self.prior[how])
+        return p
+
+    def hazard(self, how: int, band: int = 0) -> float:
+        """P(activity in this hour-of-week | quiet for at least ``quiet_s[band]`` before it)."""
+        if band < 0:
+            return self.p_active(how)
+        p = self._h_cache.get((how, band))
+        if p is None:
+            prior = self.hazard(how, band - 1)
+            p = self._h_cache[(how, band)] = self._pooled(how, self.ga[band], self.gn[band],
+                                                          prior)
+        return p
+
+    def _rate(self, hs: float, into_gap_s: float) -> float:
+        how = self.how(hs)
+        p = self.hazard(how, self.band(into_gap_s))
+        return math.log(max(1e-9, 1.0 - p)) / HOUR
+
+    def _segments(self, t0: float, t1: float):
+        """(start, length) pieces of [t0, t1], each in one hour and one hazard band."""
+        t = t0
+        cuts = [t0 + q for q in self.quiet_s]
+        while t < t1:
+            end = min(t1, math.floor(t / HOUR) * HOUR + HOUR)
+            for cut in cuts:
+                if t < cut < end:
+                    end = cut
+            yield t, end - t
+            t = end
 
     def log_survival(self, t0: float, t1: float) -> float:
-        """log P(no activity in [t0, t1]) under the routine (hours assumed independent)."""
-        acc = 0.0
-        t = t1
-        while t > t0:
-            hs = math.floor((t - 1e-6) / HOUR) * HOUR
-            length = t - max(hs, t0)
-            acc += math.log(max(1e-9, 1.0 - self.p_active(self.how(hs)))) * length / HOUR
-            t = hs
-        return acc
+        """log P(no activity in [t0, t1]) under the routine."""
+        return sum(self._rate(math.floor(t / HOUR) * HOUR, t - t0) * length
+                   for t, length in self._segments(t0, min(t1, t0 + self.max_gap_s)))
 
-    def usual_gap_s(self, t: float, level: float | None = None) -> float:
-        """Longest plausible time without activity ending at ``t`` (probability >= alpha)."""
+    def usual_gap_s(self, start: float, level: float | None = None) -> float:
+        """Longest plausible quiet spell that begins at ``start``: the length at which
+        its probability falls below ``alpha`` (at most ``max_gap_s``)."""
         target = math.log(self.alpha) if level is None else level
-        top = math.floor(t / HOUR) * HOUR
-        segments = [(top, t - top)] if t > top else []
-        acc = gap = 0.0
-        k = 0
-        while gap < self.max_gap_s:
-            if segments:
-                hs, length = segments.pop()
-            else:
-                k += 1
-                hs, length = top - k * HOUR, HOUR
-            rate = math.log(max(1e-9, 1.0 - self.p_active(self.how(hs)))) / HOUR
-            step = rate * length
-            if acc + step < target:
-                return min(self.max_gap_s, gap + (target - acc) / rate)
-            acc += step
-            gap += length
+        acc = 0.0
+        for t, length in self._segments(start, start + self.max_gap_s):
+            step = self._rate(math.floor(t / HOUR) * HOUR, t - start)
+            if step < 0 and acc + step * length < target:
+                return (t - start) + (target - acc) / step
+            acc += step * length
         return self.max_gap_s
 
     def to_dict(self) -> dict[str, Any]:
         return {"half_life_s": self.half_life_s, "alpha": self.alpha,
                 "prior_weight": self.prior_weight, "day_pool": self.day_pool,
-                "hour_pool": self.hour_pool, "max_gap_s": self.max_gap_s,
-                "utc_offset_s": self.utc_offset_s,
+                "hour_pool": self.hour_pool, "quiet_s": list(self.quiet_s),
+                "max_gap_s": self.max_gap_s, "utc_offset_s": self.utc_offset_s,
                 "prior": [self.prior[h] for h in range(WEEK_HOURS)],
-                "a": list(self.a), "n": list(self.n),
-                "last": self.last}
+                "a": list(self.a), "n": list(self.n), "last": list(self.last),
+                "ga": [list(x) for x in self.ga], "gn": [list(x) for x in self.gn],
+                "glast": [list(x) for x in self.glast]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Routine:
+        """Read :meth:`to_dict` output; a version-1 routine (no hazard counts) starts
+        its hazard from the prior."""
         prior = d.get("prior")
         r = cls(half_life_s=float(d["half_life_s"]), alpha=float(d["alpha"]),
                 prior_weight=float(d["prior_weight"]), day_pool=float(d["day_pool"]),
-                hour_pool=float(d["hour_pool"]), max_gap_s=float(d["max_gap_s"]),
+                hour_pool=float(d["hour_pool"]),
+                quiet_s=tuple(float(q) for q in d.get("quiet_s", (2 * HOUR, 6 * HOUR))),
+                max_gap_s=float(d["max_gap_s"]),
                 utc_offset_s=float(d.get("utc_offset_s", 0.0)),
                 prior=None if prior is None else {h: float(v) for h, v in enumerate(prior)})
         for k in ("a", "n", "last"):
-            v = d[k]
-            if len(v) != WEEK_HOURS:
-                raise ValueError(f"routine: {k} must have 168 hour-of-week bins")
-            setattr(r, k, [float(x) for x in v])
-        r._p_cache.clear()
+            setattr(r, k, _bins(d.get(k), k))
+        bands = len(r.quiet_s)
+        for k in ("ga", "gn", "glast"):
+            v = d.get(k)
+            if v is None:
+                continue  # version 1: no hazard yet, it starts from the prior
+            if not isinstance(v, list) or len(v) != bands:
+                raise ValueError(f"routine: {k} must have one list per quiet_s band")
+            setattr(r, k, [_bins(x, k) for x in v])
         return r
 
 
@@ -316,20 +384,21 @@ class ActivityDetector:
     """Inactivity alarm, resumption and unusual continuous use for one household."""
 
     def __init__(self, plugs: list[str], *, min_inactivity_s: float = 3 * HOUR,
-                 margin: float = 1.0, unusual_factor: float = 2.0,
-                 unusual_min_s: float = HOUR, unusual_min_history: int = 3,
+                 margin: float = 2.0, max_wait_s: float = 11 * HOUR, late_alpha: float = 0.015,
+                 unusual_factor: float = 2.0, unusual_min_s: float = HOUR,
+                 unusual_min_history: int = 3,
                  unattended: list[str] | tuple[str, ...] = (),
                  routine: Routine | None = None, state_path: Path | str | None = None,
-                 plug_events: bool = False, calibration_s: float = 0.0,
-                 calibration_margin: float = 1.0, max_level_factor: float = 2.5,
-                 **plug_kwargs: Any) -> None:
-        self.max_level_factor = max_level_factor
-        self.calibration_s = calibration_s
-        self.calibration_margin = calibration_margin
-        self.gap_scores: list[tuple[float, float]] = []
+                 plug_events: bool = False, **plug_kwargs: Any) -> None:
+        if margin < 1:
+            raise ValueError("margin must be >= 1")
+        if max_wait_s < min_inactivity_s:
+            raise ValueError("max_wait_s must be >= min_inactivity_s")
         self.plugs = list(plugs)
         self.min_inactivity_s = min_inactivity_s
         self.margin = margin
+        self.max_wait_s = max_wait_s
+        self.late_alpha = late_alpha
         self.unusual_factor = unusual_factor
         self.unusual_min_s = unusual_min_s
         self.unusual_min_history = unusual_min_history
@@ -346,8 +415,10 @@ class ActivityDetector:
         self.periods: dict[str, int] = {}
         self._unusual_sent: set[str] = set()
         self._open: dict[str, float | None] = {}
-        self._pending: list[tuple[float, float]] = []  # hours of the gap in progress
+        self._pending: list[tuple[float, float | None]] = []  # quiet hours of the gap in progress
         self._hour_start: float | None = None
+        self._quiet_from: float | None = None  # last activity as of _hour_start
+        self._threshold: tuple[float, float, float] | None = None  # (gap start, usual, threshold)
         self.now: float | None = None
         if self.state_path is not None and self.state_path.exists():
             self.load()
@@ -358,7 +429,7 @@ class ActivityDetector:
                 "last_activity": self.last_activity, "alarm_since": self.alarm_since,
                 "alarm_threshold_s": self.alarm_threshold_s, "longest": self.longest,
                 "periods": self.periods, "hour_start": self._hour_start,
-                "now": self.now, "gap_scores": [list(x) for x in self.gap_scores],
+                "quiet_from": self._quiet_from, "now": self.now,
                 "pending": [list(x) for x in self._pending]}
 
     def save(self, path: Path | str | None = None) -> None:
@@ -382,11 +453,12 @@ class ActivityDetector:
             raise
 
     def load(self, path: Path | str | None = None) -> None:
+        """Read :meth:`save` output (state version 1, before the hazard, is accepted)."""
         p = Path(path) if path is not None else self.state_path
         if p is None:
             raise ValueError("no state_path")
         d = json.loads(p.read_text(encoding="utf-8"))
-        if d.get("version") != STATE_VERSION:
+        if d.get("version") not in (1, STATE_VERSION):
             raise ValueError(f"{p}: unknown state version {d.get('version')!r}")
         self.routine = Routine.from_dict(d["routine"])
         self.last_activity = d.get("last_activity")
@@ -395,26 +467,41 @@ class ActivityDetector:
         self.longest = {k: float(v) for k, v in d.get("longest", {}).items()}
         self.periods = {k: int(v) for k, v in d.get("periods", {}).items()}
         self._hour_start = d.get("hour_start")
+        self._quiet_from = d.get("quiet_from", self.last_activity)
         self.now = d.get("now")
-        self._pending = [(float(a), float(b)) for a, b in d.get("pending", [])]
-        self.gap_scores = [(float(a), float(b)) for a, b in d.get("gap_scores", [])]
+        self._pending = [(float(a), None if b is None else float(b))
+                         for a, b in d.get("pending", [])]
+        self._threshold = None
 
     # -- decisions ----------------------------------------------------------
-    def level(self, t: float) -> float:
-        """log-probability below which a gap is unusual: log(alpha), or (if
-        ``calibration_s`` > 0, off by default) lower if this household had gaps
-        that unlikely in the last ``calibration_s``, floored at
-        ``max_level_factor`` x log(alpha)."""
-        lvl = math.log(self.routine.alpha)
-        recent = [sc for ts, sc in self.gap_scores if t - ts <= self.calibration_s]
-        if recent:
-            lvl = max(self.max_level_factor * lvl, min(lvl, min(recent) * self.calibration_margin))
-        return lvl
+    def usual_s(self) -> float:
+        """How long a quiet spell that began at the last activity may usually last."""
+        return self._thresholds()[0]
 
-    def threshold_s(self, t: float) -> float:
-        """Time without activity after which an alarm is raised at ``t``."""
-        return max(self.min_inactivity_s,
-                   self.margin * self.routine.usual_gap_s(t, self.level(t)))
+    def threshold_s(self) -> float:
+        """Time without activity, counted from the last activity, that raises the alarm.
+
+        ``margin`` x the usual gap, but no later than ``max_wait_s`` unless the
+        usual gap itself is longer (a household that always sleeps 12 h), and
+        never before ``min_inactivity_s``. The margin keeps short daytime gaps
+        from alarming on every quiet afternoon; ``max_wait_s`` keeps the answer
+        to "someone fell in the evening" within half a day.
+        """
+        return self._thresholds()[1]
+
+    def _thresholds(self) -> tuple[float, float]:
+        start = self.last_activity
+        if start is None:
+            return math.inf, math.inf
+        c = self._threshold
+        if c is None or c[0] != start:
+            usual = self.routine.usual_gap_s(start)
+            thr = min(self.margin * usual, self.max_wait_s)
+            if usual > thr:  # late already: alarm once the silence is merely unlikely
+                thr = max(thr, self.routine.usual_gap_s(start, math.log(self.late_alpha)))
+            thr = max(self.min_inactivity_s, thr)
+            c = self._threshold = (start, usual, thr)
+        return c[1], c[2]
 
     def update(self, t: float, plug: str, watts: float) -> list[Event]:
         lvl = self.levels.get(plug)
@@ -457,9 +544,10 @@ class ActivityDetector:
                 events += self._activity(end, plug)
 
     def _commit(self) -> None:
-        for hs, _ in self._pending:
-            self.routine.observe(hs, False)
+        for hs, quiet_for in self._pending:
+            self.routine.observe(hs, False, quiet_for)
         self._pending.clear()
+        self._threshold = None
 
     def _activity(self, t: float, plug: str) -> list[Event]:
         out: list[Event] = []
@@ -468,10 +556,6 @@ class ActivityDetector:
         if self.alarm_since is not None and t <= self.alarm_since:
             self.last_activity = t  # the end of a use seen late (samples missing)
             return out
-        if self.last_activity is not None and t - self.last_activity > self.min_inactivity_s:
-            score = self.routine.log_survival(self.last_activity, t)
-            self.gap_scores = [x for x in self.gap_scores if t - x[0] <= self.calibration_s]
-            self.gap_scores.append((t, score))
         self._commit()
         if self.alarm_since is not None:
             gap = t - (self.last_activity if self.last_activity is not None else t)
@@ -489,25 +573,28 @@ class ActivityDetector:
         self.now = t
         if self._hour_start is None:
             self._hour_start = math.floor(t / HOUR) * HOUR
+            self._quiet_from = self.last_activity
         while t >= self._hour_start + HOUR:
             hs = self._hour_start
+            quiet_for = None if self._quiet_from is None else hs - self._quiet_from
             if self.last_activity is not None:
                 if self.last_activity >= hs:
                     self._commit()
-                    self.routine.observe(hs, True)
+                    self.routine.observe(hs, True, quiet_for)
                 elif self.alarm_since is None or hs < self.alarm_since:
-                    self._pending.append((hs, 0.0))
+                    self._pending.append((hs, quiet_for))
             self._hour_start = hs + HOUR
+            self._quiet_from = self.last_activity
         if self.last_activity is None or self.alarm_since is not None:
             return []
         gap = t - self.last_activity
         if gap <= self.min_inactivity_s:
             return []
-        thr = self.threshold_s(t)
+        usual, thr = self._thresholds()
         if gap > thr:
             self.alarm_since = t
             self.alarm_threshold_s = thr
             return [Event(t, "inactivity_alarm", None, {
-                "inactive_s": round(gap, 1), "usual_s": round(thr / self.margin, 1),
+                "inactive_s": round(gap, 1), "usual_s": round(usual, 1),
                 "threshold_s": round(thr, 1), "last_activity": self.last_activity})]
         return []
