@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import re
@@ -203,6 +204,8 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 # -- parser ------------------------------------------------------------------------------
+FIELD_TOOLS = ("provision", "doctor", "status", "sdcard")
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="citynode", description=(
         "Agent for Raspberry Pi smart-city sensor nodes. See README.md and docs/."))
@@ -285,6 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--config", "-c", default=default_cfg)
     cal.add_argument("--seconds", type=float, default=30.0, help="how long to measure")
     cal.set_defaults(func=cmd_calibrate)
+
+    # Installer and operator tools, each in its own module with register(sub, default_cfg).
+    for name in FIELD_TOOLS:
+        try:
+            mod = importlib.import_module(f"agent.{name}")
+        except ModuleNotFoundError as exc:  # TEMPORARY while the modules are being written
+            if exc.name != f"agent.{name}":
+                raise
+            continue
+        mod.register(sub, default_cfg)
 
     v = sub.add_parser("version", help="print the version")
     v.set_defaults(func=cmd_version)
