@@ -124,6 +124,8 @@ class _SerialSensor(_Sensor, kw_only=True):
 class _I2CSensor(_Sensor, kw_only=True):
     # /dev/i2c-<bus>; "emulator": an emulated chip inside the agent (citynode simulate)
     bus: I2CBus = 1
+    # Only with bus = "emulator": faults to rehearse, e.g. "nack=0.05,stuck_after=60".
+    emulator_faults: str = ""
 
 
 # Particulate sensors: the laser and fan wear out, so by default they sleep between
@@ -445,6 +447,15 @@ def _check_semantics(cfg: Config, text: str, path: str, check_devices: bool) -> 
         if isinstance(s, HCSR04Config):
             continue  # GPIO pins: checked when the pin factory opens them
         if hasattr(s, "bus"):
+            if s.emulator_faults:  # type: ignore[attr-defined]
+                if s.bus != "emulator":  # type: ignore[attr-defined]
+                    fail(f"sensor[{i}].emulator_faults", 'only for bus = "emulator"')
+                from drivers.emulation.i2c import parse_i2c_faults
+
+                try:
+                    parse_i2c_faults(s.emulator_faults)  # type: ignore[attr-defined]
+                except ValueError as exc:
+                    fail(f"sensor[{i}].emulator_faults", str(exc))
             where = (s.bus, s.address)  # type: ignore[attr-defined]
             if where in i2c:
                 fail(f"sensor[{i}].address", f"bus {s.bus} address 0x{where[1]:02x} is "

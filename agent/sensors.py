@@ -69,6 +69,10 @@ def _i2c_bus(cfg: SensorConfig, model_factory):
     bus = emulated_bus()
     if cfg.address not in bus.devices:
         bus.attach(cfg.address, model_factory())
+        if cfg.emulator_faults:
+            from drivers.emulation.i2c import parse_i2c_faults
+
+            bus.fault(cfg.address, **parse_i2c_faults(cfg.emulator_faults))
     return bus
 
 

@@ -60,6 +60,35 @@ class Faults:
     nack: float = 0.0  # probability a transfer is NACKed
     flip: float = 0.0  # probability a read byte has one bit flipped
     detached: bool = False  # the chip stopped answering (brown-out, cable)
+    # From this bus-clock time on the chip holds SCL low: every transfer on the bus
+    # blocks, as a real bus does until power-cycled (a hung sampling loop upstream).
+    stuck_at: float | None = None
+
+
+FAULT_SPEC_KEYS = ("nack", "flip", "detached", "stuck_after")
+
+
+def parse_i2c_faults(spec: str) -> dict[str, float]:
+    """``"nack=0.05,flip=0.01,detached=1,stuck_after=30"`` -> checked values.
+
+    ``stuck_after`` is seconds after the chip is attached; rates are 0..1."""
+    out: dict[str, float] = {}
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        key, sep, val = item.partition("=")
+        if not sep or key not in FAULT_SPEC_KEYS:
+            raise ValueError(f"{item!r}: expected one of {', '.join(FAULT_SPEC_KEYS)}=VALUE")
+        try:
+            v = float(val)
+        except ValueError:
+            raise ValueError(f"{item!r}: {val!r} is not a number") from None
+        if key in ("nack", "flip") and not 0 <= v <= 1:
+            raise ValueError(f"{item!r}: a rate between 0 and 1")
+        if key == "stuck_after" and not 0 <= v <= 7 * 86400:
+            raise ValueError(f"{item!r}: seconds between 0 and 604800")
+        if key == "detached" and v not in (0, 1):
+            raise ValueError(f"{item!r}: 0 or 1")
+        out[key] = v
+    return out
 
 
 class FakeBus:
@@ -85,6 +114,8 @@ class FakeBus:
 
     def fault(self, addr: int, **kw: float | bool) -> Faults:
         f = self.faults.setdefault(addr, Faults())
+        if "stuck_after" in kw:
+            f.stuck_at = self._clock() + float(kw.pop("stuck_after"))
         for k, v in kw.items():
             if not hasattr(f, k):
                 raise ValueError(f"unknown I2C fault {k!r}")
@@ -97,6 +128,9 @@ class FakeBus:
 
     # -- the core ------------------------------------------------------------------------
     def _transfer(self, addr: int, parts: list[tuple[str, bytes | int]]) -> list[bytes]:
+        while any(f.stuck_at is not None and self._clock() >= f.stuck_at
+                  for f in list(self.faults.values())):
+            self._sleep(0.05)  # SCL held low: nothing moves on this bus
         with self._lock:
             self.transfers += 1
             model = self.devices.get(addr)
