@@ -111,6 +111,9 @@ class Node:
         self.started_wall = time.time()
         self.messages = 0
         self._status = ""
+        # -- citynode status (agent/status.py) --
+        self.models: dict[str, str] = {}  # model name -> version, filled as models load
+        self._status_file = None
 
     # -- messages ----------------------------------------------------------------
     def next_seq(self) -> int:
@@ -376,6 +379,10 @@ class Node:
             log.error("%s", exc, extra={"EVENT": "state_dir_error"})
             return EX_CANTCREAT
         self._health = HealthReporter(state_dir)
+        from .status import StatusWriter  # citynode status: status.json (never raises)
+
+        self._status_file = StatusWriter(self, state_dir)
+        self._status_file.tick("starting")
         log.info("citynode %s starting: node %s, boot session %d, %d sensor(s), %s",
                  __version__, self.cfg.node.id, self.session, len(self.cfg.sensor),
                  "local mode" if self.cfg.local_mode else
@@ -433,12 +440,15 @@ class Node:
             if self.household is not None:
                 self.household.tick()
             self._update_status()
+            self._status_file.tick()
             self._stop.wait(min(0.2, max(0.0, next_report - self.clock())))
 
         return self.shutdown(watchdog)
 
     def shutdown(self, watchdog: Watchdog) -> int:
         self.notifier.stopping()
+        if self._status_file is not None:
+            self._status_file.tick("stopping")
         log.info("stopping: flushing the last window", extra={"EVENT": "stopping"})
         self._run_commands()
         for lp in self.loops:
@@ -457,6 +467,8 @@ class Node:
         else:
             self.send(self.offline("shutdown"))
         watchdog.stop()
+        if self._status_file is not None:
+            self._status_file.close()  # a last snapshot: "stopped"
         log.info("stopped", extra={"EVENT": "stopped"})
         return EX_OK
 
