@@ -97,6 +97,32 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_devices(args: argparse.Namespace) -> int:
+    from .config import EX_CONFIG, ConfigError, load
+    from .systemd import device_dropin
+
+    try:
+        cfg = load(args.file, check_devices=False)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    text = device_dropin(cfg)
+    if args.write is None:
+        sys.stdout.write(text)
+        return 0
+    target = Path(args.write)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)
+    except OSError as exc:
+        print(f"error: cannot write {target}: {exc.strerror or exc}", file=sys.stderr)
+        return 73
+    print(f"wrote {target}; now: systemctl daemon-reload && systemctl restart citynode")
+    return 0
+
+
 def cmd_frames(args: argparse.Namespace) -> int:
     from drivers import registry
 
@@ -224,6 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("--no-devices", action="store_true",
                     help="do not require device paths to exist (checking on a laptop)")
     ck.set_defaults(func=cmd_config_check)
+    dv = csub.add_parser("devices", help="a systemd drop-in allowing exactly the devices the "
+                         "configuration uses (DeviceAllow=)")
+    dv.add_argument("file")
+    dv.add_argument("--write", metavar="PATH", nargs="?",
+                    const="/etc/systemd/system/citynode.service.d/devices.conf",
+                    help="write the drop-in (default path if none given) instead of printing it")
+    dv.set_defaults(func=cmd_config_devices)
 
     def add_input(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("file", nargs="?", help="file to read (default: standard input)")

@@ -24,7 +24,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Self
+from typing import Any, Self
 
 __all__ = ["STATUS_MAX", "Beat", "Notifier", "Watchdog"]
 
@@ -299,3 +299,46 @@ class Watchdog:
             self.check()
             if self._stop.wait(self.period):
                 return
+
+
+# -- the unit's device allow list, narrowed to one node's configuration ---------------------
+# Hot-plugged adapters get a new minor number when they come back, so USB serial ports are
+# allowed by class; everything else by its path (systemd resolves it when the unit starts).
+_HOTPLUG_CLASSES = (("ttyUSB", "char-ttyUSB"), ("ttyACM", "char-ttyACM"))
+GPIO_DEVICES = ("char-gpiochip", "/dev/gpiomem")
+
+
+def device_allow(cfg: Any, resolve: Callable[[str], str] = os.path.realpath) -> list[str]:
+    """``DeviceAllow=`` values for exactly the devices ``cfg`` uses (sorted, unique).
+
+    Emulated buses and pins need nothing. A serial port is named by its configured path
+    (a udev name such as /dev/citynode-... is resolved to see what it is)."""
+    allow: set[str] = set()
+    for s in cfg.sensor:
+        port = getattr(s, "port", None)
+        if port:
+            real = resolve(port)
+            cls = next((c for prefix, c in _HOTPLUG_CLASSES
+                        if os.path.basename(real).startswith(prefix)), None)
+            allow.add(cls or port)
+        bus = getattr(s, "bus", None)
+        if isinstance(bus, int):
+            allow.add(f"/dev/i2c-{bus}")
+        plug = getattr(s, "plug", None)
+        uses_gpio = (getattr(s, "pins", None) == "gpio"
+                     or (plug is not None and plug.relay_pin is not None))
+        if uses_gpio:
+            allow.update(GPIO_DEVICES)
+    return sorted(allow)
+
+
+def device_dropin(cfg: Any, resolve: Callable[[str], str] = os.path.realpath) -> str:
+    """A drop-in (``/etc/systemd/system/citynode.service.d/devices.conf``) that replaces
+    the unit's device classes by this node's devices: an empty ``DeviceAllow=`` first
+    resets the list the unit file built."""
+    lines = ["# Written by `citynode config devices`: only the devices this node's",
+             "# configuration uses. Re-run it after changing sensors, then",
+             "# `systemctl daemon-reload && systemctl restart citynode`.",
+             "[Service]", "DevicePolicy=closed", "DeviceAllow="]
+    lines += [f"DeviceAllow={d} rw" for d in device_allow(cfg, resolve)]
+    return "\n".join(lines) + "\n"

@@ -82,3 +82,78 @@ def test_systemd_analyze_security_exposure_at_most_2(tmp_path):
     gate = subprocess.run(["systemd-analyze", "security", "--offline=true", "--threshold=20",
                            str(copy)], capture_output=True, text=True, timeout=60)
     assert gate.returncode == 0, gate.stdout
+
+
+DEVICES_CFG = """
+[node]
+id = "n1"
+[[sensor]]
+type = "pms5003"
+name = "pm"
+port = "/dev/ttyAMA0"
+[[sensor]]
+type = "sds011"
+name = "sds"
+port = "/dev/citynode-ch340-1"
+prefix = "s."
+[[sensor]]
+type = "sht3x"
+name = "sht"
+bus = 1
+[[sensor]]
+type = "bme280"
+name = "bme"
+bus = "emulator"
+prefix = "b."
+[[sensor]]
+type = "hcsr04"
+name = "bay1"
+"""
+
+
+def test_device_allow_is_exactly_the_configured_devices():
+    from agent import config
+    from agent.systemd import device_allow, device_dropin
+
+    cfg = config.parse(DEVICES_CFG, check_devices=False)
+    links = {"/dev/citynode-ch340-1": "/dev/ttyUSB3"}
+    allow = device_allow(cfg, resolve=lambda p: links.get(p, p))
+    # the USB adapter by class (a replug changes its minor number), the rest by path;
+    # the emulated bus needs nothing
+    assert allow == ["/dev/gpiomem", "/dev/i2c-1", "/dev/ttyAMA0", "char-gpiochip",
+                     "char-ttyUSB"]
+    text = device_dropin(cfg, resolve=lambda p: links.get(p, p))
+    lines = text.splitlines()
+    assert lines.index("DeviceAllow=") < lines.index("DeviceAllow=/dev/ttyAMA0 rw")
+    assert "DevicePolicy=closed" in lines
+
+
+def test_config_devices_command_writes_the_dropin(tmp_path, capsys):
+    from agent.cli import main
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(DEVICES_CFG)
+    assert main(["config", "devices", str(cfg)]) == 0
+    assert "DeviceAllow=/dev/ttyAMA0 rw" in capsys.readouterr().out
+    target = tmp_path / "d" / "devices.conf"
+    assert main(["config", "devices", str(cfg), "--write", str(target)]) == 0
+    assert "DeviceAllow=/dev/i2c-1 rw" in target.read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[node]\nid = 1\n")
+    assert main(["config", "devices", str(bad)]) == 78
+
+
+def test_dropin_is_accepted_by_systemd(tmp_path):
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze not installed")
+    from agent import config
+    from agent.systemd import device_dropin
+
+    copy = _testable_copy(tmp_path)
+    d = tmp_path / "citynode.service.d"
+    d.mkdir()
+    (d / "devices.conf").write_text(device_dropin(config.parse(DEVICES_CFG,
+                                                                check_devices=False)))
+    proc = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr

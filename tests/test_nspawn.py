@@ -191,3 +191,16 @@ def test_hung_sampling_loop_is_killed_by_the_watchdog_and_restarted(box):
     _wait(lambda: box.show("citynode", "ActiveState")["ActiveState"] == "active", 30,
           "the restarted daemon to be active")
     box.sh("systemctl stop citynode")
+
+
+def test_device_dropin_narrows_the_sandbox_and_the_node_still_runs(box):
+    _configure(box)
+    box.sh(f"{VENV}/bin/citynode config devices /etc/citynode/citynode.toml --write")
+    box.sh("systemctl daemon-reload && systemctl start citynode")
+    props = box.show("citynode", "ActiveState", "DeviceAllow", "DevicePolicy")
+    assert props["ActiveState"] == "active", props
+    assert props["DevicePolicy"] == "closed"
+    # emulated chips only: not even the UART classes of the unit file remain
+    assert "ttyAMA" not in props["DeviceAllow"] and "ttyUSB" not in props["DeviceAllow"], props
+    box.sh("systemctl stop citynode && rm -rf /etc/systemd/system/citynode.service.d && "
+           "systemctl daemon-reload")
