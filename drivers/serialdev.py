@@ -77,7 +77,7 @@ class SerialDevice:
         self.read_interval_s = read_interval_s
         self.no_data_timeout_s = no_data_timeout_s
         self.protocol = protocol
-        self._serial_factory = serial_factory
+        self.serial_factory = serial_factory  # public: tools that tap the bytes wrap it
         self._clock = clock
         self._wall = wall_clock
         self._ser: serial.Serial | None = None
@@ -89,7 +89,7 @@ class SerialDevice:
     def open(self) -> None:
         self.close()
         try:
-            self._ser = self._serial_factory(
+            self._ser = self.serial_factory(
                 self.port, baudrate=9600, bytesize=8, parity="N", stopbits=1, timeout=0.2
             )
             self._ser.reset_input_buffer()
