@@ -1,0 +1,372 @@
+"""`citynode provision`: inputs checked before anything is written, files with the modes
+agent/security.py demands, a config rewritten section by section, one real CONNACK."""
+
+from __future__ import annotations
+
+import grp
+import io
+import os
+import pwd
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent import config, provision, security
+from agent.cli import main
+from agent.simulate import find_mosquitto, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE = "node-7"
+PASSWORD = "correct horse battery staple"
+ME = f"{pwd.getpwuid(os.geteuid()).pw_name}:{grp.getgrgid(os.getegid()).gr_name}"
+
+CNF = """\
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = unused
+[v3_ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+[server]
+basicConstraints = critical, CA:FALSE
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:localhost, IP:127.0.0.1
+[client]
+basicConstraints = critical, CA:FALSE
+extendedKeyUsage = clientAuth
+"""
+
+
+def _ossl(d: Path, *args: str) -> None:
+    res = subprocess.run(["openssl", *args], cwd=d, capture_output=True, text=True, timeout=20)
+    assert res.returncode == 0, res.stderr
+
+
+def _key(d: Path, name: str, cn: str, *extra: str) -> None:
+    _ossl(d, "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+          "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}",
+          "-config", "cnf", *extra)
+
+
+def _ca(d: Path, name: str) -> None:
+    _ossl(d, "req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+          "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "3650",
+          "-subj", f"/CN={name}", "-config", "cnf", "-extensions", "v3_ca")
+
+
+def _issue(d: Path, name: str, cn: str, ext: str, ca: str = "ca") -> None:
+    _key(d, name, cn)
+    _ossl(d, "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+          "-CAcreateserial", "-days", "30", "-extfile", "cnf", "-extensions", ext,
+          "-out", f"{name}.crt")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    d = tmp_path_factory.mktemp("pki")
+    (d / "cnf").write_text(CNF)
+    _ca(d, "ca")
+    _ca(d, "other_ca")
+    _issue(d, "server", "localhost", "server")
+    _issue(d, "client", NODE, "client")
+    _issue(d, "stranger", NODE, "client", ca="other_ca")
+    _ossl(d, "pkey", "-in", "client.key", "-aes256", "-passout", "pass:secret",
+          "-out", "encrypted.key")
+    (d / "pw").write_text(PASSWORD + "\n")
+    return d
+
+
+@pytest.fixture(scope="module")
+def broker(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int]]:
+    """mosquitto with a TLS + password listener and a mutual-TLS listener."""
+    binary, passwd = find_mosquitto(), shutil.which("mosquitto_passwd")
+    if binary is None or passwd is None:
+        pytest.skip("mosquitto and mosquitto_passwd are needed")
+    d = tmp_path_factory.mktemp("broker")
+    subprocess.run([passwd, "-c", "-b", str(d / "passwd"), NODE, PASSWORD], check=True,
+                   capture_output=True, timeout=20)
+    ports = {"password": free_port(), "mtls": free_port()}
+    tls = f"tls_version tlsv1.2\ncertfile {pki}/server.crt\nkeyfile {pki}/server.key\n"
+    (d / "conf").write_text(
+        "per_listener_settings true\npersistence false\nuser root\n"
+        f"listener {ports['password']} 127.0.0.1\n{tls}password_file {d}/passwd\n"
+        "allow_anonymous false\n"
+        f"listener {ports['mtls']} 127.0.0.1\n{tls}cafile {pki}/ca.crt\n"
+        "require_certificate true\nuse_identity_as_username true\n")
+    proc = subprocess.Popen([binary, "-c", str(d / "conf")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 10
+    for port in ports.values():
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "mosquitto"
+                time.sleep(0.05)
+    yield ports
+    proc.terminate()
+    proc.wait(5)
+
+
+EXISTING = """\
+# my site
+[node]
+id = "old-id"   # set by hand
+state_dir = "/var/lib/citynode"
+
+[report]
+interval_s = 30
+stats = ["mean",
+         "max"]
+
+[mqtt]
+# the broker
+host = "old.example"
+port = 1883
+prefix = "city/x"
+keepalive_s = 30
+# tls = true
+
+[[sensor]]
+type = "sht3x"
+name = "sht"
+bus = "emulator"
+"""
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    (tmp_path / "citynode.toml").write_text(EXISTING)
+    return tmp_path
+
+
+def run(site: Path, capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["provision", "--node-id", NODE, "--config", str(site / "citynode.toml"),
+                 "--secrets-dir", str(site / "etc"), "--owner", ME, *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def mode(p: Path) -> int:
+    return stat.S_IMODE(os.stat(p).st_mode)
+
+
+def written(site: Path) -> dict:
+    return tomllib.loads((site / "citynode.toml").read_text())
+
+
+# -- against a real broker ------------------------------------------------------------------
+@pytest.mark.broker
+def test_password_over_tls(site, pki, broker, capsys):
+    code, out, err = run(site, capsys, "--broker", f"127.0.0.1:{broker['password']}",
+                         "--ca", str(pki / "ca.crt"), "--password-file", str(pki / "pw"))
+    assert code == 0, err
+    assert f"broker 127.0.0.1:{broker['password']}: CONNACK Success (MQTT 5)" in out
+    assert "systemctl enable --now citynode" in out and "citynode doctor" in out
+    creds = site / "etc" / "mqtt-credentials.toml"
+    assert mode(creds) == 0o600 and mode(site / "etc" / "tls" / "ca.crt") == 0o644
+    assert mode(site / "etc" / "tls") == 0o755
+    assert security.read_credentials(str(creds)) == (NODE, PASSWORD)  # user name: node id
+    assert PASSWORD not in out + err
+    cfg = written(site)
+    assert cfg["mqtt"] == {"host": "127.0.0.1", "port": broker["password"], "tls": True,
+                           "ca_file": str(site / "etc" / "tls" / "ca.crt"),
+                           "credentials_file": str(creds),
+                           "prefix": "city/x", "keepalive_s": 30}
+    assert cfg["node"] == {"id": NODE, "state_dir": "/var/lib/citynode"}
+    before = tomllib.loads(EXISTING)
+    assert cfg["report"] == before["report"] and cfg["sensor"] == before["sensor"]
+    text = (site / "citynode.toml").read_text()
+    assert text.startswith("# my site\n[node]\n") and '# set by hand' in text
+    assert "# the broker" in text and "# tls = true" not in text
+    assert mode(site / "citynode.toml") == 0o644
+    # What the daemon does at start-up accepts it.
+    security.validate_security(config.load(site / "citynode.toml", check_devices=False).mqtt)
+
+
+@pytest.mark.broker
+def test_wrong_password_is_refused_by_the_broker(site, pki, broker, capsys, tmp_path):
+    (tmp_path / "bad").write_text("nope\n")
+    code, _, err = run(site, capsys, "--broker", f"127.0.0.1:{broker['password']}",
+                       "--ca", str(pki / "ca.crt"), "--password-file", str(tmp_path / "bad"))
+    assert code == 77 and "refused the connection: CONNACK Not authorized" in err
+    assert err.count("\n") == 1 and "nope" not in err
+
+
+@pytest.mark.broker
+def test_mutual_tls(site, pki, broker, capsys):
+    code, out, err = run(site, capsys, "--broker", f"localhost:{broker['mtls']}",
+                         "--ca", str(pki / "ca.crt"), "--cert", str(pki / "client.crt"),
+                         "--key", str(pki / "client.key"))
+    assert code == 0, err
+    assert "CONNACK Success" in out and "TLS, client certificate" in out
+    tls = site / "etc" / "tls"
+    assert mode(tls / "node.key") == 0o600 and mode(tls / "node.crt") == 0o644
+    assert (tls / "node.key").read_bytes() == (pki / "client.key").read_bytes()
+    m = written(site)["mqtt"]
+    assert (m["tls"], m["cert_file"], m["key_file"]) == (True, str(tls / "node.crt"),
+                                                         str(tls / "node.key"))
+    assert "credentials_file" not in m
+
+
+@pytest.mark.broker
+def test_broker_certificate_from_another_ca(site, pki, broker, capsys):
+    code, _, err = run(site, capsys, "--broker", f"127.0.0.1:{broker['password']}",
+                       "--ca", str(pki / "other_ca.crt"), "--password-file", str(pki / "pw"))
+    assert code == 69 and "certificate verify failed" in err
+
+
+def test_broker_unreachable_and_no_check(site, capsys):
+    port = free_port()  # nothing listens there
+    code, _, err = run(site, capsys, "--broker", f"127.0.0.1:{port}", "--password-file",
+                       os.devnull)
+    assert code == 65 and "password: empty" in err  # checked before the broker
+    pw = site / "pw"
+    pw.write_text("p\n")
+    code, _, err = run(site, capsys, "--broker", f"127.0.0.1:{port}", "--password-file", str(pw))
+    assert code == 69 and f"cannot connect to 127.0.0.1:{port}" in err
+    code, out, err = run(site, capsys, "--broker", f"127.0.0.1:{port}", "--password-file",
+                         str(pw), "--no-check")
+    assert code == 0 and "not contacted (--no-check)" in out
+    assert "password is sent in clear text" in out  # the daemon's own warning, passed on
+
+
+# -- refused inputs: nothing written ----------------------------------------------------------
+@pytest.mark.parametrize("files, code, message", [
+    (("--cert", "client.crt", "--key", "server.key"), 65, "does not belong to the certificate"),
+    (("--cert", "client.crt", "--key", "encrypted.key"), 65, "encrypted with a passphrase"),
+    (("--cert", "stranger.crt", "--key", "stranger.key"), 65, "was not issued by the CA"),
+    (("--cert", "client.crt", "--key", "missing.key"), 66, "missing.key: no such file"),
+    (("--cert", "client.crt", "--key", "client.key", "--ca", "client.key"), 65,
+     "holds no PEM certificate"),
+    (("--cert", "client.crt"), 64, "--cert and --key go together"),
+])
+def test_bad_inputs_write_nothing(site, pki, capsys, files, code, message):
+    args = [a if a.startswith("--") else str(pki / a) for a in files]
+    if "--ca" not in args:
+        args += ["--ca", str(pki / "ca.crt")]
+    got, _, err = run(site, capsys, "--broker", "127.0.0.1:8883", *args, "--no-check")
+    assert got == code and message in err, err
+    assert err.startswith("citynode provision: error: ") and err.count("\n") == 1
+    assert not (site / "etc").exists() and (site / "citynode.toml").read_text() == EXISTING
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--node-id", "bad id"], "--node-id 'bad id': must be"),
+    (["--username", "u"], "--username needs --password-file"),
+    (["--no-tls", "--server-name", "x"], "need TLS: drop --no-tls"),
+    (["--broker", "host:99999"], "port must be 1..65535"),
+    (["--owner", "no-such-user-here"], "no user 'no-such-user-here'"),
+])
+def test_usage_errors(site, capsys, args, message):
+    base = ["--broker", "127.0.0.1"] if "--broker" not in args else []
+    code, _, err = run(site, capsys, *base, *args, "--no-check")
+    assert code == 64 and message in err
+
+
+def test_certificate_dates(pki):
+    """The client certificate is valid for 30 days from now."""
+    cert, notes = str(pki / "client.crt"), []
+    provision.check_dates(cert, "--cert", notes, now=time.time() - 3600)
+    assert "is not valid before" in notes[0] and "timedatectl" in notes[0]
+    notes.clear()
+    provision.check_dates(cert, "--cert", notes)
+    assert "expires on" in notes[0] and "in 29 days" in notes[0]
+    with pytest.raises(provision.Fail, match=r"expired on .*timedatectl") as exc:
+        provision.check_dates(cert, "--cert", notes, now=time.time() + 40 * 86400)
+    assert exc.value.code == 65
+
+
+# -- overwriting ------------------------------------------------------------------------------
+def test_refuses_to_replace_different_secrets_without_force(site, pki, capsys, monkeypatch):
+    args = ("--broker", "127.0.0.1:8883", "--ca", str(pki / "ca.crt"), "--no-check")
+    assert run(site, capsys, *args, "--password-file", str(pki / "pw"))[0] == 0
+    assert run(site, capsys, *args, "--password-file", str(pki / "pw"))[0] == 0  # same: fine
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"another one\n")))
+    code, _, err = run(site, capsys, *args, "--password-stdin")
+    assert code == 73 and "mqtt-credentials.toml exists with other contents" in err
+    assert "--force" in err
+    creds = str(site / "etc" / "mqtt-credentials.toml")
+    assert security.read_credentials(creds)[1] == PASSWORD
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"another one\n")))
+    assert run(site, capsys, *args, "--password-stdin", "--force")[0] == 0
+    assert security.read_credentials(creds) == (NODE, "another one")
+    assert mode(Path(creds)) == 0o600
+    assert [p.name for p in (site / "etc").iterdir() if p.name.startswith(".")] == []
+
+
+# -- the configuration ------------------------------------------------------------------------
+def test_invalid_result_leaves_the_config_alone(site, capsys):
+    bad = EXISTING.replace("interval_s = 30", "interval_s = 30\noops = 1")
+    (site / "citynode.toml").write_text(bad)
+    code, _, err = run(site, capsys, "--broker", "127.0.0.1", "--no-check")
+    assert code == 78 and "report.oops: unknown key" in err and "nothing was written" in err
+    assert (site / "citynode.toml").read_text() == bad
+
+
+def test_new_config_when_none_exists(tmp_path, capsys):
+    cfg = tmp_path / "new" / "citynode.toml"
+    code = main(["provision", "--node-id", NODE, "--broker", "mqtt.example:1884", "--config",
+                 str(cfg), "--secrets-dir", str(tmp_path), "--owner", ME, "--no-check"])
+    out = capsys.readouterr().out
+    assert code == 0 and f"created {cfg}" in out
+    c = config.load(cfg)
+    assert c.node.id == NODE and (c.mqtt.host, c.mqtt.port, c.mqtt.tls) == ("mqtt.example",
+                                                                            1884, False)
+    assert c.sensor == [] and "[[sensor]]" in cfg.read_text()  # a commented example
+
+
+def test_update_config_edge_cases():
+    mqtt = {"host": "h", "port": 1, "tls": False}
+    # No [mqtt], no [node] id; a multi-line string holding a fake header is left alone.
+    text = ('[node]\nstate_dir = ""\n[report]\ninterval_s = 5\n[x]\ndoc = """\n[mqtt]\n'
+            'host = "no"\n"""\n')
+    out = provision.update_config(text, "n", mqtt)
+    assert tomllib.loads(out) == {"node": {"id": "n", "state_dir": ""}, "mqtt": mqtt,
+                                  "report": {"interval_s": 5},
+                                  "x": {"doc": '[mqtt]\nhost = "no"\n'}}
+    assert provision.update_config("", "n", mqtt).startswith('[node]\nid = "n"\n')
+    # Dotted keys are TOML too, but not rewritten: refused rather than guessed.
+    dotted = 'mqtt.host = "x"\n[node]\nid = "a"\n'
+    with pytest.raises(provision.Fail) as exc:
+        provision.verify_rewrite(dotted, provision.update_config(dotted, "n", mqtt), "n", mqtt)
+    assert exc.value.code == 78
+    # The shipped example: every other table is kept exactly.
+    example = (ROOT / "deploy" / "citynode.toml").read_text()
+    out = provision.update_config(example, "n", mqtt)
+    provision.verify_rewrite(example, out, "n", mqtt)
+    before, after = tomllib.loads(example), tomllib.loads(out)
+    assert {k: v for k, v in after.items() if k not in ("node", "mqtt")} == {
+        k: v for k, v in before.items() if k not in ("node", "mqtt")}
+    assert after["mqtt"]["protocol"] == "auto" and after["mqtt"]["host"] == "h"
+
+
+def test_default_owner_is_the_service_user_or_me():
+    o = provision.resolve_owner(None)
+    try:
+        pwd.getpwnam("citynode")
+        assert o.user == "citynode"
+    except KeyError:
+        assert o.uid == os.geteuid()
+    assert provision.resolve_owner("0:0").user == "root"
+
+
+def test_parse_broker():
+    assert provision.parse_broker("mqtt.example") == ("mqtt.example", None)
+    assert provision.parse_broker("10.0.0.1:8883") == ("10.0.0.1", 8883)
+    assert provision.parse_broker("[::1]:1883") == ("::1", 1883)
+    with pytest.raises(provision.Fail):
+        provision.parse_broker("a:b:c")

@@ -1,0 +1,420 @@
+"""`citynode status`: the daemon's status.json snapshot, its verdict, and the command."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from agent import config, status
+from agent.cli import main
+from agent.daemon import Node
+from agent.sampling import Health
+from agent.simulate import Subscriber, write_config
+from agent.spool import Spool
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CFG = """
+[node]
+id = "st-1"
+[mqtt]
+host = "127.0.0.1"
+port = 1884
+[[sensor]]
+type = "sht3x"
+name = "sht"
+bus = "emulator"
+[[sensor]]
+type = "pms5003"
+name = "pm"
+port = "/dev/null"
+"""
+
+
+def loop(name: str, health: Health, values: dict[str, float], age: float | None,
+         detail: str = "") -> SimpleNamespace:
+    return SimpleNamespace(sensor=name, health=health, detail=detail, last_values=values,
+                           last_reading_at=None if age is None else time.monotonic() - age,
+                           readings=7, errors=1, reopens=0)
+
+
+def fake_uplink(connected: bool = True) -> SimpleNamespace:
+    return SimpleNamespace(
+        connected=connected, state="connected to 127.0.0.1:1884 (MQTT 5)" if connected
+        else "disconnected: cannot connect to 127.0.0.1:1884 (refused)",
+        protocol_name="5", client_id="citynode-st-1", reconnects=2, published=40, refused=0,
+        historical=3, connected_since=time.monotonic() - 30 if connected else None,
+        pending=lambda: 1)
+
+
+@pytest.fixture
+def node(tmp_path, monkeypatch):
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    n = Node(config.parse(CFG, check_devices=False), config_path=tmp_path / "c.toml")
+    n.session, n._seq, n.messages = 4, 42, 42
+    n.started_wall = time.time() - 125
+    n.loops = [loop("sht", Health.OK, {"temp": 21.5, "rh": 40.0}, 0.5),
+               loop("pm", Health.WARMING_UP, {}, None, "discarding readings")]
+    n.uplink = fake_uplink()
+    n.spool = Spool(tmp_path / "spool.db", batch_s=0)
+    yield n
+    n.spool.close()
+
+
+# -- the snapshot -------------------------------------------------------------------------
+def test_snapshot_collects_sensors_uplink_spool_and_models(node):
+    now = time.time()
+    a = node.spool.put("event", "t/e", b"x", created=now - 50)  # acknowledged: not pending
+    node.spool.put("event", "t/e", b"y", created=now - 20)
+    node.spool.put("telemetry", "t/t", b"z" * 10, created=now - 35)
+    node.spool.ack("event", a.id)
+    node.models["fall"] = "1.2.0"
+    snap = status.build_snapshot(node, period_s=5, last_disconnect=now - 60, now_wall=now)
+
+    assert snap["node_id"] == "st-1" and snap["pid"] == os.getpid()
+    assert snap["boot_session"] == 4 and snap["last_seq"] == 41 and snap["state"] == "running"
+    assert 124 < snap["uptime_s"] < 127 and snap["written_at"] == round(now, 3)
+    sht, pm = snap["sensors"]
+    assert sht == {"name": "sht", "type": "sht3x", "health": "ok", "detail": "",
+                   "values": {"temp": 21.5, "rh": 40.0}, "units": {"temp": "Cel", "rh": "%RH"},
+                   "last_reading_age_s": pytest.approx(0.5, abs=0.2), "readings": 7,
+                   "errors": 1, "reopens": 0}
+    assert pm["type"] == "pms5003" and pm["health"] == "warming_up"
+    assert pm["last_reading_age_s"] is None and pm["detail"] == "discarding readings"
+    up = snap["uplink"]
+    assert up["connected"] is True and up["broker"] == "127.0.0.1:1884" and up["tls"] is False
+    assert up["protocol"] == "5" and up["reconnects"] == 2
+    assert up["last_connect"] == pytest.approx(now - 30, abs=1)
+    assert up["last_disconnect"] == pytest.approx(now - 60)
+    sp = snap["spool"]
+    assert sp["depth"] == 2 and sp["lanes"] == {"event": 1, "telemetry": 1}
+    assert sp["oldest_pending_age_s"] == pytest.approx(35, abs=1)  # not the acked one (50)
+    assert sp["mode"] == "disk" and sp["max_bytes"] == 32 * 1024**2
+    assert snap["models"] == {"fall": "1.2.0"}
+    json.dumps(snap)  # serialisable as it is
+
+
+def test_snapshot_in_local_mode_has_no_uplink_or_spool(tmp_path, monkeypatch):
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    n = Node(config.parse('[node]\nid = "loc"\n'))
+    snap = status.build_snapshot(n)
+    assert snap["local_mode"] is True and snap["uplink"] is None and snap["spool"] is None
+    assert snap["sensors"] == [] and snap["models"] == {} and snap["last_seq"] is None
+    assert status.assess(snap)[0] == status.EX_OK
+
+
+# -- the verdict --------------------------------------------------------------------------
+def snap_of(node, **kw) -> dict:
+    return status.build_snapshot(node, period_s=5, **kw)
+
+
+def test_assess_ok_while_warming_up_or_sleeping(node):
+    node.loops.append(loop("sds", Health.SLEEPING, {}, 100))
+    code, line, problems = status.assess(snap_of(node))
+    assert (code, problems) == (0, []) and line == "running, all ok"
+
+
+@pytest.mark.parametrize("change, expect", [
+    (lambda n: setattr(n.loops[0], "health", Health.STALE), "sensor sht stale"),
+    (lambda n: setattr(n.loops[0], "health", Health.DISCONNECTED), "sensor sht disconnected"),
+    (lambda n: setattr(n, "uplink", fake_uplink(False)), "uplink down (disconnected: cannot"),
+    (lambda n: setattr(n.spool, "disk_full", True), "spool in memory: the disk is full"),
+])
+def test_assess_degraded(node, change, expect):
+    change(node)
+    code, line, problems = status.assess(snap_of(node))
+    assert code == status.EX_DEGRADED and expect in line and len(problems) == 1
+
+
+def test_assess_not_running_stale_dead_or_stopped(node):
+    snap = snap_of(node)
+    # Written 16 s ago with a 5 s period: three periods missed, the process still there.
+    code, line, _ = status.assess(snap, now=snap["written_at"] + 16)
+    assert code == 3 and line.startswith("not responding") and "hung" in line
+    assert status.assess(snap, now=snap["written_at"] + 14)[0] == 0
+    code, line, _ = status.assess(snap, alive=lambda pid: False)
+    assert code == 3 and f"process {os.getpid()} is gone" in line
+    code, line, _ = status.assess(snap_of(node, state="stopped"))
+    assert code == 3 and line.startswith("not running: stopped cleanly")
+
+
+def test_pid_alive():
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    assert status.pid_alive(os.getpid()) and not status.pid_alive(dead.pid)
+
+
+# -- the table ----------------------------------------------------------------------------
+def test_render_table(node):
+    node.spool.put("telemetry", "t/t", b"z" * 100, created=time.time() - 75)
+    snap = snap_of(node)
+    text = status.render(snap, status.assess(snap), "/run/citynode/status.json")
+    lines = text.splitlines()
+    assert lines[0] == "citynode st-1: OK - running, all ok"
+    assert "pid" in lines[1] and "up 2 min" in lines[1] and "boot session 4" in lines[1]
+    assert "/run/citynode/status.json" in lines[2]
+    head = next(ln for ln in lines if ln.lstrip().startswith("SENSOR"))
+    sht = next(ln for ln in lines if ln.lstrip().startswith("sht "))
+    assert head.split() == ["SENSOR", "TYPE", "HEALTH", "LAST", "READING", "VALUES"]
+    assert "sht3x" in sht and " ok " in sht and "temp=21.50 Cel rh=40.0 %RH" in sht
+    pm = next(ln for ln in lines if ln.lstrip().startswith("pm "))
+    assert "warming_up (discarding readings)" in pm and "never" in pm
+    assert any("uplink  connected to 127.0.0.1:1884 (MQTT 5, no TLS)" in ln for ln in lines)
+    spool = next(ln for ln in lines if ln.lstrip().startswith("spool"))
+    assert "1 pending (event 0, telemetry 1)" in spool and "oldest 1 min 15 s" in spool
+    assert "on disk" in spool and lines[-1].split() == ["models", "none"]
+
+
+def test_render_degraded_and_local_mode(node, tmp_path, monkeypatch):
+    node.uplink = fake_uplink(False)
+    snap = snap_of(node)
+    text = status.render(snap, status.assess(snap), "f")
+    assert text.startswith("citynode st-1: DEGRADED - running, degraded: uplink down")
+    assert "uplink  DOWN: disconnected: cannot connect" in text
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    local = status.build_snapshot(Node(config.parse('[node]\nid = "loc"\n')))
+    text = status.render(local, status.assess(local), "f")
+    assert "no sensors configured" in text and "local mode" in text
+
+
+# -- the writer ---------------------------------------------------------------------------
+def test_writer_path_period_and_change_detection(node, tmp_path):
+    t = [100.0]
+    run = tmp_path / "run"
+    run.mkdir()
+    w = status.StatusWriter(node, tmp_path / "state", env={"RUNTIME_DIRECTORY": str(run)},
+                            clock=lambda: t[0])
+    assert w.path == run / "status.json" and w.period_s == 5
+    w.tick("starting")
+    first = json.loads(w.path.read_text())
+    assert first["state"] == "starting" and oct(w.path.stat().st_mode & 0o777) == "0o644"
+    w.path.unlink()
+    t[0] += 1
+    w.tick("running")  # state changed: written at once
+    assert json.loads(w.path.read_text())["state"] == "running"
+    w.path.unlink()
+    t[0] += 1
+    w.tick()
+    assert not w.path.exists()  # nothing changed, period not over
+    node.loops[0].health = Health.STALE
+    w.tick()
+    assert json.loads(w.path.read_text())["sensors"][0]["health"] == "stale"
+    w.path.unlink()
+    node.uplink.connected = False  # a disconnect is remembered and written at once
+    w.tick()
+    assert json.loads(w.path.read_text())["uplink"]["last_disconnect"] == pytest.approx(
+        time.time(), abs=2)
+    w.path.unlink()
+    t[0] += 5
+    w.tick()
+    assert w.path.exists()  # the period
+    w.close()
+    assert json.loads(w.path.read_text())["state"] == "stopped"
+    assert [p.name for p in run.iterdir()] == ["status.json"]  # no temporary file left
+
+    plain = status.StatusWriter(node, tmp_path / "state", env={})
+    assert plain.path == tmp_path / "state" / "status.json" and plain.period_s == 30
+
+
+def test_writer_failure_is_logged_once_and_never_raises(node, tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    w = status.StatusWriter(node, blocker / "sub", env={}, clock=lambda: 0.0)
+    with caplog.at_level(logging.INFO, "citynode.status"):
+        for h in (Health.OK, Health.STALE, Health.OK, Health.ERRORS):
+            node.loops[0].health = h
+            w.tick()  # a change each time: an attempt each time, a warning only once
+        node.loops = None  # a snapshot bug is survived too
+        w.tick()
+        w.close()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "cannot write the status file" in warnings[0].message
+    blocker.unlink()
+    node.loops = []
+    with caplog.at_level(logging.INFO, "citynode.status"):
+        w.tick()
+    assert w.path.exists() and "written again" in caplog.records[-1].message
+
+
+# -- the command --------------------------------------------------------------------------
+def run_cli(capsys, *args: str) -> tuple[int, str]:
+    code = main(["status", *args])
+    return code, capsys.readouterr().out
+
+
+def test_command_on_a_file(node, tmp_path, capsys):
+    f = tmp_path / "status.json"
+    status.write_atomic(f, snap_of(node))
+    code, out = run_cli(capsys, "--file", str(f))
+    assert code == 0 and out.startswith("citynode st-1: OK")
+    code, out = run_cli(capsys, "--file", str(f), "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["node_id"] == "st-1" and doc["sensors"][0]["name"] == "sht"
+    assert doc["assessment"]["exit_code"] == 0 and doc["assessment"]["file"] == str(f)
+
+    node.loops[1].health = Health.ERRORS
+    status.write_atomic(f, snap_of(node))
+    code, out = run_cli(capsys, "--file", str(f))
+    assert code == 1 and "DEGRADED" in out and "sensor pm errors" in out
+
+    old = snap_of(node)
+    old["written_at"] -= 60
+    status.write_atomic(f, old)
+    code, out = run_cli(capsys, "--file", str(f))
+    assert code == 3 and "NOT RUNNING - not responding" in out
+
+    f.write_text("{half")
+    code, out = run_cli(capsys, "--file", str(f))
+    assert code == 4 and "cannot read" in out
+
+
+def test_command_without_a_file_says_not_running(tmp_path, capsys, monkeypatch):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[node]\nid = "x"\nstate_dir = "{tmp_path / "state"}"\n')
+    monkeypatch.setattr(status, "SYSTEMD_RUNTIME_DIR", tmp_path / "run")
+    monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
+    code, out = run_cli(capsys, "--config", str(cfg))
+    assert code == 3 and "no status file" in out and str(tmp_path / "state") in out
+    code, out = run_cli(capsys, "--config", str(cfg), "--json")
+    assert code == 3 and json.loads(out)["assessment"]["exit_code"] == 3
+    # The newest of several candidates wins: the daemon moved to systemd's runtime dir.
+    (tmp_path / "state").mkdir()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "state" / "status.json").write_text(json.dumps(
+        {"written_at": 1.0, "state": "stopped", "node_id": "x", "pid": 1}))
+    os.utime(tmp_path / "state" / "status.json", (1, 1))
+    status.write_atomic(tmp_path / "run" / "status.json", {
+        "written_at": time.time(), "state": "running", "node_id": "x", "pid": os.getpid(),
+        "period_s": 5, "sensors": [], "uplink": None, "spool": None})
+    code, out = run_cli(capsys, "--config", str(cfg))
+    assert code == 0 and str(tmp_path / "run" / "status.json") in out
+
+
+# -- end to end ---------------------------------------------------------------------------
+def wait_for(pred, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.broker
+@pytest.mark.timeout(60)
+def test_status_of_a_real_agent(tmp_path, mosquitto):
+    from drivers.emulation import SerialEmulator
+    from drivers.pms5003.emulator import PMS5003Model
+
+    model = PMS5003Model(itertools.cycle([(5, 8, 11, 5, 8, 11)]), interval_s=0.3, warmup_s=0.0)
+    emu = SerialEmulator(model, tmp_path / "dev" / "pms0")
+    emu.start()
+    cfg = tmp_path / "citynode.toml"
+    write_config(cfg, node_id="st-e2e", state_dir=tmp_path / "state", ports=[emu.path],
+                 interval=2, fmt="senml-cbor", broker=(mosquitto.host, mosquitto.port),
+                 warmup_s=0.0, read_interval_s=0.3)
+    run_dir = tmp_path / "run"  # what RuntimeDirectory=citynode gives the service
+    run_dir.mkdir()
+    env = {**os.environ, "RUNTIME_DIRECTORY": str(run_dir), "PYTHONUNBUFFERED": "1"}
+    env.pop("NOTIFY_SOCKET", None)
+    received: list[str] = []
+    sub = Subscriber(mosquitto.host, mosquitto.port, "citynode/st-e2e/telemetry",
+                     lambda t, d, r: received.append(t))
+    sub.start()
+    agent_log = open(tmp_path / "agent.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(cfg)],
+                            cwd=ROOT, env=env, stdout=agent_log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "agent", "status", "--config", str(cfg),
+                               *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=20)
+
+    try:
+        path = run_dir / "status.json"
+
+        def healthy() -> dict | None:
+            if not path.exists():
+                return None
+            snap = json.loads(path.read_text())
+            ok = (snap["state"] == "running" and snap["uplink"]["connected"]
+                  and snap["sensors"][0]["health"] == "ok" and snap["sensors"][0]["values"])
+            return snap if ok else None
+
+        wait_for(healthy, 25, "status.json with a connected uplink and pm0 ok")
+        wait_for(lambda: received, 10, "telemetry")  # so last_seq and messages are > 0
+
+        res = cli()
+        assert res.returncode == 0, res.stdout + res.stderr
+        lines = res.stdout.splitlines()
+        assert lines[0] == "citynode st-e2e: OK - running, all ok"
+        pm0 = next(ln for ln in lines if ln.lstrip().startswith("pm0 "))
+        assert "pms5003" in pm0 and " ok " in pm0 and "pm25=8 ug/m3" in pm0
+        assert f"uplink  connected to 127.0.0.1:{mosquitto.port} (MQTT 5, no TLS)" in res.stdout
+        assert "spool   " in res.stdout and "on disk" in res.stdout
+
+        res = cli("--json")
+        doc = json.loads(res.stdout)
+        assert res.returncode == 0 and doc["pid"] == proc.pid and doc["node_id"] == "st-e2e"
+        assert doc["assessment"]["file"] == str(path) and doc["assessment"]["age_s"] < 6
+        (s,) = doc["sensors"]
+        assert s["name"] == "pm0" and s["type"] == "pms5003" and s["health"] == "ok"
+        assert s["values"]["pm25"] == 8 and s["last_reading_age_s"] < 3
+        up = doc["uplink"]
+        assert up["broker"] == f"127.0.0.1:{mosquitto.port}" and up["protocol"] == "5"
+        assert up["reconnects"] == 0 and up["last_connect"] <= time.time()
+        assert doc["spool"]["mode"] == "disk" and set(doc["spool"]["lanes"]) == {
+            "event", "telemetry"}
+        assert doc["boot_session"] == 1 and doc["last_seq"] >= 1 and doc["models"] == {}
+
+        # The cable pulled: degraded, exit 1, within a status period.
+        emu.unplug()
+        wait_for(lambda: cli().returncode == 1, 15, "exit 1 after the cable was pulled")
+        assert "sensor pm0 disconnected" in cli().stdout
+        emu.replug()
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0, (tmp_path / "agent.log").read_text()
+        res = cli()
+        assert res.returncode == 3 and "NOT RUNNING - stopped cleanly at" in res.stdout
+        assert json.loads(cli("--json").stdout)["assessment"]["exit_code"] == 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        agent_log.close()
+        sub.stop()
+        emu.stop()
+
+
+@pytest.mark.timeout(60)
+def test_status_after_sigkill_says_the_process_is_gone(tmp_path):
+    """Local mode is enough here: what matters is a snapshot left by a dead process."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[node]\nid = "k"\nstate_dir = "{tmp_path}"\n[log]\ntarget = "stderr"\n')
+    env = {k: v for k, v in os.environ.items() if k not in ("RUNTIME_DIRECTORY",
+                                                              "NOTIFY_SOCKET")}
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(cfg)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: (tmp_path / "status.json").exists() and json.loads(
+            (tmp_path / "status.json").read_text())["state"] == "running", 20, "status.json")
+    finally:
+        proc.kill()
+        proc.wait(5)
+    res = subprocess.run([sys.executable, "-m", "agent", "status", "--config", str(cfg)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=20)
+    assert res.returncode == 3 and f"process {proc.pid} is gone" in res.stdout
