@@ -153,12 +153,20 @@ def test_ready_status_sandbox_journal_messages_and_clean_stop(box):
     assert any(e.get("SENSOR") == "sht" for e in ours)
     assert all("MESSAGE" in e for e in ours)
 
+    # citynode status reads the daemon's snapshot in its RuntimeDirectory.
+    st = box.sh(f"{VENV}/bin/citynode status --json", check=False)
+    assert st.returncode == 0, st.stdout + st.stderr
+    snap = json.loads(st.stdout)
+    assert {s["name"] for s in snap["sensors"]} >= {"sht", "bme"}, snap
+    assert box.sh("stat -c %a /run/citynode").stdout.strip() == "755"
+
     # SIGTERM (systemctl stop): flushed, "offline" retained, exit status 0.
     box.sh("systemctl stop citynode")
     after = box.show("citynode", "ActiveState", "ExecMainStatus", "Result")
     assert after == {"ActiveState": "inactive", "ExecMainStatus": "0", "Result": "success"}, after
     log = box.sh("journalctl -u citynode -o cat --no-pager").stdout
     assert "Stopping" in log or "stopping" in log
+    assert box.sh(f"{VENV}/bin/citynode status", check=False).returncode == 3
     retained = _subscribe(box, 2)
     st = [m for m in retained if m["topic"].endswith("/state")]
     assert st and {"n": "status", "vs": "offline"} in st[-1]["data"]["records"]
