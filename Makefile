@@ -90,6 +90,36 @@ lint: venv
 bench: venv
 	$(BIN)/python -m bench
 
+# -- installation: offline bundle, SD-card kit, the arm64 proof (docs/install.md) --------------
+# make bundle [ARCH=aarch64|x86_64] [EXTRAS=tflite]   -> dist/citynode-bundle-<version>-<arch>.tar.gz
+# make sdcard-kit OUT=/media/$$USER/bootfs CONFIG=node.toml [BUNDLE=...] [CREDENTIALS=mqtt.toml]
+#      [CERT=node.crt KEY=node.key] [CA=ca.crt] [HMAC_KEY=command.key] [NODE_HOSTNAME=pole-42]
+# make test-arm64   Debian bookworm arm64 chroot under QEMU (root; first run ~5 min, cached)
+ARCH    ?= aarch64
+EXTRAS  ?=
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' agent/__init__.py)
+KIT_BUNDLE = $(or $(BUNDLE),dist/citynode-bundle-$(VERSION)-aarch64.tar.gz)
+
+.PHONY: bundle sdcard-kit test-arm64
+
+bundle: venv
+	$(BIN)/python deploy/bundle.py --arch "$(ARCH)" --extras "$(EXTRAS)" --out dist
+
+sdcard-kit: venv
+	@if [ -z "$(OUT)" ] || [ -z "$(CONFIG)" ]; then \
+		echo "usage: make sdcard-kit OUT=/media/\$$USER/bootfs CONFIG=node.toml [BUNDLE=file.tar.gz]"; \
+		echo "       [CREDENTIALS=mqtt.toml] [CERT=node.crt KEY=node.key] [CA=ca.crt]"; \
+		echo "       [HMAC_KEY=command.key] [NODE_HOSTNAME=name] [FORCE=1]   (docs/install.md)"; \
+		exit 64; fi
+	@if [ -z "$(BUNDLE)" ] && [ ! -f "$(KIT_BUNDLE)" ]; then $(MAKE) bundle ARCH=aarch64; fi
+	$(BIN)/citynode sdcard-kit --out "$(OUT)" --config "$(CONFIG)" --bundle "$(KIT_BUNDLE)" \
+		$(if $(CREDENTIALS),--credentials "$(CREDENTIALS)") $(if $(CERT),--cert "$(CERT)") \
+		$(if $(KEY),--key "$(KEY)") $(if $(CA),--ca "$(CA)") $(if $(HMAC_KEY),--hmac-key "$(HMAC_KEY)") \
+		$(if $(NODE_HOSTNAME),--hostname "$(NODE_HOSTNAME)") $(if $(FORCE),--force)
+
+test-arm64: venv deps-system
+	$(PYTEST) -q -m arm64 --timeout 1200
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build dist *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

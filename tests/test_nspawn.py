@@ -59,12 +59,12 @@ for t, d, r in got:
 """
 
 
-def _wheelhouse(tmp: Path) -> Path:
-    """citynode and its dependencies as wheels, as an offline bundle carries them."""
-    out = tmp / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "-w", str(out), str(ROOT)],
-                   check=True, timeout=600)
-    return out
+def _bundle(tmp: Path) -> Path:
+    """The offline bundle for this machine's architecture (the Pi's is aarch64)."""
+    out = tmp / "dist"
+    subprocess.run([sys.executable, str(ROOT / "deploy" / "bundle.py"), "--arch", "x86_64",
+                    "--out", str(out)], check=True, timeout=600, capture_output=True)
+    return next(out.glob("citynode-bundle-*-x86_64.tar.gz"))
 
 
 @pytest.fixture(scope="module")
@@ -75,17 +75,21 @@ def box(tmp_path_factory):
         pytest.skip(f"missing {', '.join(missing_tools())} (apt-get install systemd-container "
                     "debootstrap)")
     tmp = tmp_path_factory.mktemp("nspawn")
-    wheels = _wheelhouse(tmp)
-    c = Container(rootfs(), {str(wheels): "/mnt/wheels", str(ROOT / "deploy"): "/mnt/deploy"},
+    bundle = _bundle(tmp)
+    c = Container(rootfs(), {str(bundle.parent): "/mnt/dist", str(ROOT / "deploy"): "/mnt/deploy"},
                   tmp / "console.log")
     try:
-        c.sh("getent group i2c || groupadd --system i2c; getent group gpio || groupadd --system "
-             "gpio; id citynode || useradd --system --home-dir /var/lib/citynode --shell "
-             "/usr/sbin/nologin --groups dialout,i2c,gpio citynode")
-        c.sh(f"python3 -m venv {VENV} && {VENV}/bin/pip install -q --no-index "
-             "--find-links /mnt/wheels citynode", timeout=300)
-        c.sh("install -m 0644 /mnt/deploy/citynode.service /etc/systemd/system/ && "
-             "systemctl daemon-reload && systemctl start mosquitto")
+        # install.sh from the offline bundle, as on a Pi (--force: this is x86_64, and
+        # --no-boot-config: no config.txt in a container); no network in the container.
+        inst = c.sh(f"/bin/bash /mnt/deploy/install.sh --bundle /mnt/dist/{bundle.name} --force "
+                    "--no-boot-config", timeout=600)
+        assert "citynode" in inst.stdout
+        assert c.sh("systemctl is-enabled citynode").stdout.strip() == "enabled"
+        assert set(c.sh("id -nG citynode").stdout.split()) >= {"dialout", "i2c", "gpio"}
+        again = c.sh(f"/bin/bash /mnt/deploy/install.sh --bundle /mnt/dist/{bundle.name} "
+                     "--force --no-boot-config", timeout=600)
+        assert "nothing changed" in again.stdout, again.stdout
+        c.sh("systemctl start mosquitto")
         yield c
     finally:
         c.stop()
