@@ -195,6 +195,18 @@ def cmd_detect_inactivity(args: argparse.Namespace) -> int:
                    **activity_kwargs(utc_offset_s=offset))
 
 
+def cmd_detect_fall(args: argparse.Namespace) -> int:
+    from .detectors.fall_replay import run_cli
+
+    return run_cli(args.input, sys.stdout, sys.stderr, model=args.model)
+
+
+def cmd_detect_fire(args: argparse.Namespace) -> int:
+    from .detectors.fire_replay import run_cli
+
+    return run_cli(args.input, sys.stdout, sys.stderr, model=args.model)
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from .parking import calibrate_bay
 
@@ -315,6 +327,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the household's time zone, hours east of UTC (Seoul: 9); "
                      "default: this machine's")
     ina.set_defaults(func=cmd_detect_inactivity)
+
+    fall = dsub.add_parser("fall", help="accelerometer: CSV with t (s), ax, ay, az (g), at "
+                           ">= 50 Hz; one JSON line per detected fall")
+    fall.add_argument("--input", required=True, help="CSV file ('-' for stdin)")
+    fall.add_argument("--model", help="another fall model (.tflite with its .json)")
+    fall.set_defaults(func=cmd_detect_fall)
+
+    fire = dsub.add_parser("fire", help="climate, gas and PM: CSV with t and any of "
+                           "temperature_c, humidity_pct, eco2_ppm, tvoc_ppb, pressure_hpa, pm1_0, "
+                           "pm2_5, pm10, nc0_5, nc1_0, nc2_5; one JSON line per change of state")
+    fire.add_argument("--input", required=True, help="CSV file ('-' for stdin)")
+    fire.add_argument("--model", help="another fire model (.tflite with its .json)")
+    fire.set_defaults(func=cmd_detect_fire)
 
     cal = sub.add_parser("calibrate", help="measure an empty parking bay's baseline and store it")
     cal.add_argument("bay", help="the sensor name of the bay, as in the configuration")
