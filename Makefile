@@ -26,7 +26,7 @@ help:
 $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,bench]'
+	$(BIN)/pip install -q -e '.[dev,bench,tflite]'
 	# The Sparkplug B schema for the payload bench; its own pins (paho 1.x) are not wanted.
 	$(BIN)/pip install -q --no-deps 'mqtt-spb-wrapper>=2,<3'
 	touch $@
