@@ -186,6 +186,81 @@ class BME280Config(_I2CSensor, tag="bme280", kw_only=True):
         default_factory=lambda: ["temp", "rh", "pressure"])
 
 
+SGP30Quantity = Literal["eco2", "tvoc", "h2_raw", "ethanol_raw"]
+
+
+class SGP30Config(_I2CSensor, tag="sgp30", kw_only=True):
+    """Sensirion SGP30 gas sensor (docs/drivers.md): eCO2, TVOC, raw H2 and ethanol."""
+
+    address: I2CAddress = 0x58  # fixed in the chip; anything else is refused
+    # The chip's baseline algorithm needs measure_iaq every second: only 1.0 is accepted.
+    read_interval_s: ReadInterval = 1.0
+    raw_every: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 1  # raw signals every N reads
+    # Name of an sht3x or bme280 sensor in this file: its temp and rh compensate humidity.
+    humidity_from: str = ""
+    # Kept across restarts; default <state_dir>/sgp30-<name>-baseline.json (relative: in it).
+    baseline_file: str = ""
+    # Only with bus = "emulator": "smoke" replays the smoke dataset if ../shared is present.
+    emulator_source: Literal["quiet", "smoke"] = "quiet"
+    quantities: list[SGP30Quantity] = msgspec.field(
+        default_factory=lambda: ["eco2", "tvoc", "h2_raw", "ethanol_raw"])
+
+    def resolved_baseline_file(self, state_dir: Path) -> Path:
+        return state_dir / (self.baseline_file or f"sgp30-{self.name}-baseline.json")
+
+
+# -- accelerometers (fall detection; docs/drivers.md, ADXL345 and MPU-6050) ------------------
+AccelQuantity = Literal["ax", "ay", "az", "amag"]
+#: type -> (addresses, output rates in Hz) the driver accepts.
+ACCEL_CHOICES: dict[str, tuple[tuple[int, ...], tuple[float, ...]]] = {
+    "adxl345": ((0x53, 0x1D), (12.5, 25.0, 50.0, 100.0, 200.0, 400.0)),
+    "mpu6050": ((0x68, 0x69), (10.0, 20.0, 25.0, 40.0, 50.0, 100.0, 125.0, 200.0, 250.0,
+                               500.0)),
+}
+
+
+class _Accelerometer(_I2CSensor, kw_only=True):
+    """A FIFO-streamed accelerometer: every sample goes to the fall detector, a reading
+    (latest sample, peak magnitude) every read_interval_s goes to the report."""
+
+    range_g: Literal[2, 4, 8, 16] = 16
+    rate_hz: float = 50.0
+    read_interval_s: ReadInterval = 1.0
+    # Only with bus = "emulator": "rest", or a SisFall trial such as "sisfall:SA01/F01_R01"
+    # replayed in a loop.
+    emulator_source: str = "rest"
+    quantities: list[AccelQuantity] = msgspec.field(
+        default_factory=lambda: ["ax", "ay", "az", "amag"])
+
+    def __post_init__(self) -> None:
+        # msgspec reports these at the sensor's table, so each message names its key.
+        addresses, rates = ACCEL_CHOICES[type(self).__struct_config__.tag]  # type: ignore
+        if self.address not in addresses:  # type: ignore[attr-defined]
+            raise ValueError(f"address: {self.address:#04x} is not one of "  # type: ignore
+                             f"{', '.join(f'{a:#04x}' for a in addresses)}")
+        if self.rate_hz not in rates:
+            raise ValueError(f"rate_hz: {self.rate_hz:g} is not one of "
+                             f"{', '.join(f'{r:g}' for r in rates)}")
+        from drivers.emulation.motion import check_spec
+
+        try:
+            check_spec(self.emulator_source)
+        except ValueError as exc:
+            raise ValueError(f"emulator_source: {exc}") from None
+        if self.emulator_source != "rest" and self.bus != "emulator":
+            raise ValueError('emulator_source: only for bus = "emulator"')
+
+
+class ADXL345Config(_Accelerometer, tag="adxl345", kw_only=True):
+    address: I2CAddress = 0x53  # 0x1D with ALT ADDRESS high
+
+
+class MPU6050Config(_Accelerometer, tag="mpu6050", kw_only=True):
+    address: I2CAddress = 0x68  # 0x69 with AD0 high
+    range_g: Literal[2, 4, 8, 16] = 8
+# -- end of accelerometers -------------------------------------------------------------------
+
+
 class RangerUse(_Table):
     """What a distance sensor watches (docs/parking.md): a parking bay or a bin."""
 
@@ -281,12 +356,17 @@ class ActivityConfig(_Table):
 METERS = (CSE7766Config, PZEM004TConfig)
 RANGERS = (A02YYUWConfig, JSNSR04TConfig, MaxBotixConfig, I2CXLConfig, HCSR04Config)
 SensorConfig = (PMS5003Config | SDS011Config | SPS30Config | SHT3xConfig | BME280Config
-                | A02YYUWConfig | JSNSR04TConfig | MaxBotixConfig | I2CXLConfig | HCSR04Config
-                | CSE7766Config | PZEM004TConfig)
+                | SGP30Config | A02YYUWConfig | JSNSR04TConfig | MaxBotixConfig | I2CXLConfig
+                | HCSR04Config | CSE7766Config | PZEM004TConfig)
 SENSOR_TYPES = {"pms5003": PMS5003Config, "sds011": SDS011Config, "sps30": SPS30Config,
-                "sht3x": SHT3xConfig, "bme280": BME280Config, "a02yyuw": A02YYUWConfig,
-                "jsnsr04t": JSNSR04TConfig, "maxbotix": MaxBotixConfig, "i2cxl": I2CXLConfig,
-                "hcsr04": HCSR04Config, "cse7766": CSE7766Config, "pzem004t": PZEM004TConfig}
+                "sht3x": SHT3xConfig, "bme280": BME280Config, "sgp30": SGP30Config,
+                "a02yyuw": A02YYUWConfig, "jsnsr04t": JSNSR04TConfig, "maxbotix": MaxBotixConfig,
+                "i2cxl": I2CXLConfig, "hcsr04": HCSR04Config, "cse7766": CSE7766Config,
+                "pzem004t": PZEM004TConfig}
+
+# Accelerometers (ADXL345Config, MPU6050Config above), added here to leave the lines above alone.
+SensorConfig = SensorConfig | ADXL345Config | MPU6050Config  # type: ignore[misc]
+SENSOR_TYPES.update({"adxl345": ADXL345Config, "mpu6050": MPU6050Config})
 
 
 class Config(_Table):
@@ -467,6 +547,32 @@ def _check_semantics(cfg: Config, text: str, path: str, check_devices: bool) -> 
         elif check_devices and not os.path.exists(s.port):
             fail(f"sensor[{i}].port",
                  f"device {s.port} does not exist (is the sensor wired and the UART enabled?)")
+    for i, s in enumerate(cfg.sensor):
+        if isinstance(s, SGP30Config):
+            _check_sgp30(s, i, cfg.sensor, fail)
+
+
+def _check_sgp30(s: SGP30Config, i: int, sensors: list[Any], fail: Any) -> None:
+    """The SGP30's fixed address, its 1 Hz, and the climate sensor it takes humidity from."""
+    if s.address != 0x58:
+        fail(f"sensor[{i}].address", "the SGP30's address is fixed at 0x58")
+    if s.read_interval_s != 1.0:
+        fail(f"sensor[{i}].read_interval_s", "must be 1.0: the SGP30's baseline algorithm "
+             "needs a measurement every second")
+    if s.emulator_source != "quiet" and s.bus != "emulator":
+        fail(f"sensor[{i}].emulator_source", 'only for bus = "emulator"')
+    if s.humidity_from:
+        src = next((x for x in sensors if x.name == s.humidity_from), None)
+        if src is None:
+            fail(f"sensor[{i}].humidity_from", f"no sensor named '{s.humidity_from}' in this "
+                 "file (name an sht3x or bme280 sensor, or leave it empty)")
+        elif not isinstance(src, SHT3xConfig | BME280Config):
+            kind = type(src).__name__.removesuffix("Config").lower()
+            fail(f"sensor[{i}].humidity_from", f"'{s.humidity_from}' is a {kind} sensor, not "
+                 "a climate sensor (sht3x or bme280)")
+        elif not {"temp", "rh"} <= set(src.quantities):
+            fail(f"sensor[{i}].humidity_from", f"'{s.humidity_from}' must measure both temp "
+                 "and rh (add them to its quantities)")
 
 
 def load(path: str | os.PathLike[str], *, check_devices: bool = True) -> Config:

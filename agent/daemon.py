@@ -24,13 +24,13 @@ import msgspec
 from . import __version__, payload
 from .aggregate import Aggregator, Quality
 from .airquality import band_record
-from .config import Config
+from .config import Config, SensorConfig
 from .health import HealthReporter
 from .household import Household
 from .parking import Parking
 from .payload import Pack, Record
 from .sampling import DutyCycle, Health, SensorLoop
-from .sensors import build_device, type_name, valid_range
+from .sensors import build_device, humidity_reader, type_name, valid_range
 from .spool import Spool, SpoolError
 from .systemd import Notifier, Watchdog
 from .topics import Topics
@@ -227,7 +227,8 @@ class Node:
             if getattr(s, "duty_cycle", False):
                 duty = DutyCycle(s.warmup_s + s.sample_s, lambda: self._next_report,
                                  lambda: self.cfg.report.interval_s)
-            loop = SensorLoop(s.name, build_device(s), agg, stale_after_s=s.stale_after_s,
+            loop = SensorLoop(s.name, build_device(s, **self._device_kwargs(cfg, s)), agg,
+                              stale_after_s=s.stale_after_s,
                               beat=watchdog.register(s.name), on_health=self.on_health,
                               duty=duty, on_reading=self._reading_handler(s))
             self.loops.append(loop)
@@ -235,6 +236,16 @@ class Node:
             lp.start()
         for lp in self.loops:
             lp.opened.wait(10)
+
+    def _device_kwargs(self, cfg: Config, s: SensorConfig) -> dict:
+        """What some drivers need from the node: the SGP30 its baseline directory and the
+        climate sensor it takes humidity from (looked up live, in any order)."""
+        if type_name(s) != "sgp30":
+            return {}
+        kw: dict = {"state_dir": cfg.node.resolved_state_dir()}
+        if s.humidity_from:
+            kw["humidity_source"] = humidity_reader(lambda: self.loops, s.humidity_from)
+        return kw
 
     def _reading_handler(self, s):
         if self.parking.watches(s):

@@ -217,7 +217,8 @@ READ_PROBE = frozenset([*range(0x30, 0x38), *range(0x50, 0x60)])
 ABSENT_ERRNOS = frozenset({errno.EREMOTEIO, errno.ENXIO, errno.EIO, errno.ETIMEDOUT,
                            errno.EAGAIN})
 #: What the configured sensor types must identify as (None: the chip has no id to read).
-EXPECTED_CHIP = {"sps30": "SPS30", "sht3x": "SHT3x", "bme280": "BME280", "i2cxl": None}
+EXPECTED_CHIP = {"sps30": "SPS30", "sht3x": "SHT3x", "bme280": "BME280", "sgp30": "SGP30",
+                 "i2cxl": None}
 
 
 def probe_address(bus: Any, addr: int) -> str:

@@ -11,6 +11,10 @@ stub to put them behind): ``citynode simulate`` and site rehearsals use it.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
 
 from drivers.base import Device
 
@@ -26,6 +30,7 @@ from .config import (
     PZEM004TConfig,
     SDS011Config,
     SensorConfig,
+    SGP30Config,
     SHT3xConfig,
     SPS30Config,
 )
@@ -38,6 +43,7 @@ RANGES = {
     "sps30": {q: (0.0, 1000.0) for q in _PM},
     "sht3x": {"temp": (-40.0, 125.0), "rh": (0.0, 100.0)},
     "bme280": {"temp": (-40.0, 85.0), "rh": (0.0, 100.0), "pressure": (300.0, 1100.0)},
+    "sgp30": {"eco2": (400.0, 60000.0), "tvoc": (0.0, 60000.0)},
     "a02yyuw": {"d": (0.03, 4.5)},
     "jsnsr04t": {"d": (0.25, 6.0)},
     "maxbotix": {"d": (0.3, 10.0)},
@@ -46,6 +52,8 @@ RANGES = {
     "cse7766": {"w": (0.0, 3600.0), "v": (80.0, 280.0), "a": (0.0, 16.0)},
     "pzem004t": {"w": (0.0, 23000.0), "v": (80.0, 260.0), "a": (0.0, 100.0)},
 }
+
+HumiditySource = Callable[[], "tuple[float, float] | None"]
 
 _emulated_bus = None
 _emulated_lock = threading.Lock()
@@ -80,8 +88,14 @@ def type_name(cfg: SensorConfig) -> str:
     return type(cfg).__name__.removesuffix("Config").lower()
 
 
-def build_device(cfg: SensorConfig) -> Device:
-    """Construct (but do not open) the driver for one configured sensor."""
+def build_device(cfg: SensorConfig, *, state_dir: Path | None = None,
+                 humidity_source: HumiditySource | None = None) -> Device:
+    """Construct (but do not open) the driver for one configured sensor.
+
+    Only the SGP30 uses the keywords: ``state_dir`` holds its baseline file (None: the
+    baseline is kept in memory only, unless ``baseline_file`` is absolute), and
+    ``humidity_source`` is its humidity compensation (see :func:`humidity_reader`).
+    """
     if isinstance(cfg, PMS5003Config):
         from drivers.pms5003 import PMS5003
 
@@ -111,6 +125,8 @@ def build_device(cfg: SensorConfig) -> Device:
 
         return BME280(_i2c_bus(cfg, BME280Model), address=cfg.address,
                       read_interval_s=cfg.read_interval_s, quantities=tuple(cfg.quantities))
+    if isinstance(cfg, SGP30Config):
+        return _sgp30(cfg, state_dir, humidity_source)
     if isinstance(cfg, I2CXLConfig):
         from drivers.maxbotix_i2c import I2CXL
         from drivers.maxbotix_i2c.emulator import I2CXLModel
@@ -140,7 +156,42 @@ def build_device(cfg: SensorConfig) -> Device:
 
         return PZEM004T(cfg.port, address=cfg.address, read_interval_s=cfg.read_interval_s,
                         quantities=tuple(cfg.quantities))
+    from .config import ADXL345Config, MPU6050Config
+
+    if isinstance(cfg, ADXL345Config | MPU6050Config):
+        return _accelerometer(cfg)
     raise ValueError(f"no driver for sensor type {type(cfg).__name__}")
+
+
+def _sgp30(cfg: SGP30Config, state_dir: Path | None,
+           humidity_source: HumiditySource | None) -> Device:
+    from drivers.sgp30 import SGP30
+    from drivers.sgp30.emulator import SGP30Model, default_source
+
+    path = None
+    if state_dir is not None or Path(cfg.baseline_file).is_absolute():
+        path = cfg.resolved_baseline_file(state_dir or Path("/"))
+    bus = _i2c_bus(cfg, lambda: SGP30Model(default_source(cfg.emulator_source, seed=None)))
+    return SGP30(bus, address=cfg.address, read_interval_s=cfg.read_interval_s,
+                 quantities=tuple(cfg.quantities), raw_every=cfg.raw_every,
+                 baseline_path=path, humidity_source=humidity_source)
+
+
+def humidity_reader(loops: Callable[[], Iterable[Any]], name: str,
+                    max_age_s: float = 300.0) -> HumiditySource:
+    """An SGP30 ``humidity_source``: the latest (temp, rh) of the sampling loop of sensor
+    ``name`` among ``loops()`` (looked up on each call, so loops may start later), or None
+    while it has no reading younger than ``max_age_s``."""
+    def read() -> tuple[float, float] | None:
+        loop = next((lp for lp in loops() if lp.sensor == name), None)
+        if loop is None or loop.last_reading_at is None:
+            return None
+        if time.monotonic() - loop.last_reading_at > max_age_s:
+            return None
+        v = loop.last_values
+        return (v["temp"], v["rh"]) if "temp" in v and "rh" in v else None
+
+    return read
 
 
 def scene_for(name: str):
@@ -170,3 +221,23 @@ def _serial_ranger(cfg: A02YYUWConfig | JSNSR04TConfig | MaxBotixConfig) -> Devi
     from drivers.maxbotix import MaxBotix
 
     return MaxBotix(cfg.port, read_interval_s=cfg.read_interval_s)
+
+
+# -- accelerometers (ADXL345, MPU-6050; docs/drivers.md) ------------------------------------
+RANGES.update({t: {"ax": (-16.0, 16.0), "ay": (-16.0, 16.0), "az": (-16.0, 16.0),
+                   "amag": (0.0, 27.8)} for t in ("adxl345", "mpu6050")})
+
+
+def _accelerometer(cfg: Any) -> Device:
+    """An ADXL345 or MPU-6050; on the emulated bus its chip plays ``emulator_source``."""
+    from drivers.emulation.motion import source_from_spec
+
+    if type_name(cfg) == "adxl345":
+        from drivers.adxl345 import ADXL345 as Driver
+        from drivers.adxl345.emulator import ADXL345Model as Model
+    else:
+        from drivers.mpu6050 import MPU6050 as Driver  # type: ignore[assignment]
+        from drivers.mpu6050.emulator import MPU6050Model as Model  # type: ignore[assignment]
+    bus = _i2c_bus(cfg, lambda: Model(source_from_spec(cfg.emulator_source)))
+    return Driver(bus, address=cfg.address, rate_hz=cfg.rate_hz, range_g=cfg.range_g,
+                  read_interval_s=cfg.read_interval_s, quantities=tuple(cfg.quantities))

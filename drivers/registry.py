@@ -12,14 +12,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .a02yyuw import codec as a02yyuw
+from .adxl345 import codec as adxl345
 from .bme280 import codec as bme280
 from .cse7766 import codec as cse7766
 from .jsnsr04t import codec as jsnsr04t
 from .maxbotix import codec as maxbotix
 from .maxbotix_i2c import codec as i2cxl
+from .mpu6050 import codec as mpu6050
 from .pms5003 import codec as pms
 from .pzem004t import codec as pzem
 from .sds011 import codec as sds
+from .sgp30 import codec as sgp30
 from .sht3x import codec as sht3x
 from .sps30 import codec as sps30
 
@@ -76,8 +79,14 @@ I2C_CODECS["sht3x"] = I2CCodec("Sensirion SHT3x temperature/humidity (I2C 0x44/0
                                 sht3x.ADDRESSES, sht3x.decode_capture)
 I2C_CODECS["bme280"] = I2CCodec("Bosch BME280 temperature/humidity/pressure (I2C 0x76/0x77)",
                                  bme280.ADDRESSES, bme280.decode_capture)
+I2C_CODECS["sgp30"] = I2CCodec("Sensirion SGP30 gas sensor, eCO2/TVOC/raw H2+ethanol (I2C 0x58)",
+                                (sgp30.ADDRESS,), sgp30.decode_capture)
 I2C_CODECS["i2cxl"] = I2CCodec("MaxBotix I2CXL-MaxSonar-EZ ultrasonic range (I2C 0x70)",
                                 i2cxl.ADDRESSES, i2cxl.decode_capture)
+I2C_CODECS["adxl345"] = I2CCodec("Analog Devices ADXL345 accelerometer, FIFO samples in g "
+                                  "(I2C 0x53/0x1D)", adxl345.ADDRESSES, adxl345.decode_capture)
+I2C_CODECS["mpu6050"] = I2CCodec("InvenSense MPU-6050 accelerometer, FIFO samples in g "
+                                  "(I2C 0x68/0x69)", mpu6050.ADDRESSES, mpu6050.decode_capture)
 
 CODECS: dict[str, Codec] = {
     "pms5003": Codec("Plantower PMS5003/PMS7003 (UART 9600 8N1)", pms.FrameDecoder, _pms_describe),
@@ -116,6 +125,7 @@ CODECS["pzem004t"] = Codec("Peacefair PZEM-004T v3.0 power meter, Modbus RTU req
                            "responses (UART 9600 8N1)", pzem.FrameDecoder, _pzem_describe)
 ALIASES = {"pms7003": "pms5003", "pmsa003": "pms5003"}
 ALIASES.update({"sht30": "sht3x", "sht31": "sht3x", "sht35": "sht3x"})
+ALIASES.update({"gy-521": "mpu6050", "gy-291": "adxl345"})
 ALIASES.update({"sen0311": "a02yyuw", "jsn-sr04t": "jsnsr04t", "maxsonar": "maxbotix"})
 
 

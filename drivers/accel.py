@@ -1,0 +1,280 @@
+"""What the FIFO accelerometers (ADXL345, MPU-6050) share on the host side.
+
+A fall detector needs *every* sample at the configured rate, while the report
+needs one small summary per window. So :class:`FifoAccelerometer` does both:
+
+* :meth:`FifoAccelerometer.poll` drains the chip's FIFO often enough that it
+  never fills (every half FIFO, at most every 0.25 s) and timestamps the
+  samples (the chips do not): one period apart, continuing the previous batch
+  while that stays consistent with the read time, else spread back from the
+  read time at the configured rate (after an overrun, a stall, or when the
+  chip's clock drifts from the host's: counted as ``reanchored``);
+* every drained batch goes to :attr:`FifoAccelerometer.on_samples` (called on
+  the sampling thread) and into a bounded buffer that
+  :meth:`FifoAccelerometer.drain_samples` empties (thread-safe): that is the
+  detector's stream, a list of :class:`Sample` ``(t, ax, ay, az)`` in g;
+* once per ``read_interval_s`` a :class:`drivers.base.Reading` carries the
+  latest sample (``ax``, ``ay``, ``az``) and the peak magnitude since the
+  previous reading (``amag``), so telemetry stays a few numbers per window;
+* a FIFO that overflowed anyway (a stalled bus, a busy CPU) is counted
+  (``overruns``, in ``bad_frames`` so the window is flagged, and
+  ``lost_samples``, estimated from the elapsed time).
+
+Also here: :func:`decode_register_capture`, the walk over a capture of I2C
+transfers both chips' ``citynode frames`` decoders use.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, ClassVar, NamedTuple, Protocol
+
+from .base import DeviceError, Reading
+from .i2cdev import IDLE_WAIT_S, BusFactory, I2CDevice
+
+#: What a reading of an accelerometer carries (docs/payload.md): the latest sample and
+#: the peak magnitude since the previous reading, all in g.
+QUANTITIES = ("ax", "ay", "az", "amag")
+#: Longest wait between FIFO reads, whatever the FIFO depth.
+MAX_FIFO_INTERVAL_S = 0.25
+#: Samples kept for :meth:`FifoAccelerometer.drain_samples` (at least this many seconds).
+BUFFER_S = 30.0
+
+
+class Sample(NamedTuple):
+    """One accelerometer sample: monotonic time in s and acceleration in g."""
+
+    t: float
+    ax: float
+    ay: float
+    az: float
+
+    @property
+    def magnitude(self) -> float:
+        return math.sqrt(self.ax * self.ax + self.ay * self.ay + self.az * self.az)
+
+
+class WrongChip(DeviceError):
+    """Something answers at the address, but it is not the chip configured."""
+
+
+def spread_back(t_read: float, n: int, rate_hz: float) -> list[float]:
+    """Times of ``n`` samples read at ``t_read``: the last one then, the others one
+    sample period apart before it (the chips do not timestamp their FIFO entries)."""
+    period = 1.0 / rate_hz
+    return [t_read - (n - 1 - i) * period for i in range(n)]
+
+
+class FifoAccelerometer(I2CDevice, ABC):
+    """Poll loop of an accelerometer streaming into its FIFO (implements
+    :class:`drivers.base.Device`).
+
+    Subclasses set :attr:`chip`, :attr:`FIFO_DEPTH` (samples) and implement
+    :meth:`_setup` (check the chip, configure it, start the FIFO), :meth:`_read_fifo`
+    (``(samples in g, overflowed)``) and :meth:`_configured` (is the chip still
+    measuring as set up? False after a brown-out reset it).
+    """
+
+    QUANTITIES: ClassVar[tuple[str, ...]] = QUANTITIES
+    FIFO_DEPTH: ClassVar[int] = 32
+    BAD_FRAMES = ("overruns", "bad_data")
+
+    def __init__(self, bus: Any, *, address: int, rate_hz: float, range_g: int,
+                 read_interval_s: float, quantities: tuple[str, ...], gone_after: int,
+                 bus_factory: BusFactory, clock: Callable[[], float],
+                 wall_clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
+        unknown = set(quantities) - set(self.QUANTITIES)
+        if unknown or not quantities:
+            raise ValueError(f"{self.chip} quantities are {self.QUANTITIES}, got {quantities}")
+        if read_interval_s <= 0 or gone_after < 1:
+            raise ValueError("read_interval_s must be positive and gone_after at least 1")
+        super().__init__(bus, address=address, gone_after=gone_after,
+                         counters=("readings", "samples", "overruns", "lost_samples",
+                                   "bad_data", "reconfigured", "reanchored", "nacks", "bus_errors",
+                                   "crc_errors"),
+                         bus_factory=bus_factory, clock=clock, wall_clock=wall_clock,
+                         sleep=sleep)
+        self.rate_hz = float(rate_hz)
+        self.range_g = range_g
+        self.read_interval_s = read_interval_s
+        self.quantities = tuple(quantities)
+        #: Seconds between FIFO reads: half the FIFO's fill time, at most 0.25 s.
+        self.fifo_interval_s = min(MAX_FIFO_INTERVAL_S, 0.5 * self.FIFO_DEPTH / self.rate_hz)
+        #: Called with every batch of new samples, on the sampling thread (exceptions
+        #: propagate to the sampling loop, which logs and survives them).
+        self.on_samples: Callable[[list[Sample]], None] | None = None
+        self._buffer: deque[Sample] = deque(maxlen=max(4096, int(BUFFER_S * self.rate_hz)))
+        self._buffer_lock = threading.Lock()
+        self._next_fifo = 0.0
+        self._next_reading = 0.0
+        self._last_read_t = 0.0
+        self._last_sample_t = 0.0
+        self._latest: Sample | None = None
+        self._prev_t: float | None = None  # time of the last sample delivered
+        self._peak = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def open(self) -> None:
+        """Open the bus, check and configure the chip, start its FIFO; a failure closes."""
+        self._open_bus()
+        try:
+            self._setup()
+        except DeviceError:
+            self.close()
+            raise
+        self._no_answer = 0
+        now = self._clock()
+        self._next_fifo = now + self.fifo_interval_s
+        self._next_reading = now + self.read_interval_s
+        self._last_read_t = self._last_sample_t = now
+        self._latest, self._peak = None, 0.0
+        self._prev_t = None
+
+    def close(self) -> None:
+        self._close_bus()
+
+    @property
+    def warming_up(self) -> bool:
+        return False  # samples flow a few ms after the measure/wake write
+
+    # -- the detector's stream -----------------------------------------------------------
+    def drain_samples(self) -> list[Sample]:
+        """Every sample since the previous call (thread-safe; the oldest beyond
+        ``max(4096, 30 s)`` are dropped if nobody drains)."""
+        with self._buffer_lock:
+            out = list(self._buffer)
+            self._buffer.clear()
+        return out
+
+    # -- sampling ------------------------------------------------------------------------
+    def poll(self) -> list[Reading]:
+        """Read the FIFO when due (else wait a little); a Reading every read_interval_s."""
+        self._need_bus()
+        now = self._clock()
+        if now < self._next_fifo:
+            self._sleep(min(self._next_fifo - now, IDLE_WAIT_S))
+            return []
+        self._next_fifo = max(self._next_fifo + self.fifo_interval_s, now)
+        with self._errors("FIFO read"):
+            values, overflowed = self._read_fifo()
+        t_read = self._clock()
+        if overflowed:
+            self.counters["overruns"] += 1
+            due = round((t_read - self._last_read_t) * self.rate_hz)
+            self.counters["lost_samples"] += max(1, due - len(values))
+        self._last_read_t = t_read
+        if values:
+            times = self._times(t_read, len(values), continuous=not overflowed)
+            self._deliver([Sample(t, *v) for t, v in zip(times, values, strict=True)])
+        elif t_read - self._last_sample_t > max(1.0, 8.0 / self.rate_hz):
+            self._check_configured(t_read)
+        if t_read < self._next_reading or self._latest is None:
+            return []
+        self._next_reading = max(self._next_reading + self.read_interval_s, t_read)
+        s, peak = self._latest, self._peak
+        self._peak = 0.0
+        self.counters["readings"] += 1
+        vals = {"ax": s.ax, "ay": s.ay, "az": s.az, "amag": peak}
+        return [Reading({q: vals[q] for q in self.quantities}, t_read, self._wall())]
+
+    def _times(self, t_read: float, n: int, *, continuous: bool) -> list[float]:
+        """Sample times: one period after the previous batch while that stays plausible (the
+        last sample no later than the read, nor more than two periods before it), else spread
+        back from the read time - after an overrun, a gap, or when the chip's clock drifts."""
+        period = 1.0 / self.rate_hz
+        if continuous and self._prev_t is not None:
+            last = self._prev_t + n * period
+            if t_read - 2 * period - 1e-3 <= last <= t_read + 1e-9:
+                return [self._prev_t + (i + 1) * period for i in range(n)]
+        self.counters["reanchored"] += 1
+        return spread_back(t_read, n, self.rate_hz)
+
+    def _deliver(self, batch: list[Sample]) -> None:
+        self.counters["samples"] += len(batch)
+        self._last_sample_t = self._prev_t = batch[-1].t
+        self._latest = batch[-1]
+        self._peak = max(self._peak, max(s.magnitude for s in batch))
+        with self._buffer_lock:
+            self._buffer.extend(batch)
+        if self.on_samples is not None:
+            self.on_samples(batch)
+
+    def _check_configured(self, now: float) -> None:
+        """No sample for a while: a chip reset by a brown-out is back in standby or asleep,
+        so configure it again (counted: ``reconfigured``)."""
+        with self._errors("configuration check"):
+            ok = self._configured()
+        self._last_sample_t = now  # check again after the same quiet time
+        if not ok:
+            self.counters["reconfigured"] += 1
+            self._setup()
+            self._prev_t = None
+
+    @abstractmethod
+    def _setup(self) -> None:
+        """Check the chip id, configure range, rate and FIFO, start measuring."""
+
+    @abstractmethod
+    def _read_fifo(self) -> tuple[list[tuple[float, float, float]], bool]:
+        """The samples queued in the FIFO (in g, oldest first) and whether it overflowed."""
+
+    @abstractmethod
+    def _configured(self) -> bool:
+        """Is the chip still measuring into its FIFO as set up?"""
+
+
+# -- captures -------------------------------------------------------------------------------
+Record = tuple[int, str, "bytes | None"]
+
+
+class CaptureChip(Protocol):
+    """What one chip's capture decoder knows so far; the walk feeds it transfers."""
+
+    pointer: int | None
+
+    def write(self, head: dict[str, Any], reg: int, data: bytes) -> Iterable[dict[str, Any]]:
+        """A write of ``data`` starting at register ``reg`` (the pointer is then set)."""
+        ...
+
+    def read(self, head: dict[str, Any], reg: int, data: bytes) -> Iterable[dict[str, Any]]:
+        """A read of ``data`` starting at register ``reg``."""
+        ...
+
+
+def decode_register_capture(records: Iterable[Record], addresses: tuple[int, ...],
+                            new_chip: Callable[[], CaptureChip]) -> Iterator[dict[str, Any]]:
+    """Walk captured transfers of register-file chips: a write's first byte sets the
+    register pointer (the rest are data), a read starts at the pointer. NACKs, reads with no
+    pointer and transfers to other addresses become ``rejected`` events. Never raises."""
+    chips: dict[int, CaptureChip] = {}
+    others: dict[int, int] = {}
+    for i, (addr, kind, data) in enumerate(records):
+        if addr not in addresses:
+            others[addr] = others.get(addr, 0) + 1
+            continue
+        chip = chips.setdefault(addr, new_chip())
+        head: dict[str, Any] = {"transfer": i, "addr": f"0x{addr:02x}"}
+        if data is None:
+            what = "write" if kind == "W" else "read"
+            yield {**head, "type": "rejected",
+                   "reason": f"{what} NACKed (no device at this address, or a bus fault)"}
+        elif kind == "W":
+            if not data:
+                yield {**head, "type": "probe", "reason": "empty write (address probe)"}
+                continue
+            chip.pointer = data[0]
+            if len(data) > 1:
+                yield from chip.write(head, data[0], data[1:])
+        elif chip.pointer is None:
+            yield {**head, "type": "rejected", "bytes": data.hex(" "),
+                   "reason": "read with no register address written before it in the capture"}
+        else:
+            yield from chip.read(head, chip.pointer, data)
+    if others:
+        where = ", ".join(f"0x{a:02x} ({n})" for a, n in sorted(others.items()))
+        yield {"type": "rejected", "reason": f"transfers to addresses other than "
+               f"{'/'.join(f'0x{a:02x}' for a in addresses)} ignored: {where}"}
