@@ -369,6 +369,31 @@ SensorConfig = SensorConfig | ADXL345Config | MPU6050Config  # type: ignore[misc
 SENSOR_TYPES.update({"adxl345": ADXL345Config, "mpu6050": MPU6050Config})
 
 
+class FallConfig(_Table):
+    """Fall detection on every accelerometer (docs/fall.md)."""
+
+    enabled: bool = True
+    # "" = the model shipped with citynode; a path = another .tflite (with its .json);
+    # "none" = the physical rules alone.
+    model: str = ""
+    # The local "I'm OK" window before the alarm goes upstream; 0 = no local window.
+    cancel_s: Annotated[float, msgspec.Meta(ge=0, le=600)] = 30.0
+    button_pin: Gpio | None = None  # "I'm OK" button (to ground; internal pull-up)
+    buzzer_pin: Gpio | None = None  # sounds while the alarm can be cancelled
+    led_pin: Gpio | None = None     # lit while the alarm can be cancelled
+    # "emulator": gpiozero's mock pins (citynode simulate, rehearsals)
+    pins: Literal["gpio", "emulator"] = "gpio"
+
+
+class FireConfig(_Table):
+    """Fire detection over the climate, particulate and gas sensors (docs/fire.md)."""
+
+    enabled: bool = True
+    model: str = ""  # as for [fall]
+    # Sensors whose readings feed the detector; empty = every climate, PM and gas sensor.
+    sensors: list[str] = msgspec.field(default_factory=list)
+
+
 class Config(_Table):
     node: NodeConfig
     report: ReportConfig = msgspec.field(default_factory=ReportConfig)
@@ -378,6 +403,8 @@ class Config(_Table):
     commands: CommandsConfig = msgspec.field(default_factory=CommandsConfig)
     health: HealthConfig = msgspec.field(default_factory=HealthConfig)
     activity: ActivityConfig = msgspec.field(default_factory=ActivityConfig)
+    fall: FallConfig = msgspec.field(default_factory=FallConfig)
+    fire: FireConfig = msgspec.field(default_factory=FireConfig)
     sensor: list[SensorConfig] = msgspec.field(default_factory=list)
 
     @property
@@ -501,6 +528,14 @@ def _check_semantics(cfg: Config, text: str, path: str, check_devices: bool) -> 
 
     if cfg.mqtt.backoff_max_s < cfg.mqtt.backoff_initial_s:
         fail("mqtt.backoff_max_s", "must not be smaller than mqtt.backoff_initial_s")
+    names_all = {x.name for x in cfg.sensor}
+    for i, n in enumerate(cfg.fire.sensors):
+        if n not in names_all:
+            fail(f"fire.sensors[{i}]", f"no sensor named {n!r}")
+    pins = [(k, getattr(cfg.fall, k)) for k in ("button_pin", "buzzer_pin", "led_pin")]
+    used = [(k, v) for k, v in pins if v is not None]
+    if len({v for _, v in used}) != len(used):
+        fail("fall", "button_pin, buzzer_pin and led_pin must be different GPIOs")
     if cfg.activity.max_wait_s < cfg.activity.min_inactivity_s:
         fail("activity.max_wait_s", "must not be smaller than activity.min_inactivity_s")
     names: dict[str, int] = {}

@@ -29,6 +29,7 @@ from .health import HealthReporter
 from .household import Household
 from .parking import Parking
 from .payload import Pack, Record
+from .safety import Safety
 from .sampling import DutyCycle, Health, SensorLoop
 from .sensors import build_device, humidity_reader, type_name, valid_range
 from .spool import Spool, SpoolError
@@ -96,6 +97,7 @@ class Node:
         self._health: HealthReporter | None = None
         self.parking: Parking | None = None
         self.household: Household | None = None
+        self.safety: Safety | None = None
         self._next_report = clock() + cfg.report.interval_s
         self.notifier = notifier or Notifier.from_env()
         self.clock = clock
@@ -221,14 +223,19 @@ class Node:
         self.household = Household(cfg, cfg.node.resolved_state_dir(), publish=lambda recs: (
             self.send(self.message(self.topics.event, recs, kind="alarm"))))
         self.household.open()
+        self.safety = Safety(cfg, publish=lambda recs: self.send(
+            self.message(self.topics.event, recs, kind="alarm")),
+            on_model_health=self._model_health)
+        self.models = self.safety.models
         for s in cfg.sensor:
             agg = Aggregator(s.name, s.prefix, valid_range(s), how=cfg.report.aggregate)
             duty = None
             if getattr(s, "duty_cycle", False):
                 duty = DutyCycle(s.warmup_s + s.sample_s, lambda: self._next_report,
                                  lambda: self.cfg.report.interval_s)
-            loop = SensorLoop(s.name, build_device(s, **self._device_kwargs(cfg, s)), agg,
-                              stale_after_s=s.stale_after_s,
+            device = build_device(s, **self._device_kwargs(cfg, s))
+            self.safety.attach(s, device)
+            loop = SensorLoop(s.name, device, agg, stale_after_s=s.stale_after_s,
                               beat=watchdog.register(s.name), on_health=self.on_health,
                               duty=duty, on_reading=self._reading_handler(s))
             self.loops.append(loop)
@@ -248,11 +255,29 @@ class Node:
         return kw
 
     def _reading_handler(self, s):
+        handlers = []
         if self.parking.watches(s):
-            return self.parking.handler(s.name)
+            handlers.append(self.parking.handler(s.name))
         if self.household.watches(s):
-            return self.household.handler(s.name)
-        return None
+            handlers.append(self.household.handler(s.name))
+        if self.safety is not None and self.safety.watches(s):
+            handlers.append(self.safety.handler(s.name))
+        handlers = [h for h in handlers if h is not None]
+        if len(handlers) <= 1:
+            return handlers[0] if handlers else None
+
+        def all_of(reading) -> None:
+            for h in handlers:
+                h(reading)
+        return all_of
+
+    def _model_health(self, task: str, ok: bool, message: str) -> None:
+        """A model that cannot load or run is the health of a pseudo-sensor."""
+        new = Health.OK if ok else Health.ERRORS
+        old = Health.ERRORS if ok else Health.OK
+        if ok and not message:
+            return  # loaded fine at start: nothing to report
+        self.on_health(f"{task}_model", old, new, message)
 
     def _stop_sensors(self, watchdog: Watchdog) -> None:
         for lp in self.loops:
@@ -261,6 +286,8 @@ class Node:
         self.loops = []
         if self.household is not None:
             self.household.close()  # relays back to their safe state
+        if self.safety is not None:
+            self.safety.close()
 
     # -- NodeControl: what downlink commands may do ------------------------------
     def uptime_s(self) -> float:
@@ -450,6 +477,8 @@ class Node:
                 self.parking.tick()
             if self.household is not None:
                 self.household.tick()
+            if self.safety is not None:
+                self.safety.tick()
             self._update_status()
             self._status_file.tick()
             self._stop.wait(min(0.2, max(0.0, next_report - self.clock())))
@@ -466,6 +495,9 @@ class Node:
             lp.stop()
         if self.household is not None:
             self.household.close()  # relays to their safe state; the routine saved
+        if self.safety is not None:
+            self.safety.tick()  # a cancel window that ran out while stopping
+            self.safety.close()
         self.report()
         if self.uplink is not None:
             self.uplink.stop(goodbye=self.offline("shutdown"), timeout=5.0)

@@ -1,0 +1,199 @@
+"""``python -m bench.models``: the on-device models' size, inference latency with both TFLite
+runtimes, the daemon's memory with both models loaded, and the fall alarm's latency.
+
+* Size of each shipped ``agent/models/*.tflite`` (target <= 16 KB, int8).
+* Inference latency, median and p99 over 2,000 inferences on realistic inputs, with
+  ``ai-edge-litert`` in this process and with ``tflite-runtime`` in ``.venv-tflite``
+  (made by ``make bench``: tflite-runtime 2.14 needs numpy < 2), measured in the same run.
+* The daemon's RSS (VmRSS and its high-water mark) after 20 s with both models loaded
+  and emulated sensors running: an ADXL345 replaying a SisFall fall, SHT3x, BME280,
+  SPS30 and SGP30 on the emulated bus, a PMS5003 behind a pty, a private mosquitto
+  (target <= 45 MiB).
+* Fall alarm latency: from the last sample of the confirmation window to the alarm at
+  the broker, on the same machine's monotonic clock (``fall:confirm_t`` in the alarm),
+  three emulated accelerometers replaying SisFall falls (the SPS30 holds 0x69);
+  target p99 <= 100 ms.
+
+Exits 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "agent" / "models"
+TFLITE_VENV = ROOT / ".venv-tflite"
+SISFALL = ROOT / ".." / "shared" / "data" / "sisfall"
+
+LATENCY_SNIPPET = r"""
+import json, sys, time
+import numpy as np
+from agent.models.runtime import Model
+out = {}
+for path in sys.argv[2:]:
+    m = Model.load(path, runtime=sys.argv[1])
+    rng = np.random.default_rng(0)
+    mean, std = np.array(m.meta.mean), np.array(m.meta.std)
+    xs = [(mean + std * rng.standard_normal(m.meta.input_shape)).astype("float32")
+          for _ in range(50)]
+    for x in xs[:20]:
+        m.predict(x)
+    lat = []
+    for i in range(2000):
+        x = xs[i % len(xs)]
+        t = time.perf_counter()
+        m.predict(x)
+        lat.append(time.perf_counter() - t)
+    lat.sort()
+    out[m.meta.name] = [lat[len(lat) // 2], lat[int(len(lat) * 0.99)]]
+print(json.dumps(out))
+"""
+
+
+def pct(v: list[float], q: float) -> float:
+    s = sorted(v)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def latency(python: str, runtime: str, models: list[Path]) -> dict[str, list[float]] | str:
+    proc = subprocess.run([python, "-c", LATENCY_SNIPPET, runtime, *map(str, models)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if proc.returncode:
+        return proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _config(path: Path, state: Path, broker: tuple[str, int], pms_port: Path | None,
+            accels: int, interval: float) -> None:
+    trials = ["SA01/F05_R01", "SA02/F03_R01", "SA03/F01_R01", "SA04/F07_R01"]
+    sisfall = (SISFALL / "SA01.npz").exists()
+    parts = [f'[node]\nid = "bench-models"\nstate_dir = "{state}"\n',
+             f"[report]\ninterval_s = {interval}\n",
+             f'[mqtt]\nhost = "{broker[0]}"\nport = {broker[1]}\n', "[fall]\ncancel_s = 0\n"]
+    where = [("adxl345", 0x53), ("adxl345", 0x1D), ("mpu6050", 0x68), ("mpu6050", 0x69)]
+    for i in range(accels):
+        kind, addr = where[i]
+        src = f"sisfall:{trials[i]}" if sisfall else "rest"
+        parts.append(f'[[sensor]]\ntype = "{kind}"\nname = "acc{i}"\nbus = "emulator"\n'
+                     f'address = {addr}\nrate_hz = 100\nemulator_source = "{src}"\n'
+                     f'prefix = "a{i}."\n')
+    parts += ['[[sensor]]\ntype = "sht3x"\nname = "sht"\nbus = "emulator"\n',
+              '[[sensor]]\ntype = "bme280"\nname = "bme"\nbus = "emulator"\nprefix = "b."\n',
+              '[[sensor]]\ntype = "sps30"\nname = "sps"\nbus = "emulator"\nprefix = "s."\n',
+              '[[sensor]]\ntype = "sgp30"\nname = "gas"\nbus = "emulator"\n'
+              'humidity_from = "sht"\n']
+    if pms_port is not None:
+        parts.append(f'[[sensor]]\ntype = "pms5003"\nname = "pm"\nport = "{pms_port}"\n'
+                     'prefix = "p."\nwarmup_s = 0\nduty_cycle = false\n')
+    path.write_text("\n".join(parts))
+
+
+def run_node(seconds: float, accels: int, out=print) -> tuple[dict, list[float]]:
+    """Run the real daemon; returns its memory figures and the fall alarm latencies."""
+    from agent.simulate import Mosquitto, Subscriber
+    from drivers.emulation import SerialEmulator
+    from drivers.pms5003.emulator import PMS5003Model
+
+    with tempfile.TemporaryDirectory(prefix="citynode-bench-") as tmp:
+        d = Path(tmp)
+        (d / "mosq").mkdir()
+        broker = Mosquitto(d / "mosq")
+        broker.start()
+        emu = SerialEmulator(PMS5003Model(interval_s=1.0, warmup_s=0.0), d / "pms0")
+        emu.start()
+        latencies: list[float] = []
+
+        def on_msg(topic: str, data: dict, retained: bool) -> None:
+            now = time.monotonic()
+            recs = {r["n"]: r.get("v", r.get("vs")) for r in data.get("records", [])}
+            if recs.get("fall:event") == "alarm" and "fall:confirm_t" in recs:
+                latencies.append(now - float(recs["fall:confirm_t"]))
+
+        sub = Subscriber(broker.host, broker.port, "citynode/bench-models/event", on_msg)
+        sub.start()
+        cfg = d / "c.toml"
+        _config(cfg, d / "state", (broker.host, broker.port), emu.path, accels, 10)
+        logf = open(d / "agent.log", "wb")
+        proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(cfg)],
+                                cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        mem: dict = {}
+        try:
+            t_end = time.monotonic() + seconds
+            while time.monotonic() < t_end:
+                time.sleep(1)
+                if proc.poll() is not None:
+                    tail = (d / "agent.log").read_text(errors="replace")[-1500:]
+                    raise SystemExit(f"the daemon exited {proc.returncode}:\n{tail}")
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+                for key in ("VmRSS", "VmHWM"):
+                    line = next(ln for ln in status.splitlines() if ln.startswith(key))
+                    mem[key] = int(line.split()[1]) / 1024
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(20)
+            logf.close()
+            sub.stop()
+            emu.stop()
+            broker.stop()
+    return mem, latencies
+
+
+def main(out=print) -> int:
+    failed = False
+    models = sorted(MODELS.glob("*.tflite"))
+    if not models:
+        out("no shipped models in agent/models (make train)")
+        return 1
+    for m in models:
+        size = m.stat().st_size
+        ok = size <= 16 * 1024
+        failed |= not ok
+        out(f"{'PASS' if ok else 'FAIL'}  {m.name}: {size} bytes ({size / 1024:.1f} KB, "
+            f"target <= 16 KB)")
+    runs = [("ai-edge-litert", sys.executable)]
+    tfl = TFLITE_VENV / "bin" / "python"
+    if tfl.exists():
+        runs.append(("tflite-runtime", str(tfl)))
+    else:
+        out(f"tflite-runtime: not measured ({TFLITE_VENV} missing; make bench creates it)")
+    for runtime, python in runs:
+        res = latency(python, runtime, models)
+        if isinstance(res, str):
+            out(f"      {runtime}: {res}")
+            continue
+        for name, (p50, p99) in res.items():
+            out(f"      {runtime:15s} {name:5s} inference: median {p50 * 1e6:7.1f} us  "
+                f"p99 {p99 * 1e6:7.1f} us")
+    mem, lat = run_node(float(os.environ.get("BENCH_NODE_S", "90")), 3, out)
+    rss, hwm = mem.get("VmRSS", float("nan")), mem.get("VmHWM", float("nan"))
+    ok = hwm <= 45
+    failed |= not ok
+    out(f"{'PASS' if ok else 'FAIL'}  daemon memory with both models, 3 accelerometers, 4 I2C "
+        f"chips and a PMS5003: RSS {rss:.1f} MiB, peak {hwm:.1f} MiB (target <= 45 MiB)")
+    if lat:
+        p50, p99 = statistics.median(lat), pct(lat, 0.99)
+        ok = p99 <= 0.100
+        failed |= not ok
+        out(f"{'PASS' if ok else 'FAIL'}  fall alarm latency, last confirmation sample -> "
+            f"broker: n={len(lat)}, median {p50 * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms, "
+            f"max {max(lat) * 1e3:.1f} ms (target p99 <= 100 ms)")
+    else:
+        out("FAIL  fall alarm latency: no alarm reached the broker"
+            + ("" if (SISFALL / "SA01.npz").exists() else " (SisFall data missing)"))
+        failed = True
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,354 @@
+"""Fall detector, cancel window, GPIO glue, replay CLI, shipped model (no TensorFlow)."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.detectors.fall import (
+    DEFAULTS,
+    FEATURES,
+    UPRIGHT,
+    Candidate,
+    FallAlarm,
+    FallDetector,
+    confirmation_stats,
+    resample_linear,
+    window_features,
+)
+from agent.detectors.fall_replay import run_cli
+from agent.models.runtime import Model, ModelError, model_path
+
+SISFALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "sisfall"
+UP = np.array(UPRIGHT)
+LYING = np.array([0.0, 0.0, 1.0])       # 90 degrees from upright
+SITTING = np.array([0.0, -math.cos(math.radians(15)), math.sin(math.radians(15))])
+
+
+def signal(parts: list[tuple[str, float, np.ndarray]], rate: float = 100.0,
+           seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate ("still" | "walk" | "impact", seconds, gravity direction) pieces (g)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for kind, secs, g in parts:
+        n = round(secs * rate)
+        tt = np.arange(n) / rate
+        a = np.tile(g, (n, 1)) + rng.normal(0, 0.01, (n, 3))
+        if kind == "walk":
+            a += np.outer(0.45 * np.sin(2 * np.pi * 2.0 * tt), g)
+            a[:, 0] += 0.25 * np.sin(2 * np.pi * 1.0 * tt)
+        elif kind == "impact":
+            a += np.outer(np.hanning(n) * 4.0, g)   # about 5 g peak
+        out.append(a)
+    acc = np.concatenate(out)
+    return np.arange(len(acc)) / rate, acc
+
+
+def falls(det: FallDetector, t: np.ndarray, acc: np.ndarray) -> list[dict]:
+    return [e.to_dict() for e in det.update_many(t, acc) + det.flush()]
+
+
+def fall_signal(after: str = "still", g_after: np.ndarray = LYING):
+    return signal([("walk", 4.0, UP), ("impact", 0.12, UP), (after, 5.0, g_after)])
+
+
+# -- features and resampling ---------------------------------------------------------------
+
+def test_window_features_shapes_and_values():
+    win = np.concatenate([np.tile(UP, (100, 1)), np.tile(LYING, (100, 1))])
+    f = window_features(win)
+    assert f.shape == (200, len(FEATURES)) and f.dtype == np.float32
+    assert FEATURES == ("amag", "avert", "ahorz", "aup")
+    np.testing.assert_allclose(f[:100], [[1, 1, 0, 1]] * 100, atol=1e-6)   # standing
+    np.testing.assert_allclose(f[100:], [[1, 0, 1, 0]] * 100, atol=1e-6)   # lying
+    spike = np.tile(UP * 20.0, (200, 1))                                     # clipped
+    assert window_features(spike)[:, 0].max() == pytest.approx(8.0)
+
+
+def test_features_do_not_depend_on_mounting_except_aup():
+    rng = np.random.default_rng(3)
+    win = np.tile(UP, (200, 1)) + rng.normal(0, 0.3, (200, 3))
+    c, s = math.cos(0.7), math.sin(0.7)
+    rot = np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+    a, b = window_features(win), window_features(win @ rot.T, upright=rot @ UP)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_resampling_block_and_sample_by_sample_agree_at_any_rate():
+    t, acc = fall_signal()
+    whole = FallDetector(None)
+    ev_whole = falls(whole, t, acc)
+    one = FallDetector(None)
+    ev_one = [e.to_dict() for i in range(len(t)) for e in one.update(t[i], *acc[i])]
+    assert ev_whole == ev_one and len(ev_whole) == 1
+    t2, acc2 = signal([("walk", 4.0, UP), ("impact", 0.12, UP), ("still", 5.0, LYING)],
+                      rate=200.0)
+    ev200 = falls(FallDetector(None), t2, acc2)
+    assert len(ev200) == 1 and abs(ev200[0]["t"] - ev_whole[0]["t"]) < 0.05
+    r = resample_linear(t2, acc2, 50.0)
+    np.testing.assert_allclose(r, acc2[::4], atol=1e-12)   # the 50 Hz grid hits samples
+
+
+def test_rejects_time_going_backwards_and_restarts_after_a_gap():
+    det = FallDetector(None)
+    det.update(1.0, 0, -1, 0)
+    with pytest.raises(ValueError, match="not after"):
+        det.update(0.5, 0, -1, 0)
+    t, acc = fall_signal()
+    # a hole of 2 s between the impact and the lying: no interpolation across, no fall
+    cut = np.searchsorted(t, 4.2)
+    t = np.concatenate([t[:cut], t[cut:] + 2.0])
+    assert falls(FallDetector(None), t + 10, acc) == []
+
+
+# -- trigger and confirmation --------------------------------------------------------------
+
+def test_trigger_merges_one_impact_and_ignores_quiet_signals():
+    seen: list[Candidate] = []
+    det = FallDetector(None, on_candidate=seen.append)
+    t, acc = signal([("still", 3.0, UP), ("still", 3.0, UP)])
+    det.update_many(t, acc)
+    assert seen == [] and det.candidates == 0                # 1 g never triggers
+    t, acc = signal([("still", 3.0, UP), ("impact", 0.1, UP), ("still", 0.3, UP),
+                     ("impact", 0.06, UP * 0.6), ("still", 4.0, UP)])
+    det = FallDetector(None, on_candidate=seen.append)
+    det.update_many(t + 100, acc)
+    assert len(seen) == 1                                    # two spikes within merge_s
+    assert seen[0].stats.peak_g > 4.0 and abs(seen[0].t - 103.05) < 0.05
+    assert seen[0].features.shape == (200, len(FEATURES))
+
+
+def test_impact_then_lying_still_and_turned_is_a_fall():
+    t, acc = fall_signal()
+    ev = falls(FallDetector(None), t, acc)
+    assert len(ev) == 1
+    e = ev[0]
+    assert list(e)[:3] == ["t", "score", "event"] and e["event"] == "fall"
+    assert abs(e["t"] - 4.06) < 0.05 and 0.5 <= e["score"] <= 1.0
+    assert e["basis"] == "rules" and e["peak_g"] > 4.0
+    assert e["orientation_deg"] > 80 and e["still_std_g"] < 0.05
+
+
+def test_impact_then_walking_is_not_a_fall():
+    t, acc = fall_signal(after="walk", g_after=UP)
+    assert falls(FallDetector(None), t, acc) == []
+    t, acc = fall_signal(after="walk", g_after=LYING)     # crawling away: moving
+    assert falls(FallDetector(None), t, acc) == []
+
+
+def test_sitting_down_hard_is_not_a_fall():
+    seen: list[Candidate] = []
+    t, acc = fall_signal(after="still", g_after=SITTING)
+    assert falls(FallDetector(None, on_candidate=seen.append), t, acc) == []
+    big = max(seen, key=lambda c: c.stats.peak_g)
+    assert big.stats.still_std_g < 0.05 and big.stats.orientation_deg < 20
+    assert not big.confirmed
+
+
+def test_confirmation_parameters_are_parameters():
+    t, acc = fall_signal(after="still", g_after=SITTING)
+    assert len(falls(FallDetector(None, orientation_deg=10.0), t, acc)) == 1
+    t, acc = fall_signal()
+    assert falls(FallDetector(None, rule_peak_g=6.0), t, acc) == []
+    with pytest.raises(TypeError, match="unknown"):
+        FallDetector(None, stillness=1)
+
+
+def test_confirmation_stats_on_a_crafted_window():
+    ctx = np.concatenate([np.tile(UP, (100, 1)), [UP * 5], np.tile(LYING, (120, 1))])
+    s = confirmation_stats(ctx, 100, upright=UP)
+    assert s.peak_g == pytest.approx(5.0) and s.still_std_g == pytest.approx(0.0, abs=1e-9)
+    assert s.orientation_deg == pytest.approx(90.0) and s.tilt_before_deg == pytest.approx(0)
+
+
+def test_refractory_gives_one_event_per_fall():
+    t, acc = signal([("walk", 4.0, UP), ("impact", 0.12, UP), ("still", 3.0, LYING),
+                     ("impact", 0.12, LYING), ("still", 4.0, UP)])
+    assert len(falls(FallDetector(None), t, acc)) == 1
+
+
+# -- model failure: rules and health -------------------------------------------------------
+
+def test_missing_model_falls_back_to_rules_and_reports_health(tmp_path):
+    det = FallDetector(tmp_path / "nope.tflite")
+    assert not det.health.ok and det.health.mode == "rules" and det.model is None
+    assert "metadata file missing" in det.health.message
+    t, acc = fall_signal()
+    ev = falls(det, t, acc)
+    assert len(ev) == 1 and ev[0]["basis"] == "rules" and ev[0]["model"] is None
+    assert FallDetector(None).health.ok        # rules on purpose: no fault
+
+
+def test_inference_failure_mid_stream_degrades_to_rules(monkeypatch):
+    m = Model.load(model_path("fall"), expect_task="fall")
+    det = FallDetector(m)
+    assert det.health.ok and det.health.mode == "model"
+
+    def broken(x):
+        raise ModelError("fall: inference failed: simulated")
+
+    monkeypatch.setattr(m, "predict", broken)
+    t, acc = fall_signal()
+    ev = falls(det, t, acc)
+    assert not det.health.ok and "simulated" in det.health.message
+    assert len(ev) == 1 and ev[0]["basis"] == "rules"
+
+
+def test_model_with_other_features_is_refused(tmp_path):
+    src = model_path("fall")
+    (tmp_path / "m.tflite").write_bytes(src.read_bytes())
+    meta = json.loads(src.with_suffix(".json").read_text())
+    meta["features"] = ["ax", "ay", "az", "amag"]
+    (tmp_path / "m.json").write_text(json.dumps(meta))
+    det = FallDetector(tmp_path / "m.tflite")
+    assert not det.health.ok and "features" in det.health.message
+
+
+# -- the shipped model ---------------------------------------------------------------------
+
+def test_shipped_model_matches_the_detector():
+    p = model_path("fall")
+    m = Model.load(p, expect_task="fall")
+    assert tuple(m.meta.features) == FEATURES
+    assert m.meta.input_shape == (m.meta.window, len(FEATURES))
+    assert m.meta.sample_rate_hz == 50 and p.stat().st_size <= 16 * 1024
+    assert set(m.meta.thresholds) >= {"trigger_g", "still_std_g", "orientation_deg"}
+    assert {"data", "folds", "date", "seed"} <= set(m.meta.trained)
+    det = FallDetector()
+    assert det.health.ok and det.health.mode == "model" and det.window == m.meta.window
+    for k in DEFAULTS:
+        if k in m.meta.thresholds:
+            assert det.params[k] == m.meta.thresholds[k]
+    # a window of someone standing still is not a fall; the model answers in 0..1
+    quiet = window_features(np.tile(UP, (det.window, 1)))
+    assert 0.0 <= m.predict(quiet) < m.meta.threshold
+
+
+# -- cancel window -------------------------------------------------------------------------
+
+FALL = {"t": 12.5, "score": 0.93, "event": "fall", "model": "2026.11.1", "peak_g": 6.1}
+
+
+def test_fall_alarm_timeout_sends_the_alarm_with_the_evidence():
+    a = FallAlarm(cancel_s=30)
+    ev = a.fall(FALL, now=100.0)
+    assert [e.event for e in ev] == ["fall_pending"] and a.pending
+    assert a.tick(129.9) == [] and a.remaining_s == pytest.approx(0.1)
+    ev = a.tick(130.0)
+    assert len(ev) == 1 and ev[0].event == "alarm" and not a.pending
+    d = ev[0].to_dict()
+    assert d["t"] == 12.5 and d["score"] == 0.93 and d["model"] == "2026.11.1"
+    assert d["peak_g"] == 6.1 and d["waited_s"] == 30.0
+    assert a.tick(200.0) == []
+
+
+def test_fall_alarm_cancel_and_second_fall():
+    a = FallAlarm(cancel_s=30)
+    a.fall(FALL, now=0.0)
+    assert a.fall({**FALL, "t": 20.0, "score": 0.99}, now=10.0) == []   # same window
+    ev = a.cancel(now=15.0)
+    assert [e.event for e in ev] == ["cancelled"] and ev[0].data["score"] == 0.99
+    assert ev[0].t == 12.5 and not a.pending and a.tick(100.0) == []
+    assert a.cancel(now=101.0) == []
+
+
+def test_gpio_glue_with_mock_pins():
+    from gpiozero.pins.mock import MockFactory
+
+    from agent.fall_alarm import FallAlarmGPIO
+
+    now = [0.0]
+    factory = MockFactory()
+    io_ = FallAlarmGPIO(button_pin=17, buzzer_pin=18, led_pin=27, cancel_s=30,
+                        pin_factory=factory, bounce_s=None, clock=lambda: now[0])
+    try:
+        assert io_.buzzer.value == 0 and io_.led.value == 0
+        io_.fall(FALL)
+        assert io_.pending and io_.buzzer.value == 1 and io_.led.value == 1
+        now[0] = 5.0
+        factory.pin(17).drive_low()                 # "I'm OK" pressed
+        factory.pin(17).drive_high()
+        assert not io_.pending and io_.buzzer.value == 0 and io_.led.value == 0
+        ev = io_.tick()
+        assert [e.event for e in ev] == ["cancelled"] and ev[0].data["waited_s"] == 5.0
+        io_.fall(FALL)                              # a new fall, nobody answers
+        now[0] = 36.0
+        ev = io_.tick()
+        assert [e.event for e in ev] == ["alarm"] and io_.buzzer.value == 0
+    finally:
+        io_.close()
+
+
+# -- replay CLI ----------------------------------------------------------------------------
+
+def write_csv(path: Path, t: np.ndarray, acc: np.ndarray) -> Path:
+    rows = "\n".join(f"{a:.4f},{b:.5f},{c:.5f},{d:.5f}"
+                     for a, (b, c, d) in zip(t, acc, strict=True))
+    path.write_text("t,ax,ay,az\n" + rows + "\n", encoding="utf-8")
+    return path
+
+
+def cli(path: Path | str, model: str | None = None) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    rc = run_cli(str(path), out, err, model=model)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def sisfall(subject: str, key: str) -> tuple[np.ndarray, np.ndarray]:
+    if not (SISFALL / f"{subject}.npz").is_file():
+        pytest.skip(f"SisFall data not at {SISFALL} (../shared absent): real-data replay "
+                    "not tested")
+    with np.load(SISFALL / f"{subject}.npz") as z:
+        acc = z[key].astype(np.float64) * 32 / 8192
+    return np.arange(len(acc)) / 200.0, acc
+
+
+def test_replay_real_fall_and_real_adl(tmp_path):
+    t, acc = sisfall("SA01", "F01_R01")
+    rc, out, err = cli(write_csv(tmp_path / "fall.csv", t, acc))
+    assert rc == 0 and err == ""
+    lines = [json.loads(x) for x in out.splitlines()]
+    assert len(lines) == 1 and list(lines[0])[:2] == ["t", "score"]
+    mag = np.linalg.norm(acc, axis=1)
+    assert abs(lines[0]["t"] - t[np.argmax(mag)]) < 1.0
+    assert lines[0]["score"] >= 0.5 and lines[0]["basis"] == "model"
+    t, acc = sisfall("SA01", "D13_R01")                 # lying down quickly, and up
+    rc, out, err = cli(write_csv(tmp_path / "adl.csv", t, acc))
+    assert rc == 0 and out == ""
+
+
+def test_replay_errors(tmp_path):
+    rc, out, err = cli(tmp_path / "missing.csv")
+    assert rc == 66 and "missing.csv" in err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("t,ax,ay,az\n0.00,0,-1,0\n0.01,0,x,0\n")
+    rc, out, err = cli(bad)
+    assert rc == 65 and "bad.csv:3:" in err and "ay" in err and out == ""
+    slow = write_csv(tmp_path / "slow.csv", np.arange(100) / 25.0, np.tile(UP, (100, 1)))
+    rc, out, err = cli(slow)
+    assert rc == 65 and "25.0 Hz" in err and "50 Hz" in err
+    back = tmp_path / "back.csv"
+    back.write_text("t,ax,ay,az\n0.00,0,-1,0\n0.01,0,-1,0\n0.005,0,-1,0\n")
+    rc, out, err = cli(back)
+    assert rc == 65 and "back.csv:4:" in err
+    hdr = tmp_path / "hdr.csv"
+    hdr.write_text("t,x,y,z\n0,0,-1,0\n")
+    assert cli(hdr)[0] == 65
+    ok = write_csv(tmp_path / "ok.csv", np.arange(300) / 100.0, np.tile(UP, (300, 1)))
+    rc, out, err = cli(ok, model=str(tmp_path / "none.tflite"))
+    assert rc == 66 and "none" in err
+
+
+def test_replay_uses_rules_when_shipped_model_is_unusable(tmp_path, monkeypatch):
+    import agent.detectors.fall as fall_mod
+
+    monkeypatch.setattr(fall_mod, "model_path", lambda name: tmp_path / "gone.tflite")
+    t, acc = fall_signal()
+    rc, out, err = cli(write_csv(tmp_path / "f.csv", t, acc))
+    assert rc == 0 and "rules only" in err
+    assert json.loads(out.splitlines()[0])["basis"] == "rules"

@@ -1,0 +1,1 @@
+"""Model training (TensorFlow in .venv-train); never imported by the daemon."""

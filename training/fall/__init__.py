@@ -1,0 +1,1 @@
+"""The fall model: data and candidates (numpy only) in data.py, training in train.py."""

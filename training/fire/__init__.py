@@ -1,0 +1,1 @@
+"""Fire model training: ``.venv-train/bin/python -m training.fire.train``."""
