@@ -130,7 +130,8 @@ def aarch64_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return Path(given)
     out = tmp_path_factory.mktemp("dist")
     proc = subprocess.run([sys.executable, str(ROOT / "deploy/bundle.py"), "--arch", "aarch64",
-                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+                           "--extras", "tflite", "--out", str(out)], capture_output=True,
+                          text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return Path(proc.stdout.strip().splitlines()[-1])
 
@@ -227,6 +228,17 @@ def test_installs_offline_from_the_aarch64_bundle(installed: tuple[Path, list[st
     so_file, encoded = proc.stdout.split()
     assert encoded == '{"a":[1]}'
     assert _elf_machine(root / so_file.lstrip("/")) == 183
+    # The shipped models run on the Pi's architecture with ai-edge-litert.
+    proc = in_chroot(root, f"{venv}/python", "-c",
+                     "from agent.models import Model, model_path\n"
+                     "for n in ('fall', 'fire'):\n"
+                     "    m = Model.load(model_path(n))\n"
+                     "    print(n, m.runtime, m.predict([[0.0] * len(m.meta.features)] * "
+                     "m.meta.window if len(m.meta.input_shape) == 2 else "
+                     "[0.0] * len(m.meta.features)))")
+    lines = dict(ln.split(" ", 1) for ln in proc.stdout.strip().splitlines())
+    assert set(lines) == {"fall", "fire"}
+    assert all(v.startswith("ai-edge-litert ") for v in lines.values()), lines
     passwd = (root / "etc/passwd").read_text()
     assert "citynode:" in passwd and ":/var/lib/citynode:/usr/sbin/nologin" in passwd
     assert (root / "etc/systemd/system/citynode.service").is_file()

@@ -63,6 +63,7 @@ def _bundle(tmp: Path) -> Path:
     """The offline bundle for this machine's architecture (the Pi's is aarch64)."""
     out = tmp / "dist"
     subprocess.run([sys.executable, str(ROOT / "deploy" / "bundle.py"), "--arch", "x86_64",
+                    "--extras", "tflite",
                     "--out", str(out)], check=True, timeout=600, capture_output=True)
     return next(out.glob("citynode-bundle-*-x86_64.tar.gz"))
 
@@ -162,6 +163,10 @@ def test_ready_status_sandbox_journal_messages_and_clean_stop(box):
     assert st.returncode == 0, st.stdout + st.stderr
     snap = json.loads(st.stdout)
     assert {s["name"] for s in snap["sensors"]} >= {"sht", "bme"}, snap
+    # the fire model runs inside the sandbox (MemoryDenyWriteExecute, syscall filter)
+    assert snap["models"].get("fire", "").startswith("fire "), snap["models"]
+    log = box.sh("journalctl -u citynode -o cat --no-pager").stdout
+    assert "fire_model" not in log, log[-2000:]
     assert box.sh("stat -c %a /run/citynode").stdout.strip() == "755"
 
     # SIGTERM (systemctl stop): flushed, "offline" retained, exit status 0.

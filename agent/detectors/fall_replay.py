@@ -30,7 +30,7 @@ import numpy as np
 
 from ..models.runtime import Model, ModelError
 from .fall import FallDetector
-from .replay import EX_DATAERR, EX_NOINPUT, ReplayError, csv_fields, parse_time
+from .replay import EX_DATAERR, EX_NOINPUT, ReplayError, csv_fields, parse_time, read_input
 
 __all__ = ["MIN_RATE_HZ", "read_samples", "replay_fall", "run_cli"]
 
@@ -85,19 +85,9 @@ def run_cli(input_path: str, out: TextIO, err: TextIO | None = None,
             model: str | None = None) -> int:
     """``citynode detect fall``: returns the exit code (0, 65 bad data, 66 no file)."""
     err = sys.stderr if err is None else err
-    name = "<stdin>" if input_path == "-" else input_path
-    try:
-        if input_path == "-":
-            text = sys.stdin.read()
-        else:
-            with open(input_path, encoding="utf-8", newline="") as f:
-                text = f.read()
-    except OSError as e:
-        print(f"error: {name}: {e.strerror or e}", file=err)
-        return EX_NOINPUT
-    except UnicodeDecodeError as e:
-        print(f"error: {name}: not UTF-8 text ({e.reason})", file=err)
-        return EX_DATAERR
+    name, text, code = read_input(input_path, err)
+    if text is None:
+        return code
     try:
         t, acc = read_samples(io.StringIO(text, newline=""))
     except ReplayError as e:

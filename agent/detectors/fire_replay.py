@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
 from .fire import QUANTITIES, FireDetector
-from .replay import EX_DATAERR, EX_NOINPUT, ReplayError, parse_time
+from .replay import EX_DATAERR, ReplayError, parse_time, read_input
 
 __all__ = ["read_fire_rows", "replay_fire", "run_cli"]
 
@@ -105,19 +105,9 @@ def run_cli(input_path: str, out: TextIO, err: TextIO | None = None,
             model: str | None = None) -> int:
     """``citynode detect fire``: returns the exit code (0, 65 bad row, 66 no file)."""
     err = sys.stderr if err is None else err
-    name = "<stdin>" if input_path == "-" else input_path
-    try:
-        if input_path == "-":
-            text = sys.stdin.read()
-        else:
-            with open(input_path, encoding="utf-8", newline="") as f:
-                text = f.read()
-    except OSError as e:
-        print(f"error: {name}: {e.strerror or e}", file=err)
-        return EX_NOINPUT
-    except UnicodeDecodeError as e:
-        print(f"error: {name}: not UTF-8 text ({e.reason})", file=err)
-        return EX_DATAERR
+    name, text, code = read_input(input_path, err)
+    if text is None:
+        return code
     try:
         rows = list(read_fire_rows(io.StringIO(text, newline="")))  # all checked first
     except ReplayError as e:

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple, TextIO
 
 from .activity import ActivityDetector
-from .replay import EX_DATAERR, EX_NOINPUT, ReplayError, csv_fields, parse_time
+from .replay import EX_DATAERR, ReplayError, csv_fields, parse_time, read_input
 
 __all__ = ["PlugRow", "read_plug_rows", "replay_inactivity", "run_cli"]
 
@@ -85,19 +85,9 @@ def replay_inactivity(rows: Iterable[PlugRow], *, tick_s: float = 60.0,
 def run_cli(input_path: str, out: TextIO, err: TextIO | None = None, **kw: Any) -> int:
     """``citynode detect inactivity``: returns the exit code (0, 65 bad row, 66 no file)."""
     err = sys.stderr if err is None else err
-    name = "<stdin>" if input_path == "-" else input_path
-    try:
-        if input_path == "-":
-            text = sys.stdin.read()
-        else:
-            with open(input_path, encoding="utf-8", newline="") as f:
-                text = f.read()
-    except OSError as e:
-        print(f"error: {name}: {e.strerror or e}", file=err)
-        return EX_NOINPUT
-    except UnicodeDecodeError as e:
-        print(f"error: {name}: not UTF-8 text ({e.reason})", file=err)
-        return EX_DATAERR
+    name, text, code = read_input(input_path, err)
+    if text is None:
+        return code
     try:
         rows = list(read_plug_rows(io.StringIO(text, newline="")))  # all checked first
         for ev in replay_inactivity(rows, **kw):

@@ -222,23 +222,30 @@ def parse_baseline_options(values: Iterable[str]) -> dict[str, float]:
     return out
 
 
+def read_input(input_path: str, err: TextIO) -> tuple[str, str | None, int]:
+    """A replay's input, a file or ``-`` (stdin), as text: ``(name, text, 0)``, or
+    ``(name, None, exit code)`` once the reason is printed (66 missing, 65 not UTF-8)."""
+    name = "<stdin>" if input_path == "-" else input_path
+    try:
+        if input_path == "-":
+            return name, sys.stdin.read(), 0
+        with open(input_path, encoding="utf-8", newline="") as f:
+            return name, f.read(), 0
+    except OSError as e:
+        print(f"error: {name}: {e.strerror or e}", file=err)
+        return name, None, EX_NOINPUT
+    except UnicodeDecodeError as e:
+        print(f"error: {name}: not UTF-8 text ({e.reason})", file=err)
+        return name, None, EX_DATAERR
+
+
 def run_cli(input_path: str, baselines: Mapping[str, float], out: TextIO,
             err: TextIO | None = None, **detector_kwargs: Any) -> int:
     """``citynode detect occupancy``: returns the exit code (0, 65 bad row, 66 no file)."""
     err = sys.stderr if err is None else err
-    name = "<stdin>" if input_path == "-" else input_path
-    try:
-        if input_path == "-":
-            text = sys.stdin.read()
-        else:
-            with open(input_path, encoding="utf-8", newline="") as f:
-                text = f.read()
-    except OSError as e:
-        print(f"error: {name}: {e.strerror or e}", file=err)
-        return EX_NOINPUT
-    except UnicodeDecodeError as e:
-        print(f"error: {name}: not UTF-8 text ({e.reason})", file=err)
-        return EX_DATAERR
+    name, text, code = read_input(input_path, err)
+    if text is None:
+        return code
     try:
         # Validate every row before printing anything: a half-printed replay misleads.
         collections.deque(read_rows(io.StringIO(text, newline="")), maxlen=0)
