@@ -244,7 +244,7 @@ def cmd_version(args: argparse.Namespace) -> int:
 # -- parser ------------------------------------------------------------------------------
 FIELD_TOOLS = ("provision", "doctor", "status", "sdcard")
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(field_tools: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="citynode", description=(
         "Agent for Raspberry Pi smart-city sensor nodes. See README.md and docs/."))
     p.add_argument("--version", action="version", version=f"citynode {__version__}")
@@ -348,14 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     cal.set_defaults(func=cmd_calibrate)
 
     # Installer and operator tools, each in its own module with register(sub, default_cfg).
-    for name in FIELD_TOOLS:
-        try:
-            mod = importlib.import_module(f"agent.{name}")
-        except ModuleNotFoundError as exc:  # TEMPORARY while the modules are being written
-            if exc.name != f"agent.{name}":
-                raise
-            continue
-        mod.register(sub, default_cfg)
+    for name in FIELD_TOOLS if field_tools else ():
+        importlib.import_module(f"agent.{name}").register(sub, default_cfg)
 
     v = sub.add_parser("version", help="print the version")
     v.set_defaults(func=cmd_version)
@@ -363,8 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    # The daemon does not need the installer tools' modules in its memory (about 3 MiB).
+    parser = build_parser(field_tools=args_in[:1] != ["run"])
+    args = parser.parse_args(args_in)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EX_USAGE
