@@ -506,6 +506,19 @@ class StreamTally:
     reasons: dict[str, int] | None = None
 
 
+def _poll_quietly(dev: Any) -> None:
+    """One poll of the driver; its "no valid frame for N s" errors are left to the byte
+    tally, which says what arrived better. A vanished port (DeviceGone) is raised."""
+    from drivers.base import DeviceError, DeviceGone
+
+    try:
+        dev.poll()
+    except DeviceGone:
+        raise
+    except DeviceError:
+        return
+
+
 class _Decoder:
     """Feed received bytes to the device's sans-I/O codec and count what comes out."""
 
@@ -615,12 +628,10 @@ def check_serial_sensor(s: Any, *, port: str | None = None,
     try:
         while time.monotonic() - start < listen_s and decoder.tally.frames < ENOUGH_FRAMES:
             try:
-                dev.poll()
+                _poll_quietly(dev)
             except DeviceGone as exc:
                 gone = str(exc)
                 break
-            except DeviceError:
-                pass  # "no valid frame for N s": the tally says it better
             for tap in taps:
                 if tap.rx:
                     decoder.feed(bytes(tap.rx))

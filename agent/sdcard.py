@@ -26,6 +26,7 @@ removes its hook and writes ``citynode/FIRSTBOOT-RESULT.txt`` (and the journal, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import hashlib
 import io
@@ -264,10 +265,8 @@ def remove_hook(cmdline: str) -> str:
 def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
-    try:
+    with contextlib.suppress(OSError):  # a FAT boot partition has no modes
         path.chmod(mode)
-    except OSError:
-        pass  # FAT: no modes
 
 
 def write_kit(args: argparse.Namespace) -> int:
