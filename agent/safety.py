@@ -85,6 +85,7 @@ class Safety:
 
             self.fire = FireDetector(_model_arg(cfg.fire.model, True))
             self._fire_sensors = {s.name for s in feeders}
+            self._fire_ok = self.fire.healthy
             self._report_model("fire", self.fire.healthy, self.fire.health.get("error") or "",
                                getattr(self.fire.model, "meta", None))
 
@@ -171,8 +172,7 @@ class Safety:
                 log.warning("fire detector refused a reading: %s", exc,
                             extra={"EVENT": "detector_exception"})
                 return
-            was_ok = getattr(self, "_fire_ok", True)
-            if was_ok != self.fire.healthy:
+            if self._fire_ok != self.fire.healthy:  # the model failed while running
                 self._fire_ok = self.fire.healthy
                 self._report_model("fire", self.fire.healthy,
                                    self.fire.health.get("error") or "", None)

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 from .base import DeviceError, Reading
+from .i2ccapture import CaptureWalk, Record
 from .i2cdev import IDLE_WAIT_S, BusFactory, I2CDevice
 
 #: What a reading of an accelerometer carries (docs/payload.md): the latest sample and
@@ -228,7 +229,6 @@ class FifoAccelerometer(I2CDevice, ABC):
 
 
 # -- captures -------------------------------------------------------------------------------
-Record = tuple[int, str, "bytes | None"]
 
 
 class CaptureChip(Protocol):
@@ -251,13 +251,9 @@ def decode_register_capture(records: Iterable[Record], addresses: tuple[int, ...
     register pointer (the rest are data), a read starts at the pointer. NACKs, reads with no
     pointer and transfers to other addresses become ``rejected`` events. Never raises."""
     chips: dict[int, CaptureChip] = {}
-    others: dict[int, int] = {}
-    for i, (addr, kind, data) in enumerate(records):
-        if addr not in addresses:
-            others[addr] = others.get(addr, 0) + 1
-            continue
+    walk = CaptureWalk(addresses)
+    for addr, kind, data, head in walk(records):
         chip = chips.setdefault(addr, new_chip())
-        head: dict[str, Any] = {"transfer": i, "addr": f"0x{addr:02x}"}
         if data is None:
             what = "write" if kind == "W" else "read"
             yield {**head, "type": "rejected",
@@ -274,7 +270,4 @@ def decode_register_capture(records: Iterable[Record], addresses: tuple[int, ...
                    "reason": "read with no register address written before it in the capture"}
         else:
             yield from chip.read(head, chip.pointer, data)
-    if others:
-        where = ", ".join(f"0x{a:02x} ({n})" for a, n in sorted(others.items()))
-        yield {"type": "rejected", "reason": f"transfers to addresses other than "
-               f"{'/'.join(f'0x{a:02x}' for a in addresses)} ignored: {where}"}
+    yield from walk.summary()

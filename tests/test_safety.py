@@ -208,3 +208,22 @@ emulator_source = "sisfall:SA01/F05_R01"
             proc.wait(20)
             sub.stop()
     assert "Traceback" not in (tmp_path / "agent.log").read_text()
+
+
+def test_fire_model_failing_while_running_is_reported_once(tmp_path) -> None:
+    from agent.models.runtime import ModelError
+
+    s, _sent, health = make(tmp_path)
+    if s.fire.model is None:
+        pytest.skip("no TFLite runtime here: the fire model did not load")
+
+    def broken(_x):
+        raise ModelError("fire: inference failed: simulated")
+
+    s.fire.model.predict = broken
+    for i in range(900):  # past the gas sensor's warm-up, so the model is asked
+        s.fire_values({"temperature_c": 21.0, "humidity_pct": 40.0, "eco2_ppm": 400.0},
+                      t=float(i))
+    faults = [h for h in health if h[0] == "fire" and not h[1]]
+    assert len(faults) == 1 and "simulated" in faults[0][2]
+    assert not s.fire.healthy

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..i2ccapture import CaptureWalk, Record
+
 ADDRESSES = (0x76, 0x77)  # SDO low / high
 
 # -- registers ------------------------------------------------------------------------
@@ -297,7 +299,6 @@ def decode_data(data: bytes, cal: Calibration) -> Measurement:
 
 
 # -- captures ---------------------------------------------------------------------------------
-Record = tuple[int, str, "bytes | None"]
 
 
 class _Chip:
@@ -325,13 +326,9 @@ def decode_capture(records: Iterable[Record],
     before them, are ``rejected`` with a reason. Never raises for any byte content.
     """
     chips: dict[int, _Chip] = {}
-    others: dict[int, int] = {}
-    for i, (addr, kind, data) in enumerate(records):
-        if addr not in addresses:
-            others[addr] = others.get(addr, 0) + 1
-            continue
+    walk = CaptureWalk(addresses)
+    for addr, kind, data, head in walk(records):
         chip = chips.setdefault(addr, _Chip())
-        head: dict[str, Any] = {"transfer": i, "addr": f"0x{addr:02x}"}
         if data is None:
             what = "write" if kind == "W" else "read"
             yield {**head, "type": "rejected", "reason": f"{what} NACKed (no device at this "
@@ -340,10 +337,7 @@ def decode_capture(records: Iterable[Record],
             handler = _capture_write if kind == "W" else _capture_read
             for doc in handler(head, chip, data):
                 yield {**head, "type": doc.pop("type"), **doc}  # the type first, for reading
-    if others:
-        where = ", ".join(f"0x{a:02x} ({n})" for a, n in sorted(others.items()))
-        yield {"type": "rejected", "reason": f"transfers to addresses other than "
-               f"{'/'.join(f'0x{a:02x}' for a in addresses)} ignored: {where}"}
+    yield from walk.summary()
 
 
 def _capture_write(head: dict[str, Any], chip: _Chip, data: bytes) -> Iterator[dict[str, Any]]:

@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from ..i2ccapture import CaptureWalk, Record
+
 ADDRESS = 0x70
 ADDRESSES = (ADDRESS,)
 RANGE_COMMAND = 0x51
@@ -33,7 +35,6 @@ RANGING_TIME_S = 0.08
 MIN_CM = 20
 MAX_CM = 765
 
-Record = tuple[int, str, bytes | None]
 
 
 def range_command() -> bytes:
@@ -77,20 +78,13 @@ def decode_capture(records: Iterable[Record],
     summed up in one ``rejected`` line at the end. Never raises for any byte content.
     """
     ranged: dict[int, bool] = {}  # address -> a range command came before this read
-    others: dict[int, int] = {}
-    for i, (addr, kind, data) in enumerate(records):
-        if addr not in addresses:
-            others[addr] = others.get(addr, 0) + 1
-            continue
-        head: dict[str, Any] = {"transfer": i, "addr": f"0x{addr:02x}"}
+    walk = CaptureWalk(addresses)
+    for addr, kind, data, head in walk(records):
         if kind == "W":
             yield _capture_write(head, addr, data, ranged)
         else:
             yield _capture_read(head, addr, data, ranged)
-    if others:
-        where = ", ".join(f"0x{a:02x} ({n})" for a, n in sorted(others.items()))
-        yield {"type": "rejected", "reason": f"transfers to addresses other than "
-               f"{'/'.join(f'0x{a:02x}' for a in addresses)} ignored: {where}"}
+    yield from walk.summary()
 
 
 def _capture_write(head: dict[str, Any], addr: int, data: bytes | None,

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..i2ccapture import CaptureWalk, Record
 from ..sensirion import CRCError, pack_words, unpack_words
 
 __all__ = [
@@ -264,7 +265,6 @@ def encode_words(*words: int) -> bytes:
 
 
 # -- captures -------------------------------------------------------------------------
-Record = tuple[int, str, "bytes | None"]
 
 
 def _describe_args(code: int, args: list[int]) -> dict[str, Any]:
@@ -316,20 +316,13 @@ def decode_capture(records: Iterable[Record],
     ``rejected`` with a reason. Never raises for any byte content.
     """
     pending: dict[int, int | None] = {}
-    others: dict[int, int] = {}
-    for i, (addr, kind, data) in enumerate(records):
-        if addr not in addresses:
-            others[addr] = others.get(addr, 0) + 1
-            continue
-        head: dict[str, Any] = {"transfer": i, "addr": f"0x{addr:02x}"}
+    walk = CaptureWalk(addresses)
+    for addr, kind, data, head in walk(records):
         if kind == "W":
             yield _capture_write(head, addr, data, pending)
         else:
             yield _capture_read(head, addr, data, pending)
-    if others:
-        where = ", ".join(f"0x{a:02x} ({n})" for a, n in sorted(others.items()))
-        yield {"type": "rejected", "reason": f"transfers to addresses other than "
-               f"{'/'.join(f'0x{a:02x}' for a in addresses)} ignored: {where}"}
+    yield from walk.summary()
 
 
 def _capture_write(head: dict[str, Any], addr: int, data: bytes | None,

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ..i2ccapture import CaptureWalk, Record
 from ..sensirion import CRCError, crc8, pack_words, unpack_words
 
 ADDRESSES = (0x44, 0x45)  # ADDR pin low / high
@@ -216,7 +217,6 @@ def decode_serial(data: bytes) -> int:
 
 
 # -- captures ---------------------------------------------------------------------
-Record = tuple[int, str, "bytes | None"]
 
 
 def decode_capture(records: Iterable[Record],
@@ -230,26 +230,22 @@ def decode_capture(records: Iterable[Record],
     one ``rejected`` line at the end. Never raises for any byte content.
     """
     pending: dict[int, int | None] = {}  # address -> command whose reply is still unread
-    others: dict[int, int] = {}
-    for i, (addr, kind, data) in enumerate(records):
-        if addr == GENERAL_CALL and kind == "W" and data == b"\x06":
-            for a in pending:
-                pending[a] = None
-            yield {"transfer": i, "type": "command", "addr": "0x00", "cmd": "06",
-                   "name": "general call reset"}
+    walk = CaptureWalk(addresses, passthrough=(GENERAL_CALL,))
+    for addr, kind, data, head in walk(records):
+        if addr == GENERAL_CALL and addr not in addresses:
+            if kind == "W" and data == b"\x06":
+                for a in pending:
+                    pending[a] = None
+                yield {"transfer": head["transfer"], "type": "command", "addr": "0x00", "cmd": "06",
+                       "name": "general call reset"}
+            else:
+                walk.skip(addr)
             continue
-        if addr not in addresses:
-            others[addr] = others.get(addr, 0) + 1
-            continue
-        head: dict[str, Any] = {"transfer": i, "addr": f"0x{addr:02x}"}
         if kind == "W":
             yield from _capture_write(head, addr, data, pending)
         else:
             yield _capture_read(head, addr, data, pending)
-    if others:
-        where = ", ".join(f"0x{a:02x} ({n})" for a, n in sorted(others.items()))
-        yield {"type": "rejected", "reason": f"transfers to addresses other than "
-               f"{'/'.join(f'0x{a:02x}' for a in addresses)} ignored: {where}"}
+    yield from walk.summary()
 
 
 def _capture_write(head: dict[str, Any], addr: int, data: bytes | None,
