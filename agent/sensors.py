@@ -238,6 +238,8 @@ def _accelerometer(cfg: Any) -> Device:
     else:
         from drivers.mpu6050 import MPU6050 as Driver  # type: ignore[assignment]
         from drivers.mpu6050.emulator import MPU6050Model as Model  # type: ignore[assignment]
-    bus = _i2c_bus(cfg, lambda: Model(source_from_spec(cfg.emulator_source)))
+    # keep: the emulator's ground-truth history is for tests; in the daemon 20,000
+    # samples would cost about 5.6 MiB per accelerometer of its 45 MiB budget
+    bus = _i2c_bus(cfg, lambda: Model(source_from_spec(cfg.emulator_source), keep=256))
     return Driver(bus, address=cfg.address, rate_hz=cfg.rate_hz, range_g=cfg.range_g,
                   read_interval_s=cfg.read_interval_s, quantities=tuple(cfg.quantities))

@@ -125,6 +125,10 @@ class Spool:
         db.execute("PRAGMA synchronous = FULL")
         db.execute("PRAGMA wal_autocheckpoint = 256")
         db.execute("PRAGMA journal_size_limit = 262144")
+        # 512 KiB of page cache, not SQLite's default 2 MiB: the spool appends and reads
+        # its oldest rows, so a big cache buys nothing, and the node's memory is budgeted
+        # (45 MiB in all; the drain and memory figures are in docs/spool.md)
+        db.execute("PRAGMA cache_size = -512")
         for lane in LANES:
             db.execute(_SCHEMA.format(lane=lane))
         db.execute(_META)

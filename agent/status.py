@@ -16,7 +16,6 @@ process that is still alive), prints it as a table or as JSON, and exits like
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -25,7 +24,10 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the daemon imports this module; argparse is for the command only
+    import argparse
 
 log = logging.getLogger("citynode.status")
 

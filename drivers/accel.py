@@ -10,7 +10,7 @@ needs one small summary per window. So :class:`FifoAccelerometer` does both:
   read time at the configured rate (after an overrun, a stall, or when the
   chip's clock drifts from the host's: counted as ``reanchored``);
 * every drained batch goes to :attr:`FifoAccelerometer.on_samples` (called on
-  the sampling thread) and into a bounded buffer that
+  the sampling thread) or, when that is not set, into a bounded buffer that
   :meth:`FifoAccelerometer.drain_samples` empties (thread-safe): that is the
   detector's stream, a list of :class:`Sample` ``(t, ax, ay, az)`` in g;
 * once per ``read_interval_s`` a :class:`drivers.base.Reading` carries the
@@ -145,7 +145,8 @@ class FifoAccelerometer(I2CDevice, ABC):
     # -- the detector's stream -----------------------------------------------------------
     def drain_samples(self) -> list[Sample]:
         """Every sample since the previous call (thread-safe; the oldest beyond
-        ``max(4096, 30 s)`` are dropped if nobody drains)."""
+        ``max(4096, 30 s)`` are dropped if nobody drains). Empty while :attr:`on_samples`
+        is set: then every sample goes to that callback instead."""
         with self._buffer_lock:
             out = list(self._buffer)
             self._buffer.clear()
@@ -199,10 +200,11 @@ class FifoAccelerometer(I2CDevice, ABC):
         self._last_sample_t = self._prev_t = batch[-1].t
         self._latest = batch[-1]
         self._peak = max(self._peak, max(s.magnitude for s in batch))
+        if self.on_samples is not None:  # handed over, not kept: 30 s of samples per
+            self.on_samples(batch)       # chip would be 0.7 MiB of the daemon's memory
+            return
         with self._buffer_lock:
             self._buffer.extend(batch)
-        if self.on_samples is not None:
-            self.on_samples(batch)
 
     def _check_configured(self, now: float) -> None:
         """No sample for a while: a chip reset by a brown-out is back in standby or asleep,

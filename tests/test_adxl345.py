@@ -28,6 +28,11 @@ needs_sisfall = pytest.mark.skipif(not sisfall_available(),
                                    reason="SisFall data absent (/work/shared/data/sisfall)")
 
 
+def table(rows) -> np.ndarray:
+    """A :class:`drivers.emulation.motion.Rows` as an ``(n, 3)`` numpy array (no copy)."""
+    return np.frombuffer(rows.data, dtype=rows.data.typecode).reshape(-1, 3)
+
+
 def rig(model: ADXL345Model | None = None, **kw):
     return attach(ADXL345, ADDR, model or ADXL345Model(RestSource(seed=1)), **kw)
 
@@ -158,8 +163,8 @@ def test_readings_carry_the_latest_sample_and_the_peak():
     rg.dev.on_samples = batches.append
     readings = run(rg, 3.05)
     assert len(readings) == 3
-    s = rg.dev.drain_samples()
-    assert [x for b in batches for x in b] == s
+    s = [x for b in batches for x in b]
+    assert len(s) >= 150 and rg.dev.drain_samples() == []  # handed over, not also kept
     last = readings[-1]
     before = [x for x in s if x.t <= last.t_mono]
     assert (last.values["ax"], last.values["ay"], last.values["az"]) == before[-1][1:]
@@ -218,7 +223,7 @@ def test_sisfall_trial_replays_exactly_at_200_hz():
     s = rg.dev.drain_samples()
     got = np.array([x[1:] for x in s])
     # ±16 g full resolution is the data set's own format: the same counts come back.
-    assert np.array_equal(got * 256, src.counts[:len(s)].astype(float))
+    assert np.array_equal(got * 256, table(src.counts)[:len(s)].astype(float))
     assert len(s) >= 590
 
 
@@ -229,7 +234,7 @@ def test_sisfall_fall_replays_at_50_hz_within_quantization():
     rg.dev.open()
     run(rg, 16.0)  # longer than the 15 s trial: it loops
     s = rg.dev.drain_samples()
-    want = src.samples(50)
+    want = table(src.samples(50))
     assert len(want) == 750
     got = np.array([x[1:] for x in s])
     expect = want[np.arange(len(s)) % len(want)]

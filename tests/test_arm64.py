@@ -136,6 +136,16 @@ def aarch64_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
+def pi4_cpuinfo(cpus: int) -> str:
+    """/proc/cpuinfo of a Raspberry Pi 4 Model B (Cortex-A72) on a 64-bit kernel."""
+    core = ("processor\t: {n}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n"
+            "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\n"
+            "CPU part\t: 0xd08\nCPU revision\t: 3\n\n")
+    return ("".join(core.format(n=n) for n in range(cpus))
+            + "Hardware\t: BCM2835\nRevision\t: c03111\nSerial\t\t: 10000000c0ffee42\n"
+            "Model\t\t: Raspberry Pi 4 Model B Rev 1.1\n")
+
+
 @contextlib.contextmanager
 def overlay(base: Path, work: Path) -> Iterator[Path]:
     """A writable throw-away view of the cached chroot, with /proc and /dev inside."""
@@ -156,6 +166,12 @@ def overlay(base: Path, work: Path) -> Iterator[Path]:
             merged.rmdir()
             subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(merged)], check=True)
         mount("-t", "proc", "proc", target=merged / "proc")
+        # qemu-user shows the host's /proc/cpuinfo (x86): give the chroot a Pi 4's. The
+        # model runtime (XNNPACK) reads it and /sys to choose its kernels, and refuses
+        # to compile a model without them
+        (work / "cpuinfo").write_text(pi4_cpuinfo(os.cpu_count() or 1))
+        mount("--bind", str(work / "cpuinfo"), target=merged / "proc" / "cpuinfo")
+        mount("--bind", "/sys", target=merged / "sys")  # cpu lists, as on the Pi
         mount("--bind", "/dev", target=merged / "dev")
         mount("--bind", "/dev/pts", target=merged / "dev/pts")
         yield merged

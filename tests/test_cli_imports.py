@@ -21,3 +21,42 @@ def test_run_does_not_import_the_field_tools() -> None:
                          text=True, check=True).stdout.splitlines()
     assert out[0] == "[]"
     assert out[1] == "['agent.doctor', 'agent.provision', 'agent.sdcard', 'agent.status']"
+
+
+def test_the_daemons_modules_leave_out_what_it_never_uses() -> None:
+    """The 45 MiB budget (docs/models.md): what the daemon imports, with both detectors,
+    the model runtime, the accelerometer drivers and emulators and the status writer,
+    must not pull numpy, paho's unused urllib.request (http.client, email), argparse,
+    statistics or shutil back in."""
+    code = ("import sys\nimport agent.daemon, agent.safety, agent.status, agent.sensors\n"
+            "import agent.detectors.fall, agent.detectors.fire, agent.models.litert_c\n"
+            "import drivers.adxl345.emulator, drivers.mpu6050.emulator, drivers.sgp30.emulator\n"
+            "from agent.uplink import Uplink\n"
+            "heavy = ('numpy', 'http.client', 'email', 'argparse', 'statistics', 'shutil')\n"
+            "print(sorted(m for m in heavy if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_a_deferred_module_loads_on_first_use_and_then_is_the_real_one() -> None:
+    code = ("import sys\nimport agent\nimport urllib.request as r\n"
+            "from agent.deferred_imports import is_deferred\n"
+            "print(is_deferred('urllib.request'), 'http.client' in sys.modules)\n"
+            "from urllib.request import Request\n"
+            "import urllib\n"
+            "print(is_deferred('urllib.request'), 'http.client' in sys.modules,\n"
+            "      urllib.request is sys.modules['urllib.request'], r.Request is Request,\n"
+            "      isinstance(r.getproxies(), dict))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    assert out == ["True False", "False True True True True"]
+
+
+def test_defer_is_a_no_op_for_modules_already_loaded_or_missing() -> None:
+    from agent import deferred_imports
+
+    deferred_imports.defer("json")  # imported long ago
+    assert not deferred_imports.is_deferred("json")
+    deferred_imports.defer("no_such_module_for_citynode")
+    assert "no_such_module_for_citynode" not in sys.modules

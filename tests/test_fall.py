@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,8 @@ from agent.detectors.fall import (
 from agent.detectors.fall_replay import run_cli
 from agent.models.runtime import Model, ModelError, model_path
 
-SISFALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "sisfall"
+ROOT = Path(__file__).resolve().parents[1]
+SISFALL = ROOT.parent / "shared" / "data" / "sisfall"
 UP = np.array(UPRIGHT)
 LYING = np.array([0.0, 0.0, 1.0])       # 90 degrees from upright
 SITTING = np.array([0.0, -math.cos(math.radians(15)), math.sin(math.radians(15))])
@@ -61,13 +64,17 @@ def fall_signal(after: str = "still", g_after: np.ndarray = LYING):
 
 def test_window_features_shapes_and_values():
     win = np.concatenate([np.tile(UP, (100, 1)), np.tile(LYING, (100, 1))])
-    f = window_features(win)
-    assert f.shape == (200, len(FEATURES)) and f.dtype == np.float32
+    rows = window_features(win)
+    assert isinstance(rows, list) and isinstance(rows[0], list)    # no numpy on the node
+    f = np.asarray(rows)
+    assert f.shape == (200, len(FEATURES))
+    np.testing.assert_array_equal(f, f.astype(np.float32))         # the model's input type
     assert FEATURES == ("amag", "avert", "ahorz", "aup")
     np.testing.assert_allclose(f[:100], [[1, 1, 0, 1]] * 100, atol=1e-6)   # standing
     np.testing.assert_allclose(f[100:], [[1, 0, 1, 0]] * 100, atol=1e-6)   # lying
     spike = np.tile(UP * 20.0, (200, 1))                                     # clipped
-    assert window_features(spike)[:, 0].max() == pytest.approx(8.0)
+    assert np.asarray(window_features(spike))[:, 0].max() == pytest.approx(8.0)
+    assert window_features(win.tolist()) == rows                           # lists in, too
 
 
 def test_features_do_not_depend_on_mounting_except_aup():
@@ -94,6 +101,84 @@ def test_resampling_block_and_sample_by_sample_agree_at_any_rate():
     np.testing.assert_allclose(r, acc2[::4], atol=1e-12)   # the 50 Hz grid hits samples
 
 
+def test_detector_resampling_is_resample_linear_on_irregular_samples():
+    t, acc = fall_signal()
+    t = t + np.random.default_rng(7).uniform(-0.003, 0.003, len(t))   # jitter, in order
+    seen: list[Candidate] = []
+    det = FallDetector(None, on_candidate=seen.append)
+    det.update_many(t[:300], acc[:300])
+    for i in range(300, len(t)):                                       # then one by one
+        det.update(t[i], *acc[i])
+    grid = resample_linear(t, acc, det.rate_hz)
+    assert seen
+    for c in seen:
+        p = round((c.t - t[0]) * det.rate_hz)
+        win = grid[p - det.pre_n: p + det.post_n]
+        assert c.features == window_features(win, det.rate_hz, upright=det.upright_axis)
+
+
+def test_update_many_takes_arrays_and_sequences_alike():
+    t, acc = fall_signal()
+    ref = falls(FallDetector(None), t, acc)
+    assert len(ref) == 1
+    fortran = np.asfortranarray(acc)                       # no contiguous float64 buffer
+    for tt, aa in ((t.tolist(), acc.tolist()), (list(t), [tuple(r) for r in acc]),
+                   (t, acc.reshape(-1)), (t.tolist(), acc.reshape(-1).tolist()),
+                   (t, fortran), (t[:, None], acc[None])):
+        assert falls(FallDetector(None), tt, aa) == ref
+    one = FallDetector(None)
+    rows = acc.tolist()
+    assert [e.to_dict() for i, ti in enumerate(t.tolist()) for e in one.update(ti, *rows[i])] == ref
+    f32 = acc.astype(np.float32)                           # read as float64, like numpy did
+    assert falls(FallDetector(None), t, f32) == falls(FallDetector(None), t, f32.astype(float))
+    det = FallDetector(None)
+    with pytest.raises(ValueError, match="different lengths"):
+        det.update_many(t[:10], acc[:9])
+    with pytest.raises(ValueError, match="finite"):
+        det.update_many([0.0, 0.01], [[0, -1, 0], [math.nan, -1, 0]])
+    with pytest.raises(ValueError, match="finite"):
+        det.update_many([0.0], [[0, None, 0]])
+    with pytest.raises(ValueError, match="strictly increasing"):
+        det.update_many([0.0, 0.02, 0.01], [[0, -1, 0]] * 3)
+    with pytest.raises(ValueError, match="three values"):
+        det.update_many([0.0, 0.01], [0, -1, 0, 0])
+    assert det.update_many([], []) == []
+
+
+def test_no_numpy_on_the_daemon_path():
+    """numpy is 11-17 MiB of the daemon's 45 MiB: the detector must run without it."""
+    code = """
+import math, sys
+import agent.safety
+from agent.detectors.fall import FallDetector
+def sig():
+    out = []
+    for i in range(400):                           # walking upright (y down)
+        s = math.sin(2 * math.pi * 2.0 * i / 100)
+        out.append((i / 100, 0.25 * math.sin(2 * math.pi * i / 100), -1 - 0.45 * s, 0.0))
+    for i in range(12):                            # the impact
+        out.append(((400 + i) / 100, 0.0, -1 - 4 * math.sin(math.pi * i / 11), 0.0))
+    for i in range(500):                           # lying still
+        out.append(((412 + i) / 100, 0.0, 0.0, 1.0 + 0.01 * math.sin(i)))
+    return out
+s = sig()
+for model in (None, "default"):
+    one, block = FallDetector(model), FallDetector(model)
+    ev = [e for row in s for e in one.update(*row)]
+    ev2 = block.update_many([r[0] for r in s], [r[1:] for r in s])
+    assert ev == ev2 and (model or len(ev) == 1), (ev, ev2)
+    print(one.model.runtime if one.model else "rules", "numpy" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("rules False\n")
+    for line in out.stdout.splitlines():
+        runtime, numpy_loaded = line.split()
+        if runtime in ("rules", "ai-edge-litert"):   # the Python interpreters need numpy
+            assert numpy_loaded == "False", runtime
+
+
 def test_rejects_time_going_backwards_and_restarts_after_a_gap():
     det = FallDetector(None)
     det.update(1.0, 0, -1, 0)
@@ -104,6 +189,15 @@ def test_rejects_time_going_backwards_and_restarts_after_a_gap():
     cut = np.searchsorted(t, 4.2)
     t = np.concatenate([t[:cut], t[cut:] + 2.0])
     assert falls(FallDetector(None), t + 10, acc) == []
+    # the same hole between two calls (and between two samples) restarts, does not fail
+    det = FallDetector(None)
+    assert det.update_many(t[:cut], acc[:cut]) == [] and det.update_many(t[cut:], acc[cut:]) == []
+    det = FallDetector(None)
+    assert [e for i in range(len(t)) for e in det.update(t[i], *acc[i])] == []
+    t, acc = fall_signal()
+    det = FallDetector(None)
+    det.update(-5.0, 0, -1, 0)
+    assert len(falls(det, t, acc)) == 1                    # a fall after a restart is seen
 
 
 # -- trigger and confirmation --------------------------------------------------------------
@@ -120,7 +214,7 @@ def test_trigger_merges_one_impact_and_ignores_quiet_signals():
     det.update_many(t + 100, acc)
     assert len(seen) == 1                                    # two spikes within merge_s
     assert seen[0].stats.peak_g > 4.0 and abs(seen[0].t - 103.05) < 0.05
-    assert seen[0].features.shape == (200, len(FEATURES))
+    assert np.asarray(seen[0].features).shape == (200, len(FEATURES))
 
 
 def test_impact_then_lying_still_and_turned_is_a_fall():

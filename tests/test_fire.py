@@ -160,7 +160,7 @@ def test_shipped_model_loads_and_matches_the_detector():
     assert m.meta.input_shape == (1, len(MODEL_FEATURES))
     assert m.meta.sample_rate_hz == 1
     assert model_path("fire").stat().st_size <= 16 * 1024
-    assert m._in["dtype"].__name__ == "int8" and m._out["dtype"].__name__ == "int8"
+    assert m.input_dtype == "int8" and m.output_dtype == "int8"
     assert {k: m.meta.thresholds[k] for k in FireConfig().to_dict()} == FireConfig().to_dict()
     assert m.predict([[0.0] * len(MODEL_FEATURES)]) < m.meta.threshold  # nothing rises
     strong = [0, 0, 0, 60.0, 30.0, 400.0]  # eCO2 surging: the data set's fire signature

@@ -164,7 +164,8 @@ def test_ready_status_sandbox_journal_messages_and_clean_stop(box):
     snap = json.loads(st.stdout)
     assert {s["name"] for s in snap["sensors"]} >= {"sht", "bme"}, snap
     # the fire model runs inside the sandbox (MemoryDenyWriteExecute, syscall filter)
-    assert snap["models"].get("fire", "").startswith("fire "), snap["models"]
+    model_log = [e.get("MESSAGE") for e in entries if "model" in str(e.get("MESSAGE", ""))]
+    assert snap["models"].get("fire", "").startswith("fire "), (snap["models"], model_log)
     log = box.sh("journalctl -u citynode -o cat --no-pager").stdout
     assert "fire_model" not in log, log[-2000:]
     assert box.sh("stat -c %a /run/citynode").stdout.strip() == "755"

@@ -30,17 +30,26 @@ chair, rolling over in bed, sitting down quickly); docs/fall.md has the figures.
 
 :class:`FallAlarm` is the local cancel window (buzzer, "I'm OK" button) between a
 detected fall and the alarm sent upstream; agent/fall_alarm.py wires it to GPIO.
+
+Pure Python (``math``, ``bisect``, a bounded ``deque``), no numpy: importing it costs
+the daemon 11-17 MiB of its 45 MiB memory target. Per sample there is only resampling,
+|a| and the trigger; the window statistics and features are computed for a candidate.
+The arithmetic follows numpy's (``interp``, row norms, pairwise sums; dot products may
+differ in the last bit), so bench/eval_fall.py's figures did not move when numpy went.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from array import array
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain, islice, pairwise
+from operator import lt, sub
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from ..models.runtime import Model, ModelError, model_path
 
@@ -124,59 +133,205 @@ class ConfirmStats:
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """What ``on_candidate`` receives for every candidate impact (training, tuning)."""
+    """What ``on_candidate`` receives for every candidate impact (training, tuning).
+
+    ``features``: :func:`window_features` of the window, ``window`` rows of
+    ``len(FEATURES)`` float32 values in physical units, as lists (the node has no
+    numpy); ``np.asarray(c.features, dtype=np.float32)`` gives the array.
+    """
 
     t: float
-    features: np.ndarray     # (window, len(FEATURES)) float32, physical units
+    features: list[list[float]]
     stats: ConfirmStats
     confirmed: bool
 
 
 # -- shared with training -------------------------------------------------------------------
+# Lists out, no numpy (see the module docstring); arrays in are welcome: anything with
+# ``tolist`` (or a float64 buffer) is converted first.
 
-def resample_linear(t: np.ndarray, acc: np.ndarray, rate_hz: float = RATE_HZ,
-                    t0: float | None = None) -> np.ndarray:
+Rows = list[list[float]]
+_NEVER = 1 << 62  # "no decision due": larger than any resampled index
+
+
+def _floats(x: Any) -> list[float]:
+    """``np.asarray(x, dtype=np.float64).reshape(-1)`` as a list (bisect wants a list)."""
+    f64 = str(getattr(x, "dtype", "")) == "float64"   # tolist already gives floats
+    if hasattr(x, "tolist"):
+        x = x.tolist()
+    if isinstance(x, (int, float)):
+        return [float(x)]
+    x = list(x)
+    if x and _nested(x[0]):
+        x, f64 = _flatten(x), False
+    return x if f64 else list(map(float, x))
+
+
+def _nested(v: Any) -> bool:
+    return hasattr(v, "__len__") and not isinstance(v, (str, bytes))
+
+
+def _flatten(rows: list[Any]) -> list[Any]:
+    """Nested rows of equal length to one list, row-major (like numpy's ``reshape``)."""
+    while rows and _nested(rows[0]):
+        rows = [r.tolist() if hasattr(r, "tolist") else r for r in rows]
+        if len(set(map(len, rows))) != 1:
+            raise ValueError("rows of samples must all have the same length")
+        rows = list(chain.from_iterable(rows))
+    return rows
+
+
+def _columns(acc: Any) -> tuple[Sequence[float], Sequence[float], Sequence[float]]:
+    """(ax, ay, az) columns of floats from n rows or 3n values, like ``reshape(-1, 3)``.
+
+    A contiguous float64 buffer (a numpy array, through the buffer protocol) is copied
+    into an ``array('d')`` at memory speed: bench/eval_fall.py pushes hours of 200 Hz
+    data through here, and a Python float per value would double its run time.
+    """
+    try:
+        with memoryview(acc) as mv:
+            if (mv.format == "d" and mv.c_contiguous and mv.nbytes % 24 == 0
+                    and (mv.ndim == 1 or (mv.ndim == 2 and mv.shape[1] == 3))):
+                a = array("d")
+                a.frombytes(mv.cast("B"))
+                return a[0::3], a[1::3], a[2::3]
+    except (TypeError, ValueError, BufferError):   # no usable buffer: lists, tuples
+        pass
+    flat = _flatten(acc.tolist() if hasattr(acc, "tolist") else list(acc))
+    if len(flat) % 3:
+        raise ValueError("acc must hold three values (ax, ay, az) per sample")
+    return (list(map(float, flat[0::3])), list(map(float, flat[1::3])),
+            list(map(float, flat[2::3])))
+
+
+def _rows(x: Any) -> Sequence[Sequence[float]]:
+    return x.tolist() if hasattr(x, "tolist") else x
+
+
+def _finite(*cols: Sequence[float]) -> bool:
+    # A sum is finite only if every term is; an overflowing sum gets the exact check.
+    return all(math.isfinite(sum(c)) or all(map(math.isfinite, c)) for c in cols)
+
+
+def _resample(ts: Sequence[float], xs: Sequence[float], ys: Sequence[float],
+              zs: Sequence[float], t0: float, rate_hz: float, k0: int,
+              k1: int) -> Iterator[tuple[float, float, float]]:
+    """(ax, ay, az) at ``t0 + k / rate_hz``, k = k0..k1: ``numpy.interp`` on each axis.
+
+    Its arithmetic to the last bit: before ``ts[0]`` the first sample, from ``ts[-1]``
+    on the last, at a sample's own time that sample. ``FallDetector._segment`` has it
+    inlined (tests check that both agree).
+    """
+    last = len(ts) - 1
+    j = 0
+    for k in range(k0, k1 + 1):
+        g = t0 + k / rate_hz
+        i = bisect_right(ts, g, j)
+        j = i - 1 if i else 0
+        tj = ts[j]
+        if j == last or tj >= g:
+            yield xs[j], ys[j], zs[j]
+        else:
+            d, dt = g - tj, ts[i] - tj
+            x, y, z = xs[j], ys[j], zs[j]
+            yield ((xs[i] - x) / dt * d + x, (ys[i] - y) / dt * d + y,
+                   (zs[i] - z) / dt * d + z)
+
+
+def resample_linear(t: Sequence[float] | Any, acc: Sequence[Sequence[float]] | Any,
+                    rate_hz: float = RATE_HZ, t0: float | None = None) -> Rows:
     """Offline version of the detector's resampler: ``acc`` at ``t0 + k / rate_hz``.
 
     For plotting and tests; the detector resamples incrementally with the same grid and
-    the same interpolation, so both agree to the last bit.
+    the same interpolation, so both agree to the last bit. Rows of (ax, ay, az).
     """
-    t = np.asarray(t, dtype=np.float64)
-    acc = np.asarray(acc, dtype=np.float64)
-    t0 = float(t[0]) if t0 is None else t0
-    k_end = math.floor((float(t[-1]) - t0) * rate_hz + 1e-9)
-    g = t0 + np.arange(0, k_end + 1) / rate_hz
-    return np.stack([np.interp(g, t, acc[:, j]) for j in range(3)], axis=1)
+    ts = _floats(t)
+    xs, ys, zs = _columns(acc)
+    t0 = ts[0] if t0 is None else float(t0)
+    k_end = math.floor((ts[-1] - t0) * rate_hz + 1e-9)
+    return [list(p) for p in _resample(ts, xs, ys, zs, t0, rate_hz, 0, k_end)]
 
 
-def _gravity_dir(ref: np.ndarray) -> np.ndarray:
-    g = ref.mean(axis=0)
-    n = float(np.linalg.norm(g))
-    return g / n if n > 1e-6 else np.array([0.0, 0.0, 1.0])
+def _norms(rows: Sequence[Sequence[float]]) -> list[float]:
+    sqrt = math.sqrt
+    return [sqrt(x * x + y * y + z * z) for x, y, z in rows]
 
 
-def window_features(win: np.ndarray, rate_hz: float = RATE_HZ, ref_s: float = REF_S,
-                    upright: Sequence[float] = UPRIGHT) -> np.ndarray:
-    """Model input from a window of resampled (ax, ay, az) in g: (len, 4) float32.
+def _unit(v: Any) -> tuple[float, float, float]:
+    x, y, z = _floats(v)
+    n = math.sqrt(x * x + y * y + z * z)
+    return x / n, y / n, z / n
+
+
+def _gravity_dir(rows: Sequence[Sequence[float]]) -> tuple[float, float, float]:
+    sx = sy = sz = 0.0
+    for x, y, z in rows:
+        sx += x
+        sy += y
+        sz += z
+    n = len(rows) or 1
+    gx, gy, gz = sx / n, sy / n, sz / n
+    norm = math.sqrt(gx * gx + gy * gy + gz * gz)
+    return (gx / norm, gy / norm, gz / norm) if norm > 1e-6 else (0.0, 0.0, 1.0)
+
+
+def _pairwise_sum(v: Sequence[float], lo: int, n: int) -> float:
+    """numpy's summation order (8 accumulators, halves above 128 values): the stillness
+    threshold was tuned on numpy's ``std``, this gives it to the last bit."""
+    if n < 8:
+        s = 0.0
+        for i in range(lo, lo + n):
+            s += v[i]
+        return s
+    if n <= 128:
+        r = list(v[lo:lo + 8])
+        i = 8
+        while i < n - n % 8:
+            for a in range(8):
+                r[a] += v[lo + i + a]
+            i += 8
+        s = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+        for rest in range(lo + i, lo + n):
+            s += v[rest]
+        return s
+    n2 = n // 2
+    n2 -= n2 % 8
+    return _pairwise_sum(v, lo, n2) + _pairwise_sum(v, lo + n2, n - n2)
+
+
+def _std(v: Sequence[float]) -> float:
+    n = len(v)
+    m = _pairwise_sum(v, 0, n) / n
+    return math.sqrt(_pairwise_sum([(x - m) * (x - m) for x in v], 0, n) / n)
+
+
+def window_features(win: Sequence[Sequence[float]] | Any, rate_hz: float = RATE_HZ,
+                    ref_s: float = REF_S, upright: Sequence[float] = UPRIGHT) -> Rows:
+    """Model input from a window of resampled (ax, ay, az) in g: ``len(win)`` rows of 4.
 
     ``amag`` = |a|; ``avert`` = a along the gravity direction of the window's first
     ``ref_s`` (before the fall); ``ahorz`` = the rest of |a|; ``aup`` = a along the
     wearer's upright axis (posture: standing and sitting read ~1, lying ~0). The first
     three do not depend on how the sensor is worn; ``aup`` tells a fall from someone
-    already lying who rolls over. All clipped to +-CLIP_G.
+    already lying who rolls over. All clipped to +-CLIP_G and rounded to float32, the
+    model's input type, so training sees exactly what the node feeds the model.
     """
-    win = np.asarray(win, dtype=np.float64)
-    gdir = _gravity_dir(win[: max(1, round(ref_s * rate_hz))])
-    up = np.asarray(upright, dtype=np.float64)
-    up = up / np.linalg.norm(up)
-    amag = np.linalg.norm(win, axis=1)
-    avert = win @ gdir
-    ahorz = np.sqrt(np.maximum(amag * amag - avert * avert, 0.0))
-    f = np.stack([amag, avert, ahorz, win @ up], axis=1)
-    return np.clip(f, -CLIP_G, CLIP_G).astype(np.float32)
+    rows = _rows(win)
+    gx, gy, gz = _gravity_dir(rows[: max(1, round(ref_s * rate_hz))])
+    ux, uy, uz = _unit(upright)
+    sqrt, lo, hi = math.sqrt, -CLIP_G, CLIP_G
+    flat: list[float] = []
+    for x, y, z in rows:
+        amag = sqrt(x * x + y * y + z * z)
+        av = x * gx + y * gy + z * gz
+        h = amag * amag - av * av
+        flat += (amag, av, sqrt(h) if h > 0.0 else 0.0, x * ux + y * uy + z * uz)
+    f = array("f", [lo if v < lo else hi if v > hi else v for v in flat]).tolist()
+    return [f[i:i + 4] for i in range(0, len(f), 4)]
 
 
-def confirmation_stats(ctx: np.ndarray, impact: int, rate_hz: float = RATE_HZ, *,
+def confirmation_stats(ctx: Sequence[Sequence[float]] | Any, impact: int,
+                       rate_hz: float = RATE_HZ, *,
                        settle_s: float = DEFAULTS["settle_s"],
                        still_s: float = DEFAULTS["still_s"],
                        ref_s: float = REF_S,
@@ -186,27 +341,26 @@ def confirmation_stats(ctx: np.ndarray, impact: int, rate_hz: float = RATE_HZ, *
     ``ctx`` starts ``pre_s`` before the impact (its first ``ref_s`` give the gravity
     direction before) and reaches at least ``settle_s + still_s`` after it.
     """
-    ctx = np.asarray(ctx, dtype=np.float64)
-    mag = np.linalg.norm(ctx, axis=1)
+    rows = _rows(ctx)
     a = impact + round(settle_s * rate_hz)
     b = a + max(2, round(still_s * rate_hz))
-    span = ctx[a:b]
+    span = rows[a:b]
     if len(span) < 2:
         raise ValueError("the context does not reach the end of the still span")
-    before = _gravity_dir(ctx[: max(1, round(ref_s * rate_hz))])
+    before = _gravity_dir(rows[: max(1, round(ref_s * rate_hz))])
     after = _gravity_dir(span)
-    dip = mag[max(0, impact - round(rate_hz)):impact + 1].min()
+    dip = min(_norms(rows[max(0, impact - round(rate_hz)):impact + 1]))
     tilt = math.nan
     if upright is not None:
-        up = np.asarray(upright, dtype=np.float64)
-        tilt = _angle_deg(before, up / np.linalg.norm(up))
-    return ConfirmStats(peak_g=float(mag[impact]), dip_g=float(dip),
-                        still_std_g=float(np.linalg.norm(span, axis=1).std()),
+        tilt = _angle_deg(before, _unit(upright))
+    return ConfirmStats(peak_g=_norms(rows[impact:impact + 1])[0], dip_g=dip,
+                        still_std_g=_std(_norms(span)),
                         orientation_deg=_angle_deg(before, after), tilt_before_deg=tilt)
 
 
-def _angle_deg(u: np.ndarray, v: np.ndarray) -> float:
-    return math.degrees(math.acos(max(-1.0, min(1.0, float(u @ v)))))
+def _angle_deg(u: Sequence[float], v: Sequence[float]) -> float:
+    c = u[0] * v[0] + u[1] * v[1] + u[2] * v[2]
+    return math.degrees(math.acos(max(-1.0, min(1.0, c))))
 
 
 def rule_score(peak_g: float, rule_peak_g: float) -> float:
@@ -273,15 +427,21 @@ class FallDetector:
         up = upright_axis
         if up is None and meta and "upright_axis" in meta.thresholds:
             up = meta.thresholds["upright_axis"]
-        up_a = np.asarray(UPRIGHT if up is None else up, dtype=np.float64).reshape(-1)
-        if up_a.shape != (3,) or not np.all(np.isfinite(up_a)) or np.linalg.norm(up_a) < 1e-6:
+        try:
+            ux, uy, uz = _floats(UPRIGHT if up is None else up)
+            norm = math.sqrt(ux * ux + uy * uy + uz * uz)
+        except (TypeError, ValueError):
+            norm = math.nan
+        if not (math.isfinite(norm) and norm >= 1e-6):
             raise ValueError(f"upright_axis {up!r}: expected three numbers, not all zero")
-        self.upright_axis = tuple(float(v) for v in up_a / np.linalg.norm(up_a))
+        self.upright_axis = (ux / norm, uy / norm, uz / norm)
         r = self.rate_hz
         self._merge_n = max(1, round(p["merge_s"] * r))
         self._need_n = max(self.post_n, round((p["settle_s"] + p["still_s"]) * r) + 1)
         self._refr_n = round(p["refractory_s"] * r)
-        self._dt = 1.0 / r
+        # Enough for every pending decision's context: pre_n before its impact, and it
+        # is decided at most max(need_n, merge_n) samples after it.
+        self._buf_n = self.pre_n + self._merge_n + self._need_n + 2
         self.candidates = 0
         self.falls = 0
         self._reset()
@@ -317,13 +477,14 @@ class FallDetector:
         self._anchor: float | None = None   # time of resampled index 0
         self._k = 0                         # next resampled index to produce
         self._last_t: float | None = None
-        self._last_a: np.ndarray | None = None
-        self._buf = np.zeros((0, 3))
-        self._mag = np.zeros(0)
-        self._start = 0                     # resampled index of _buf[0]
-        self._scan = 0                      # trigger scanned up to (exclusive)
-        self._active: list[int] | None = None  # [first crossing, peak index]
+        self._last_a: tuple[float, float, float] = (0.0, 0.0, 0.0)
+        # the last _buf_n resampled samples, (ax, ay, az); index _k - 1 is the newest
+        self._buf: deque[tuple[float, float, float]] = deque(maxlen=self._buf_n)
+        self._merge_last = -1               # candidate being merged: its last index, or -1
+        self._peak = 0                      # its highest |a| so far: index and value
+        self._peak_m = 0.0
         self._pending: list[int] = []       # finalised impacts awaiting post data
+        self._due = _NEVER                  # index at which _pending[0] can be decided
         self._last_fall = -(10 ** 12)
 
     def reset(self) -> None:
@@ -332,111 +493,147 @@ class FallDetector:
 
     def update(self, t: float, ax: float, ay: float, az: float) -> list[Event]:
         """One sample (seconds, g); returns the events it completes."""
-        return self.update_many(np.array([t], dtype=np.float64),
-                                np.array([[ax, ay, az]], dtype=np.float64))
-
-    def update_many(self, t: Sequence[float] | np.ndarray,
-                    acc: Sequence[Sequence[float]] | np.ndarray) -> list[Event]:
-        """A block of samples, times strictly increasing; same result as one by one."""
-        t = np.asarray(t, dtype=np.float64).reshape(-1)
-        acc = np.asarray(acc, dtype=np.float64).reshape(-1, 3)
-        if len(t) != len(acc):
-            raise ValueError("t and acc have different lengths")
-        if not len(t):
-            return []
-        if not (np.all(np.isfinite(t)) and np.all(np.isfinite(acc))):
+        try:
+            t, ax, ay, az = float(t), float(ax), float(ay), float(az)
+        except (TypeError, ValueError):
+            raise ValueError("samples must be finite numbers") from None
+        isfinite = math.isfinite
+        if not (isfinite(t) and isfinite(ax) and isfinite(ay) and isfinite(az)):
             raise ValueError("samples must be finite numbers")
-        if self._last_t is not None and t[0] <= self._last_t:
-            raise ValueError(f"t {t[0]} is not after the previous sample {self._last_t}")
-        if len(t) > 1 and np.any(np.diff(t) <= 0):
+        last = self._last_t
+        if last is not None:
+            if t <= last:
+                raise ValueError(f"t {t} is not after the previous sample {last}")
+            if t - last > self.params["max_gap_s"]:
+                self._reset()
+        return self._segment((t,), (ax,), (ay,), (az,))
+
+    def update_many(self, t: Sequence[float] | Any,
+                    acc: Sequence[Sequence[float]] | Any) -> list[Event]:
+        """A block of samples, times strictly increasing; same result as one by one.
+
+        ``t``: n times; ``acc``: n rows (ax, ay, az) or 3n values; sequences or arrays
+        (anything with ``tolist``, e.g. numpy's, which the module never imports).
+        """
+        try:
+            ts = _floats(t)
+            xs, ys, zs = _columns(acc)
+        except TypeError:
+            raise ValueError("samples must be finite numbers") from None
+        n = len(ts)
+        if len(xs) != n:
+            raise ValueError("t and acc have different lengths")
+        if not n:
+            return []
+        if not _finite(ts, xs, ys, zs):
+            raise ValueError("samples must be finite numbers")
+        last = self._last_t
+        if last is not None and ts[0] <= last:
+            raise ValueError(f"t {ts[0]} is not after the previous sample {last}")
+        if not all(map(lt, ts, ts[1:])):
             raise ValueError("sample times must be strictly increasing")
-        events: list[Event] = []
         # Split at holes longer than max_gap_s: never interpolate across them.
-        prev = np.concatenate([[self._last_t if self._last_t is not None else t[0]], t[:-1]])
-        cuts = np.flatnonzero(t - prev > self.params["max_gap_s"])
-        bounds = [0, *cuts.tolist(), len(t)]
-        for i in range(len(bounds) - 1):
-            lo, hi = bounds[i], bounds[i + 1]
+        gap = self.params["max_gap_s"]
+        cuts = [0] if last is not None and ts[0] - last > gap else []
+        if n > 1 and max(map(sub, ts[1:], ts)) > gap:
+            cuts += [i + 1 for i, d in enumerate(map(sub, ts[1:], ts)) if d > gap]
+        if not cuts:
+            return self._segment(ts, xs, ys, zs)
+        events: list[Event] = []
+        bounds = [0, *cuts, n]
+        for lo, hi in pairwise(bounds):
             if lo in cuts:
                 self._reset()
-            events += self._segment(t[lo:hi], acc[lo:hi])
+            if hi > lo:
+                events += self._segment(ts[lo:hi], xs[lo:hi], ys[lo:hi], zs[lo:hi])
         return events
 
-    def _segment(self, t: np.ndarray, acc: np.ndarray) -> list[Event]:
+    def _segment(self, ts: Sequence[float], xs: Sequence[float], ys: Sequence[float],
+                 zs: Sequence[float]) -> list[Event]:
+        """Samples without a hole, after the previous one: resample, trigger, decide.
+
+        The hot loop, once per resampled sample: state in locals, no calls but sqrt
+        (and bisect); the window statistics only when an impact is due.
+        """
         if self._anchor is None:
-            self._anchor = float(t[0])
-        if self._last_t is not None:
-            tt = np.concatenate([[self._last_t], t])
-            aa = np.concatenate([self._last_a[None, :], acc])
-        else:
-            tt, aa = t, acc
-        self._last_t, self._last_a = float(t[-1]), acc[-1].copy()
-        k_end = math.floor((float(tt[-1]) - self._anchor) * self.rate_hz + 1e-9)
-        if k_end < self._k:
+            self._anchor = ts[0]
+        if self._last_t is not None:   # interpolate from the previous block's last sample
+            lx, ly, lz = self._last_a
+            ts, xs, ys, zs = [self._last_t, *ts], [lx, *xs], [ly, *ys], [lz, *zs]
+        self._last_t, self._last_a = ts[-1], (xs[-1], ys[-1], zs[-1])
+        k0 = self._k
+        k_end = math.floor((ts[-1] - self._anchor) * self.rate_hz + 1e-9)
+        if k_end < k0:
             return []
-        g = self._anchor + np.arange(self._k, k_end + 1) / self.rate_hz
-        new = np.stack([np.interp(g, tt, aa[:, j]) for j in range(3)], axis=1)
-        self._k = k_end + 1
-        self._buf = np.concatenate([self._buf, new])
-        self._mag = np.concatenate([self._mag, np.linalg.norm(new, axis=1)])
-        events = self._process()
-        self._trim()
-        return events
-
-    def _process(self) -> list[Event]:
-        end = self._start + len(self._buf)
-        mag, s0, trig = self._mag, self._start, self.params["trigger_g"]
-        while self._scan < end:
-            if self._active is not None:
-                first, peak = self._active
-                stop = min(end, first + self._merge_n)
-                seg = mag[self._scan - s0: stop - s0]
-                if len(seg):
-                    j = self._scan + int(np.argmax(seg))
-                    if mag[j - s0] > mag[peak - s0]:
-                        self._active[1] = j
-                self._scan = stop
-                if stop == first + self._merge_n:
-                    self._pending.append(self._active[1])
-                    self._active = None
-            else:
-                hits = np.flatnonzero(mag[self._scan - s0:] >= trig)
-                if not len(hits):
-                    self._scan = end
-                    break
-                i = self._scan + int(hits[0])
-                self._active = [i, i]
-                self._scan = i + 1
         events: list[Event] = []
-        while self._pending and self._pending[0] + self._need_n <= end:
-            ev = self._decide(self._pending.pop(0))
-            if ev is not None:
-                events.append(ev)
+        sqrt, append = math.sqrt, self._buf.append
+        trig, merge_n, need_n = self.params["trigger_g"], self._merge_n, self._need_n
+        pending = self._pending
+        merge_last, peak, peak_m, due = self._merge_last, self._peak, self._peak_m, self._due
+        t0, r, last, j, step = self._anchor, self.rate_hz, len(ts) - 1, 0, 0
+        k = k0
+        try:   # an on_candidate or model exception leaves the state consistent
+            for k in range(k0, k_end + 1):
+                # _resample inlined (a generator step per sample costs as much as the rest),
+                # and when the grid falls on samples (SisFall's 200 Hz) the next one is
+                # tried before a search: a third less time for bench/ and training/.
+                g = t0 + k / r
+                i = j + step
+                if i <= last and ts[i] == g:
+                    j = i
+                    x, y, z = xs[j], ys[j], zs[j]
+                else:
+                    i = bisect_right(ts, g, j)
+                    i = i - 1 if i else 0
+                    step, j = i - j, i
+                    tj = ts[j]
+                    if j == last or tj >= g:
+                        x, y, z = xs[j], ys[j], zs[j]
+                    else:
+                        i = j + 1
+                        d, dt = g - tj, ts[i] - tj
+                        x, y, z = xs[j], ys[j], zs[j]
+                        x, y, z = ((xs[i] - x) / dt * d + x, (ys[i] - y) / dt * d + y,
+                                   (zs[i] - z) / dt * d + z)
+                m = sqrt(x * x + y * y + z * z)
+                append((x, y, z))
+                if merge_last < 0:
+                    if m >= trig:      # a new candidate: its peak within merge_n samples
+                        peak, peak_m, merge_last = k, m, k + merge_n - 1
+                elif m > peak_m:
+                    peak, peak_m = k, m
+                if k == merge_last:
+                    if not pending:
+                        due = peak + need_n - 1
+                    pending.append(peak)
+                    merge_last = -1
+                if k >= due:
+                    while pending and pending[0] + need_n <= k + 1:
+                        ev = self._decide(pending.pop(0), k + 1)
+                        if ev is not None:
+                            events.append(ev)
+                    due = pending[0] + need_n - 1 if pending else _NEVER
+        finally:
+            self._k = k + 1
+            self._merge_last, self._peak, self._peak_m = merge_last, peak, peak_m
+            self._due = due
         return events
 
-    def _trim(self) -> None:
-        keep_from = self._start + len(self._buf) - (self.pre_n + self._merge_n + self._need_n + 2)
-        for i in ([self._active[0]] if self._active else []) + self._pending:
-            keep_from = min(keep_from, i - self.pre_n)
-        cut = keep_from - self._start
-        if cut > 0:
-            self._buf = self._buf[cut:]
-            self._mag = self._mag[cut:]
-            self._start += cut
-
-    def _context(self, p: int) -> np.ndarray:
+    def _context(self, p: int, end: int) -> list[tuple[float, float, float]]:
         """Samples [p - pre_n, p + need_n), the start edge-padded after a (re)start."""
-        lo = p - self.pre_n - self._start
-        ctx = self._buf[max(0, lo): p + self._need_n - self._start]
+        buf = self._buf
+        s0 = end - len(buf)                 # resampled index of buf[0]
+        lo = p - self.pre_n - s0
+        ctx = list(islice(buf, max(0, lo), p + self._need_n - s0))
         if lo < 0:
-            ctx = np.concatenate([np.repeat(ctx[:1], -lo, axis=0), ctx])
+            ctx[:0] = ctx[:1] * -lo
         return ctx
 
-    def _decide(self, p: int) -> Event | None:
+    def _decide(self, p: int, end: int) -> Event | None:
         if p - self._last_fall < self._refr_n:
             return None
         pr = self.params
-        ctx = self._context(p)
+        ctx = self._context(p, end)
         stats = confirmation_stats(ctx, self.pre_n, self.rate_hz, settle_s=pr["settle_s"],
                                    still_s=pr["still_s"], upright=self.upright_axis)
         confirmed = (stats.still_std_g <= pr["still_std_g"]
@@ -454,7 +651,7 @@ class FallDetector:
         if self.model is not None:
             if feats is None:
                 feats = window_features(ctx[: self.window], self.rate_hz,
-                                    upright=self.upright_axis)
+                                        upright=self.upright_axis)
             try:
                 score = self.model.predict(feats)
             except ModelError as e:
@@ -480,7 +677,8 @@ class FallDetector:
     def flush(self) -> list[Event]:
         """End of the data: impacts without enough samples after them are dropped."""
         self._pending.clear()
-        self._active = None
+        self._merge_last = -1
+        self._due = _NEVER
         return []
 
 

@@ -22,10 +22,11 @@ bin really is full to the lid). :attr:`lid_open` says whether the last
 from __future__ import annotations
 
 import math
-import statistics
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
+
+from ..aggregate import median
 
 __all__ = ["COLLECTED", "NEEDS_COLLECTION", "FillEvent", "FillLevelDetector"]
 
@@ -116,7 +117,7 @@ class FillLevelDetector:
         self._odd_since = None
 
         self._window.append(d)
-        m = statistics.median(self._window)
+        m = median(self._window)
         pct = min(max(100.0 * (self.depth_mm - m) / self.depth_mm, 0.0), 100.0)
         if pct <= self.empty_pct:
             pct = 0.0

@@ -46,11 +46,12 @@ State machine (``None`` until the first decision)::
 from __future__ import annotations
 
 import math
-import statistics
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from ..aggregate import median as median_of
 
 __all__ = [
     "BLOCKED",
@@ -126,15 +127,15 @@ def calibrate(samples: Iterable[float | None], *, min_samples: int = 10,
     if missing > max_missing:
         raise CalibrationError(f"{missing:.0%} of the readings had no echo "
                                f"(at most {max_missing:.0%}): check the sensor's aim")
-    median = statistics.median(valid)
-    if median < blocked_mm:
-        raise CalibrationError(f"median {median:.0f} mm is below {blocked_mm:.0f} mm: "
+    med = median_of(valid)
+    if med < blocked_mm:
+        raise CalibrationError(f"median {med:.0f} mm is below {blocked_mm:.0f} mm: "
                                "the sensor looks covered (snow, dirt)")
     spread = _quantile(valid, 0.9) - _quantile(valid, 0.1)
     if spread > max_spread_mm:
         raise CalibrationError(f"readings spread over {spread:.0f} mm (at most "
                                f"{max_spread_mm:.0f}): is the bay really empty and still?")
-    return float(median)
+    return float(med)
 
 
 class OccupancyDetector:
@@ -258,7 +259,7 @@ class OccupancyDetector:
         pending, self._pending = self._pending, []
         valid = [d for _t, d in pending if d is not None]
         if len(valid) >= 3:
-            self.baseline_mm = float(statistics.median(valid))
+            self.baseline_mm = float(median_of(valid))
         events: list[Event] = []
         for t, d in pending:
             events += self._step(t, d)
@@ -308,7 +309,7 @@ class OccupancyDetector:
 
         self._last_valid_t = t
         self._window.append((t, d))
-        median = float(statistics.median(v for _t, v in self._window))
+        median = float(median_of(v for _t, v in self._window))
         self.median_mm = median
 
         if self._run_value is None or abs(d - self._run_value) > self.stuck_tolerance_mm:

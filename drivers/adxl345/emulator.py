@@ -29,15 +29,16 @@ Behaviour (ADXL345 datasheet rev. G):
 
 Trigger mode, tap/activity/free-fall detection, self-test and offsets are not
 modelled. ``produced`` keeps the truth of every sample (time, source row, g).
+No numpy (nor anything importing it): the daemon runs this model in simulations and
+in the memory benchmark.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
-
-import numpy as np
 
 from ..emulation.motion import MotionSource, RestSource
 from .codec import (
@@ -105,7 +106,7 @@ class ADXL345Model:
         self._t0: float | None = None  # when the current measurement run started
         self._taken = 0  # samples taken since _t0
         self._index = 0  # source row of the next sample (continues across runs)
-        self._rows: np.ndarray | None = None
+        self._rows: Sequence[Sequence[float]] | None = None
         self._rows_rate = 0.0
         self._defaults()
 

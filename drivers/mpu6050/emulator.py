@@ -30,6 +30,8 @@ Behaviour (MPU-6000/6050 register map rev 4.2, product specification rev 3.4):
 
 The DMP, I2C master, motion detection and self-test are not modelled.
 ``produced`` keeps the truth of every sample (time, source row, g).
+No numpy (nor anything importing it): the daemon runs this model in simulations and
+in the memory benchmark.
 """
 
 from __future__ import annotations
@@ -37,8 +39,7 @@ from __future__ import annotations
 import math
 import struct
 from collections import deque
-
-import numpy as np
+from collections.abc import Sequence
 
 from ..adxl345.emulator import Produced
 from ..emulation.motion import MotionSource, RestSource
@@ -105,7 +106,7 @@ class MPU6050Model:
         self._t0: float | None = None
         self._taken = 0
         self._pos = 0.0  # source row of the next sample (continues across runs)
-        self._rows: np.ndarray | None = None
+        self._rows: Sequence[Sequence[float]] | None = None
         self._rows_rate = 0.0
         self._defaults()
 

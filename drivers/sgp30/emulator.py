@@ -41,6 +41,7 @@ import logging
 import math
 import os
 import random
+from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -109,27 +110,36 @@ class SmokeReplay:
         if speed <= 0:
             raise ValueError("speed must be positive")
         self.path = Path(path)
-        self.rows: list[GasSample] = []
+        # one compact column per quantity: the emulator runs inside the daemon, whose
+        # memory is budgeted (10,080 GasSample objects would cost about 1.5 MiB)
+        self._cols = tuple(array("d") for _ in self.COLUMNS)
         with self.path.open(newline="", encoding="utf-8") as fh:
             for row in csv.DictReader(fh):
                 try:
-                    self.rows.append(GasSample(*(float(row[k]) for k in self.COLUMNS)))
+                    values = [float(row[k]) for k in self.COLUMNS]
                 except (KeyError, TypeError, ValueError) as exc:
                     raise ValueError(f"{self.path}: not the smoke dataset ({exc})") from None
-        if not self.rows:
+                for col, v in zip(self._cols, values, strict=True):
+                    col.append(v)
+        self.n_rows = len(self._cols[0])
+        if not self.n_rows:
             raise ValueError(f"{self.path}: no rows")
         self.speed = speed
-        self.start_row = start_row % len(self.rows)
+        self.start_row = start_row % self.n_rows
         self._t0: float | None = None
         self.description = f"smoke dataset replay {self.path.name} from row {self.start_row}"
 
     def row_at(self, now: float) -> int:
         if self._t0 is None:
             self._t0 = now
-        return (self.start_row + int((now - self._t0) * self.speed)) % len(self.rows)
+        return (self.start_row + int((now - self._t0) * self.speed)) % self.n_rows
+
+    def row(self, i: int) -> GasSample:
+        """Row ``i`` of the recording."""
+        return GasSample(*(col[i] for col in self._cols))
 
     def __call__(self, now: float) -> GasSample:
-        return self.rows[self.row_at(now)]
+        return self.row(self.row_at(now))
 
 
 def quiet_room(seed: int | None = 0) -> GasSource:

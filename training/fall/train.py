@@ -61,7 +61,7 @@ def collect() -> dict[str, np.ndarray]:
     xs, ys, subj, conf, act, trial, peak = [], [], [], [], [], [], []
     for tr in load_trials():
         for c, y in labelled(tr, candidates(tr, trigger_g=TRAIN_TRIGGER_G)):
-            xs.append(c.features)
+            xs.append(np.asarray(c.features, dtype=np.float32))  # rows of float32 values
             ys.append(y)
             subj.append(tr.subject)
             conf.append(c.confirmed)
