@@ -9,6 +9,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _python(code: str) -> list[str]:
+    """Run ``code`` in a fresh interpreter (its own sys.modules); its stdout lines."""
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, check=True).stdout.splitlines()
+
+
 def test_run_does_not_import_the_field_tools() -> None:
     code = ("import sys\nfrom agent.cli import build_parser\n"
             "p = build_parser(field_tools=False)\n"
@@ -17,8 +23,7 @@ def test_run_does_not_import_the_field_tools() -> None:
             "build_parser()\n"
             "print(sorted(m for m in ('agent.doctor', 'agent.provision', 'agent.sdcard', "
             "'agent.status') if m in sys.modules))\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, check=True).stdout.splitlines()
+    out = _python(code)
     assert out[0] == "[]"
     assert out[1] == "['agent.doctor', 'agent.provision', 'agent.sdcard', 'agent.status']"
 
@@ -34,9 +39,7 @@ def test_the_daemons_modules_leave_out_what_it_never_uses() -> None:
             "from agent.uplink import Uplink\n"
             "heavy = ('numpy', 'http.client', 'email', 'argparse', 'statistics', 'shutil')\n"
             "print(sorted(m for m in heavy if m in sys.modules))\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, check=True).stdout.strip()
-    assert out == "[]"
+    assert _python(code) == ["[]"]
 
 
 def test_a_deferred_module_loads_on_first_use_and_then_is_the_real_one() -> None:
@@ -48,9 +51,7 @@ def test_a_deferred_module_loads_on_first_use_and_then_is_the_real_one() -> None
             "print(is_deferred('urllib.request'), 'http.client' in sys.modules,\n"
             "      urllib.request is sys.modules['urllib.request'], r.Request is Request,\n"
             "      isinstance(r.getproxies(), dict))\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, check=True).stdout.splitlines()
-    assert out == ["True False", "False True True True True"]
+    assert _python(code) == ["True False", "False True True True True"]
 
 
 def test_defer_is_a_no_op_for_modules_already_loaded_or_missing() -> None:
