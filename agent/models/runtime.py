@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from itertools import chain, repeat
 from operator import add, sub, truediv
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import ModelError
 
@@ -124,7 +124,7 @@ def _open(path: Path, prefer: str | None) -> tuple[str, _Backend]:
                      "'citynode[tflite]') or tflite-runtime; " + "; ".join(missing))
 
 
-class _Backend:
+class _Backend(Protocol):
     """What :class:`Model` needs from a runtime: shapes, quantization, one inference."""
 
     shape: tuple[int, ...]          # input without the batch axis
@@ -135,10 +135,10 @@ class _Backend:
 
     def invoke(self, values: array) -> float:
         """Run on the packed input values (``array`` of the input type); first output."""
-        raise NotImplementedError
+        ...
 
 
-class _CBackend(_Backend):
+class _CBackend:
     def __init__(self, m: Any) -> None:
         self.m = m
         self.shape = tuple(m.input.shape[1:])
@@ -151,7 +151,7 @@ class _CBackend(_Backend):
         return float(struct.unpack_from(self._out_code, self.m.run(values.tobytes()))[0])
 
 
-class _PyBackend(_Backend):
+class _PyBackend:
     def __init__(self, it: Any) -> None:
         import numpy as np  # only this fallback path needs numpy
 
