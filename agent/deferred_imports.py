@@ -3,7 +3,7 @@
 paho-mqtt imports ``urllib.request`` at module level for one purpose: finding an MQTT
 proxy through PySocks, which citynode does not install (paho's ``_get_proxy`` returns
 before touching it). That import pulls in http.client, email, tempfile, bz2 and lzma:
-about 4.5 MiB of the daemon's 45 MiB budget (``make bench`` prints the figures).
+1.1 MiB of the daemon's 45 MiB budget once ssl is loaded anyway (``make bench``).
 :func:`defer` puts a stand-in in ``sys.modules`` so that ``import urllib.request``
 succeeds at once; the real module is imported the first time an attribute of it is
 used, and from then on everything refers to the real module.

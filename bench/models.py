@@ -65,6 +65,42 @@ print(json.dumps(out))
 """
 
 
+# What the daemon's memory budget is spent on, each measured in a fresh process against
+# the same process before the step (VmRSS after - before; docs/models.md quotes these).
+COST_SNIPPET = r"""
+import sys
+def rss():
+    return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1])
+import agent
+from agent.models.runtime import Model, model_path
+exec(sys.argv[1])
+before = rss()
+exec(sys.argv[2])
+print(rss() - before)
+"""
+COSTS = [  # (what, set-up not counted, the step counted)
+    ("numpy", "", "import numpy"),
+    ("both models through ai-edge-litert's Python interpreter (numpy included)", "",
+     "[Model.load(model_path(n), runtime='ai-edge-litert-python') for n in ('fall', 'fire')]"),
+    ("both models through ai-edge-litert's C library (the daemon's path)", "",
+     "[Model.load(model_path(n), runtime='ai-edge-litert') for n in ('fall', 'fire')]"),
+    ("paho's urllib.request, were it loaded (deferred in the daemon)",
+     "import agent.uplink", "import urllib.request; urllib.request.getproxies"),
+]
+
+
+def import_costs(python: str = sys.executable) -> list[tuple[str, float | str]]:
+    """(what, MiB) for each of :data:`COSTS`; a string says why it was not measured."""
+    out: list[tuple[str, float | str]] = []
+    for label, setup, stmt in COSTS:
+        proc = subprocess.run([python, "-c", COST_SNIPPET, setup, stmt], capture_output=True,
+                              text=True, cwd=ROOT, timeout=120)
+        last = proc.stdout.strip().splitlines()[-1:] if proc.returncode == 0 else []
+        out.append((label, int(last[0]) / 1024 if last else
+                    (proc.stderr.strip().splitlines() or ["failed"])[-1]))
+    return out
+
+
 def pct(v: list[float], q: float) -> float:
     s = sorted(v)
     return s[min(len(s) - 1, int(q * len(s)))]
@@ -80,12 +116,14 @@ def latency(python: str, runtime: str, models: list[Path]) -> dict[str, list[flo
 
 
 def _config(path: Path, state: Path, broker: tuple[str, int], pms_port: Path | None,
-            accels: int, interval: float) -> None:
+            accels: int, interval: float, models: bool = True) -> None:
     trials = ["SA01/F05_R01", "SA02/F03_R01", "SA03/F01_R01", "SA04/F07_R01"]
     sisfall = (SISFALL / "SA01.npz").exists()
     parts = [f'[node]\nid = "bench-models"\nstate_dir = "{state}"\n',
              f"[report]\ninterval_s = {interval}\n",
-             f'[mqtt]\nhost = "{broker[0]}"\nport = {broker[1]}\n', "[fall]\ncancel_s = 0\n"]
+             f'[mqtt]\nhost = "{broker[0]}"\nport = {broker[1]}\n',
+             "[fall]\ncancel_s = 0\n" if models else
+             "[fall]\nenabled = false\n[fire]\nenabled = false\n"]
     where = [("adxl345", 0x53), ("adxl345", 0x1D), ("mpu6050", 0x68), ("mpu6050", 0x69)]
     for i in range(accels):
         kind, addr = where[i]
@@ -144,10 +182,8 @@ def run_node(seconds: float, accels: int, out=print, *,
         sub = Subscriber(broker.host, broker.port, "citynode/bench-models/event", on_msg)
         sub.start()
         cfg = d / "c.toml"
-        _config(cfg, d / "state", (broker.host, broker.port), emu.path, accels, 10)
-        if not models:
-            cfg.write_text(cfg.read_text().replace(
-                "[fall]\ncancel_s = 0\n", "[fall]\nenabled = false\n[fire]\nenabled = false\n"))
+        _config(cfg, d / "state", (broker.host, broker.port), emu.path, accels, 10,
+                models=models)
         logf = open(d / "agent.log", "wb")
         proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(cfg)],
                                 cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT,
@@ -203,6 +239,9 @@ def main(out=print) -> int:
             out(f"      {runtime:21s} {name:4s} inference median {p50 * 1e6:6.1f} us, p99 "
                 f"{p99 * 1e6:6.1f} us; with scaling and int8 quantization {w50 * 1e6:6.1f} / "
                 f"{w99 * 1e6:6.1f} us")
+    out("      memory each piece would cost, in a fresh process:")
+    for label, mib in import_costs():
+        out(f"        {label}: " + (f"+{mib:.1f} MiB" if isinstance(mib, float) else mib))
     ref, _ = run_node(float(os.environ.get("BENCH_REF_S", "20")), 3, out, models=False)
     mem, lat = run_node(float(os.environ.get("BENCH_NODE_S", "90")), 3, out)
     rss, hwm = mem.get("VmRSS", float("nan")), mem.get("VmHWM", float("nan"))

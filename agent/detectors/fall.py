@@ -32,8 +32,9 @@ chair, rolling over in bed, sitting down quickly); docs/fall.md has the figures.
 detected fall and the alarm sent upstream; agent/fall_alarm.py wires it to GPIO.
 
 Pure Python (``math``, ``bisect``, a bounded ``deque``), no numpy: importing it costs
-the daemon 11-17 MiB of its 45 MiB memory target. Per sample there is only resampling,
-|a| and the trigger; the window statistics and features are computed for a candidate.
+the daemon 12.6 MiB of its 45 MiB memory target (``make bench``). Per sample there is
+only resampling, |a| and the trigger; the window statistics and features are computed
+for a candidate.
 The arithmetic follows numpy's (``interp``, row norms, pairwise sums; dot products may
 differ in the last bit), so bench/eval_fall.py's figures did not move when numpy went.
 """

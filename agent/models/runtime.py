@@ -65,11 +65,12 @@ def model_path(name: str) -> Path:
     return MODELS_DIR / f"{name}.tflite"
 
 
-def _usable(module: str) -> None:
+def _usable(module: str) -> Any:
     """Import ``module``; for the C backend, also bind its library (raises if unusable)."""
     mod = importlib.import_module(module)
     if hasattr(mod, "load_library"):
         mod.load_library()
+    return mod
 
 
 def available_runtimes() -> list[str]:
@@ -100,8 +101,7 @@ def _open(path: Path, prefer: str | None) -> tuple[str, _Backend]:
     failed: list[str] = []
     for name, module, attr in order:
         try:
-            _usable(module)
-            cls = getattr(importlib.import_module(module), attr)
+            cls = getattr(_usable(module), attr)
         except Exception as exc:  # ImportError, numpy ABI errors, an untested C API
             missing.append(f"{name}: {exc}")
             continue
