@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.detectors.activity import ActivityDetector
-from agent.household import activity_kwargs
+from agent.features.household import activity_kwargs
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "tracebase" / "complete"
 HOUSEHOLDS = 40

@@ -85,7 +85,7 @@ COSTS = [  # (what, set-up not counted, the step counted)
     ("both models through ai-edge-litert's C library (the daemon's path)", "",
      "[Model.load(model_path(n), runtime='ai-edge-litert') for n in ('fall', 'fire')]"),
     ("paho's urllib.request, were it loaded (deferred in the daemon)",
-     "import agent.uplink", "import urllib.request; urllib.request.getproxies"),
+     "import agent.wire.uplink", "import urllib.request; urllib.request.getproxies"),
 ]
 
 
@@ -160,7 +160,7 @@ def _mappings(pid: int, top: int = 6) -> tuple[list[tuple[float, str]], bool]:
 def run_node(seconds: float, accels: int, out=print, *,
              models: bool = True) -> tuple[dict, list[float]]:
     """Run the real daemon; returns its memory figures and the fall alarm latencies."""
-    from agent.simulate import Mosquitto, Subscriber
+    from agent.tools.simulate import Mosquitto, Subscriber
     from drivers.emulation import SerialEmulator
     from drivers.pms5003.emulator import PMS5003Model
 

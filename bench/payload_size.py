@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from agent import payload
-from agent.payload import Pack, Record
+from agent.wire import payload
+from agent.wire.payload import Pack, Record
 
 TARGET_BYTES = 60
 #: The landscape's figure (docs from /work/shared/reference/landscape.md) for

@@ -1,7 +1,7 @@
 """Spool bench: enqueue and drain rates, a day's backlog, SD-card writes, memory.
 
 Run ``python -m bench.spool_bench`` from the repository root (``make bench`` runs
-it with the others). It needs mosquitto (``agent.simulate.Mosquitto`` starts a
+it with the others). It needs mosquitto (``agent.tools.simulate.Mosquitto`` starts a
 private one on a free loopback port) and writes its spools to a temporary folder
 under /var/tmp (or the folder in ``$CITYNODE_BENCH_DIR``), which must be on a
 real block device, not tmpfs, for the fsync and byte figures to mean anything.
@@ -9,8 +9,8 @@ Everything it starts and creates is stopped and removed at the end.
 
 Messages are realistic: telemetry packs are one 60 s PMS5003 window (pm1, pm25,
 pm10 with mean, min and max, plus the sample count) aggregated by
-``agent.aggregate`` from 30 simulated readings; health packs come from
-``agent.health.HealthReporter``; events are sensor health transitions. Each
+``agent.core.aggregate`` from 30 simulated readings; health packs come from
+``agent.core.health.HealthReporter``; events are sensor health transitions. Each
 figure is printed next to a reference measured in the same run.
 
 Targets (the exit code is 1 when one fails):
@@ -42,15 +42,15 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent import payload
-from agent.aggregate import Aggregator, Quality
-from agent.config import HealthConfig, MqttConfig, ReportConfig, SpoolConfig
-from agent.health import HealthReporter
-from agent.payload import Pack, Record
-from agent.simulate import Mosquitto
-from agent.spool import EVENT, LANES, TELEMETRY, Spool
-from agent.topics import Topics
-from agent.uplink import MAX_INFLIGHT, Uplink
+from agent.core.aggregate import Aggregator, Quality
+from agent.core.config import HealthConfig, MqttConfig, ReportConfig, SpoolConfig
+from agent.core.health import HealthReporter
+from agent.tools.simulate import Mosquitto
+from agent.wire import payload
+from agent.wire.payload import Pack, Record
+from agent.wire.spool import EVENT, LANES, TELEMETRY, Spool
+from agent.wire.topics import Topics
+from agent.wire.uplink import MAX_INFLIGHT, Uplink
 from drivers.base import Reading
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +60,7 @@ TARGET_BACKLOG_S = 60.0
 TARGET_BYTES_PER_DAY = 5_000_000  # 5 MB (decimal, as the issue writes it)
 TARGET_RSS_SPREAD = 3 * 1024**2  # 3 MiB
 
-# A default node (agent/config.py).
+# A default node (agent/core/config.py).
 DEFAULT_SPOOL = SpoolConfig()
 REPORT_S = ReportConfig().interval_s  # 60 s
 HEALTH_S = HealthConfig().interval_s  # 300 s
@@ -655,7 +655,7 @@ def mosquitto_version(broker: Mosquitto) -> str:
 def main() -> int:
     global _T0
     _T0 = time.monotonic()
-    print("Spool bench: agent/spool.py + agent/uplink.py at default settings "
+    print("Spool bench: agent/wire/spool.py + agent/wire/uplink.py at default settings "
           f"(max_bytes {mib(DEFAULT_SPOOL.max_bytes)}, batch_s {DEFAULT_SPOOL.batch_s:g}, "
           f"drain_rate {DEFAULT_SPOOL.drain_rate:g}/s)", flush=True)
     work = bench_dir()

@@ -281,7 +281,7 @@ def build(arch: str, extras: str, out_dir: Path, pyver: str = "3.11",
                        extras=extras)
         out = make_tarball(top, out_dir)
     sys.path.insert(0, str(ROOT))
-    from agent.sdcard import BundleError, verify_bundle
+    from agent.tools.sdcard import BundleError, verify_bundle
 
     try:
         info = verify_bundle(out)

@@ -281,3 +281,27 @@ class SingleShotDevice(I2CDevice, ABC):
     @abstractmethod
     def measure(self) -> Any:
         """One measurement; its attributes are the quantities."""
+
+
+def bus_for(cfg: Any, chip: Callable[[], Any]) -> Any:
+    """The bus a configured driver gets: its bus number, or for ``bus = "emulator"`` the
+    shared emulated bus with ``chip()`` attached at the configured address (once) and the
+    configured ``emulator_faults`` applied."""
+    if cfg.bus != "emulator":
+        return cfg.bus
+    from .emulation.i2c import parse_i2c_faults, shared_bus
+
+    bus = shared_bus()
+    if cfg.address not in bus.devices:
+        bus.attach(cfg.address, chip())
+        if cfg.emulator_faults:
+            bus.fault(cfg.address, **parse_i2c_faults(cfg.emulator_faults))
+    return bus
+
+
+def read_register(bus: Any, addr: int, reg: int) -> int | None:
+    """One register byte, or None when the address did not answer (for identification)."""
+    try:
+        return bus.read_byte_data(addr, reg)
+    except OSError:
+        return None

@@ -9,7 +9,7 @@
 
 The relay is an actuator, not a :class:`~drivers.base.Device`: it has no readings.
 The power it switches is measured by a separate power meter; the daemon feeds that
-meter's readings to :class:`agent.relays.RelayController`, which owns a ``Relay``.
+meter's readings to :class:`agent.features.relays.RelayController`, which owns a ``Relay``.
 
 Choosing ``active_high`` and ``safe_state`` (docs/relay.md has the wiring):
 

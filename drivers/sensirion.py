@@ -9,9 +9,10 @@ section 0); ``crc8(b"\\xbe\\xef") == 0x92`` is the datasheet's example.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
-__all__ = ["CRCError", "crc8", "pack_words", "unpack_words"]
+__all__ = ["CRCError", "crc8", "pack_words", "read_after_command", "unpack_words"]
 
 
 class CRCError(ValueError):
@@ -70,3 +71,19 @@ def unpack_words(data: bytes) -> list[int]:
                 f"expected 0x{want:02x}", index=i // 3)
         words.append(int.from_bytes(pair, "big"))
     return words
+
+
+def read_after_command(bus: Any, addr: int, cmd: int, words: int, wait_s: float,
+                       sleep: Callable[[float], None]) -> bytes | None:
+    """Command, wait, then a separate read (Sensirion chips take no repeated start); None
+    when the chip did not answer. For identifying a chip on site (``citynode doctor``)."""
+    from smbus2 import i2c_msg
+
+    try:
+        bus.i2c_rdwr(i2c_msg.write(addr, cmd.to_bytes(2, "big")))
+        sleep(wait_s)
+        msg = i2c_msg.read(addr, 3 * words)
+        bus.i2c_rdwr(msg)
+    except OSError:
+        return None
+    return bytes(msg)

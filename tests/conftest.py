@@ -22,7 +22,7 @@ def shared_dir() -> Path:
 @pytest.fixture
 def mosquitto(tmp_path: Path):
     """A private mosquitto on a free loopback port, stopped after the test."""
-    from agent.simulate import Mosquitto, find_mosquitto
+    from agent.tools.simulate import Mosquitto, find_mosquitto
 
     if find_mosquitto() is None:
         pytest.skip("mosquitto is not installed (make test installs it when run as root)")

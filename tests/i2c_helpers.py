@@ -65,8 +65,8 @@ def poll_until_gone(dev: Any, tries: int = 200) -> list[str]:
 @contextmanager
 def agent_built(sensor_type: str, name: str, address: int) -> Iterator[Any]:
     """The driver the agent builds for a ``bus = "emulator"`` sensor, opened (and closed)."""
-    from agent import config
-    from agent.sensors import build_device
+    from agent.core import config
+    from agent.core.sensors import build_device
 
     cfg = config.parse(f'[node]\nid = "n1"\n[[sensor]]\ntype = "{sensor_type}"\n'
                        f'name = "{name}"\nbus = "emulator"\naddress = {address:#04x}\n',

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.detectors.activity import ACTIVE, ActivityDetector, PlugActivity, Routine
-from agent.detectors.inactivity_replay import run_cli
+from agent.tools.replay.inactivity import run_cli
 
 H = 3600.0
 DAY = 86400.0
@@ -304,7 +304,7 @@ def test_eval_skips_without_shared_data() -> None:
 
 def test_detect_inactivity_command_unattended_and_time_zone(tmp_path: Path, capsys) -> None:
     """A cycling fridge hides a silent household unless it is declared unattended."""
-    from agent.cli import main
+    from agent.tools.cli import main
 
     rows = [f"{T0 + 8 * H + 5 * k:.0f},kettle,{2000 if k < 20 else 0}" for k in range(30)]
     for c in range(40):  # the fridge: 20 min on, 40 min off, for 40 h
@@ -326,7 +326,7 @@ def test_docs_replay_example_is_what_the_command_prints(tmp_path: Path) -> None:
     """docs/inactivity.md shows a CSV and the command's output: they must stay true."""
     import re
 
-    from agent.household import activity_kwargs
+    from agent.features.household import activity_kwargs
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "inactivity.md").read_text()
     section = doc.split("## Offline replay", 1)[1]

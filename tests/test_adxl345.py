@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from i2c_helpers import agent_built, attach, poll_until_gone
 
-from agent import config
-from agent.cli import main as cli
+from agent.core import config
+from agent.tools.cli import main as cli
 from drivers.adxl345 import ADXL345, WrongChip, codec
 from drivers.adxl345.emulator import ADXL345Model
 from drivers.base import DeviceGone

@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from agent import config
-from agent.aggregate import Aggregator, Quality
-from agent.daemon import Node, StateDirError, next_boot_session
-from agent.sampling import Health, SensorLoop
-from agent.simulate import write_config
+from agent.core import config
+from agent.core.aggregate import Aggregator, Quality
+from agent.core.daemon import Node, StateDirError, next_boot_session
+from agent.core.sampling import Health, SensorLoop
+from agent.tools.simulate import write_config
 from drivers.base import DeviceError, DeviceGone, Reading
 from drivers.emulation import SerialEmulator
 from drivers.pms5003.emulator import PMS5003Model

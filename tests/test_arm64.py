@@ -358,8 +358,8 @@ def test_node_runs_on_arm64_and_its_messages_arrive(installed: tuple[Path, list[
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-    from agent import payload
-    from agent.simulate import Mosquitto, find_mosquitto
+    from agent.tools.simulate import Mosquitto, find_mosquitto
+    from agent.wire import payload
 
     if find_mosquitto() is None:
         pytest.skip("mosquitto is not installed on the host (make deps-system)")

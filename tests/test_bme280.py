@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from i2c_helpers import Clock, agent_built, attach, poll_until_gone, readings
 
-from agent.cli import main as cli
+from agent.tools.cli import main as cli
 from drivers.base import DeviceError, DeviceGone
 from drivers.bme280 import BME280, REFERENCE_CALIBRATION, WrongChip, codec
 from drivers.bme280.codec import Calibration, Raw

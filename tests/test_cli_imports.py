@@ -16,16 +16,17 @@ def _python(code: str) -> list[str]:
 
 
 def test_run_does_not_import_the_field_tools() -> None:
-    code = ("import sys\nfrom agent.cli import build_parser\n"
+    code = ("import sys\nfrom agent.tools.cli import build_parser\n"
             "p = build_parser(field_tools=False)\n"
-            "print(sorted(m for m in ('agent.doctor', 'agent.provision', 'agent.sdcard', "
-            "'agent.status') if m in sys.modules))\n"
+            "print(sorted(m for m in ('agent.tools.doctor', 'agent.tools.provision', "
+            "'agent.tools.sdcard', 'agent.tools.status') if m in sys.modules))\n"
             "build_parser()\n"
-            "print(sorted(m for m in ('agent.doctor', 'agent.provision', 'agent.sdcard', "
-            "'agent.status') if m in sys.modules))\n")
+            "print(sorted(m for m in ('agent.tools.doctor', 'agent.tools.provision', "
+            "'agent.tools.sdcard', 'agent.tools.status') if m in sys.modules))\n")
     out = _python(code)
     assert out[0] == "[]"
-    assert out[1] == "['agent.doctor', 'agent.provision', 'agent.sdcard', 'agent.status']"
+    assert out[1] == ("['agent.tools.doctor', 'agent.tools.provision', 'agent.tools.sdcard', "
+                      "'agent.tools.status']")
 
 
 def test_the_daemons_modules_leave_out_what_it_never_uses() -> None:
@@ -33,10 +34,11 @@ def test_the_daemons_modules_leave_out_what_it_never_uses() -> None:
     the model runtime, the accelerometer drivers and emulators and the status writer,
     must not pull numpy, paho's unused urllib.request (http.client, email), argparse,
     statistics or shutil back in."""
-    code = ("import sys\nimport agent.daemon, agent.safety, agent.status, agent.sensors\n"
+    code = ("import sys\nimport agent.core.daemon, agent.features.safety, agent.tools.status\n"
+            "import agent.core.sensors\n"
             "import agent.detectors.fall, agent.detectors.fire, agent.models.litert_c\n"
             "import drivers.adxl345.emulator, drivers.mpu6050.emulator, drivers.sgp30.emulator\n"
-            "from agent.uplink import Uplink\n"
+            "from agent.wire.uplink import Uplink\n"
             "heavy = ('numpy', 'http.client', 'email', 'argparse', 'statistics', 'shutil')\n"
             "print(sorted(m for m in heavy if m in sys.modules))\n")
     assert _python(code) == ["[]"]
@@ -44,7 +46,7 @@ def test_the_daemons_modules_leave_out_what_it_never_uses() -> None:
 
 def test_a_deferred_module_loads_on_first_use_and_then_is_the_real_one() -> None:
     code = ("import sys\nimport agent\nimport urllib.request as r\n"
-            "from agent.deferred_imports import is_deferred\n"
+            "from agent.core.deferred_imports import is_deferred\n"
             "print(is_deferred('urllib.request'), 'http.client' in sys.modules)\n"
             "from urllib.request import Request\n"
             "import urllib\n"
@@ -55,7 +57,7 @@ def test_a_deferred_module_loads_on_first_use_and_then_is_the_real_one() -> None
 
 
 def test_defer_is_a_no_op_for_modules_already_loaded_or_missing() -> None:
-    from agent import deferred_imports
+    from agent.core import deferred_imports
 
     deferred_imports.defer("json")  # imported long ago
     assert not deferred_imports.is_deferred("json")

@@ -1,8 +1,8 @@
-"""Downlink commands (agent/commands.py) and their reference, docs/commands.md.
+"""Downlink commands (agent/core/commands.py) and their reference, docs/commands.md.
 
 Every example request in docs/commands.md is run here through a processor with
 :class:`DocControl` and must produce the result printed under it, and the page's
-signing snippet must agree with :func:`agent.commands.sign_command`.
+signing snippet must agree with :func:`agent.core.commands.sign_command`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import agent
-from agent import commands, payload, quantities
-from agent.commands import (
+import agent.wire
+from agent.core import commands
+from agent.core.commands import (
     COMMANDS,
     CommandError,
     CommandProcessor,
@@ -35,8 +35,9 @@ from agent.commands import (
     load_hmac_key,
     sign_command,
 )
-from agent.config import CommandsConfig
-from agent.payload import Pack
+from agent.core.config import CommandsConfig
+from agent.wire import payload, quantities
+from agent.wire.payload import Pack
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "commands.md"
@@ -659,9 +660,9 @@ def test_short_key_is_refused_by_the_processor() -> None:
 # -- the key file ---------------------------------------------------------------------
 @pytest.fixture
 def no_security(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Pretend agent/security.py does not exist: load_hmac_key checks the mode itself."""
-    monkeypatch.setitem(sys.modules, "agent.security", None)
-    monkeypatch.delattr(agent, "security", raising=False)
+    """Pretend agent/wire/security.py does not exist: load_hmac_key checks the mode itself."""
+    monkeypatch.setitem(sys.modules, "agent.wire.security", None)
+    monkeypatch.delattr(agent.wire, "security", raising=False)
 
 
 def write_key(path: Path, data: bytes, mode: int = 0o600) -> Path:
@@ -701,11 +702,11 @@ def test_key_file_uses_agent_security(tmp_path: Path, monkeypatch: pytest.Monkey
         if "unsafe" in path:
             raise SecurityError(what, path, "unsafe")
 
-    fake = types.ModuleType("agent.security")
+    fake = types.ModuleType("agent.wire.security")
     fake.SecurityError = SecurityError  # type: ignore[attr-defined]
     fake.check_private = check_private  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "agent.security", fake)
-    monkeypatch.setattr(agent, "security", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "agent.wire.security", fake)
+    monkeypatch.setattr(agent.wire, "security", fake, raising=False)
     key = write_key(tmp_path / "k", b"c" * 20, 0o644)  # the mode is security's business now
     assert load_hmac_key(key) == b"c" * 20
     assert seen == [(str(key), "command HMAC key (commands.hmac_key_file)")]
@@ -716,7 +717,7 @@ def test_key_file_uses_agent_security(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_key_file_with_the_real_agent_security(tmp_path: Path) -> None:
-    security = pytest.importorskip("agent.security")
+    security = pytest.importorskip("agent.wire.security")
     assert load_hmac_key(write_key(tmp_path / "k", b"d" * 32 + b"\n")) == b"d" * 32
     with pytest.raises(security.SecurityError, match="chmod 600"):
         load_hmac_key(write_key(tmp_path / "k", b"d" * 32, 0o644))

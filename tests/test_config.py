@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import config
-from agent.cli import main as cli
-from agent.config import ConfigError
+from agent.core import config
+from agent.core.config import ConfigError
+from agent.tools.cli import main as cli
 
 ROOT = Path(__file__).resolve().parent.parent
 

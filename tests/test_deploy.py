@@ -112,8 +112,8 @@ name = "bay1"
 
 
 def test_device_allow_is_exactly_the_configured_devices():
-    from agent import config
-    from agent.systemd import device_allow, device_dropin
+    from agent.core import config
+    from agent.core.systemd import device_allow, device_dropin
 
     cfg = config.parse(DEVICES_CFG, check_devices=False)
     links = {"/dev/citynode-ch340-1": "/dev/ttyUSB3"}
@@ -129,7 +129,7 @@ def test_device_allow_is_exactly_the_configured_devices():
 
 
 def test_config_devices_command_writes_the_dropin(tmp_path, capsys):
-    from agent.cli import main
+    from agent.tools.cli import main
 
     cfg = tmp_path / "c.toml"
     cfg.write_text(DEVICES_CFG)
@@ -146,8 +146,8 @@ def test_config_devices_command_writes_the_dropin(tmp_path, capsys):
 def test_dropin_is_accepted_by_systemd(tmp_path):
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze not installed")
-    from agent import config
-    from agent.systemd import device_dropin
+    from agent.core import config
+    from agent.core.systemd import device_dropin
 
     copy = _testable_copy(tmp_path)
     d = tmp_path / "citynode.service.d"

@@ -19,11 +19,11 @@ from gpiozero.exc import BadPinFactory
 from gpiozero.pins.mock import MockFactory
 from serial_helpers import emulate_fixture
 
-import agent.sensors
-from agent import doctor
-from agent.cli import main
-from agent.config import parse
-from agent.doctor import FAIL, OK, WARN, Check, Task
+import agent.core.sensors
+from agent.core.config import parse
+from agent.tools import doctor
+from agent.tools.cli import main
+from agent.tools.doctor import FAIL, OK, WARN, Check, Task
 from drivers.bme280.emulator import BME280Model
 from drivers.emulation import FaultInjector
 from drivers.emulation.i2c import FakeBus
@@ -68,7 +68,7 @@ class Noise:
 def emulated_bus(monkeypatch: pytest.MonkeyPatch) -> FakeBus:
     """A fresh shared emulated I2C bus, as the daemon's bus = "emulator" gets it."""
     bus = FakeBus(seed=None)
-    monkeypatch.setattr(agent.sensors, "_emulated_bus", bus)
+    monkeypatch.setattr(agent.core.sensors, "_emulated_bus", bus)
     return bus
 
 

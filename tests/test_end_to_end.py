@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.simulate import Subscriber, write_config
+from agent.tools.simulate import Subscriber, write_config
 from drivers.emulation import SerialEmulator
 from drivers.pms5003.emulator import PMS5003Model
 

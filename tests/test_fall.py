@@ -23,8 +23,8 @@ from agent.detectors.fall import (
     resample_linear,
     window_features,
 )
-from agent.detectors.fall_replay import run_cli
 from agent.models.runtime import Model, ModelError, model_path
+from agent.tools.replay.fall import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SISFALL = ROOT.parent / "shared" / "data" / "sisfall"
@@ -149,7 +149,7 @@ def test_no_numpy_on_the_daemon_path():
     """numpy is 11-17 MiB of the daemon's 45 MiB: the detector must run without it."""
     code = """
 import math, sys
-import agent.safety
+import agent.features.safety
 from agent.detectors.fall import FallDetector
 def sig():
     out = []
@@ -354,7 +354,7 @@ def test_fall_alarm_cancel_and_second_fall():
 def test_gpio_glue_with_mock_pins():
     from gpiozero.pins.mock import MockFactory
 
-    from agent.fall_alarm import FallAlarmGPIO
+    from agent.features.fall_alarm import FallAlarmGPIO
 
     now = [0.0]
     factory = MockFactory()

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from agent.aggregate import Aggregator, Quality, centre
-from agent.airquality import band, band_record, describe
-from agent.sampling import DutyCycle, Health, SensorLoop
+from agent.core.aggregate import Aggregator, Quality, centre
+from agent.core.sampling import DutyCycle, Health, SensorLoop
+from agent.features.airquality import band, band_record, describe
 from drivers.base import DeviceError, Reading
 
 
@@ -66,8 +66,9 @@ class FakeLoop:
 
 
 def report_records(loops, **report) -> dict[str, float]:
-    from agent import config, payload
-    from agent.daemon import Node
+    from agent.core import config
+    from agent.core.daemon import Node
+    from agent.wire import payload
 
     cfg = config.parse('[node]\nid = "n"\n[report]\n' +
                        "".join(f"{k} = {v}\n" for k, v in report.items()))

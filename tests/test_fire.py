@@ -17,8 +17,8 @@ from agent.detectors.fire import (
     FireConfig,
     FireDetector,
 )
-from agent.detectors.fire_replay import run_cli
 from agent.models.runtime import Model, ModelError, model_path
+from agent.tools.replay.fire import run_cli
 
 SMOKE16 = Path(__file__).resolve().parents[2] / "shared" / "data" / "smoke" / \
     "smoke_detection_16col_rows0-10080.csv"

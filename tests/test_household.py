@@ -8,8 +8,9 @@ import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
-from agent import config, payload
-from agent.household import Household, activity_kwargs, event_records
+from agent.core import config
+from agent.features.household import Household, activity_kwargs, event_records
+from agent.wire import payload
 from drivers.base import Reading
 
 CFG = """

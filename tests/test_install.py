@@ -23,7 +23,7 @@ from types import ModuleType
 
 import pytest
 
-from agent import sdcard
+from agent.tools import sdcard
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTALL = ROOT / "deploy" / "install.sh"

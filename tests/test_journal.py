@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.journal import (
+from agent.core.journal import (
     JournalHandler,
     StderrFormatter,
     setup_logging,

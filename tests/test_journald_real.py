@@ -1,4 +1,4 @@
-"""agent.journal against a real systemd-journald, run privately in its own namespaces.
+"""agent.core.journal against a real systemd-journald, run privately in its own namespaces.
 
 Recipe from docs: unshare a mount namespace, put tmpfs over /run/systemd, /run/log and
 /var/log/journal, bind-mount a volatile journald.conf, start journald, log, read back with
@@ -66,7 +66,7 @@ exit 91
 CLIENT = """\
 import logging, sys
 sys.path.insert(0, {repo!r})
-from agent.journal import JournalHandler, setup_logging
+from agent.core.journal import JournalHandler, setup_logging
 
 mark = sys.argv[1]
 log = setup_logging("journal", "debug", identifier="citynode-test", node_id="n-real")

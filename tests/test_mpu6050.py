@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from i2c_helpers import agent_built, attach, poll_until_gone
 
-from agent import config
-from agent.cli import main as cli
+from agent.core import config
+from agent.tools.cli import main as cli
 from drivers.base import DeviceGone
 from drivers.emulation.i2c import FakeBus, parse_capture
 from drivers.emulation.motion import RestSource, SisFallSource, sisfall_available
@@ -245,7 +245,7 @@ def test_config_errors(extra, message):
 
 @needs_sisfall
 def test_agent_builds_it_replaying_sisfall():
-    from agent.sensors import build_device, emulated_bus
+    from agent.core.sensors import build_device, emulated_bus
 
     cfg = config.parse(BASE + 'address = 0x69\nrate_hz = 100\nemulator_source = '
                        '"sisfall:SA02/F05_R01"\n', "t.toml", check_devices=False)

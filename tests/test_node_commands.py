@@ -17,8 +17,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent import payload
-from agent.simulate import write_config
+from agent.tools.simulate import write_config
+from agent.wire import payload
 from drivers.emulation import SerialEmulator
 from drivers.pms5003.emulator import PMS5003Model
 

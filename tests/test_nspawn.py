@@ -46,7 +46,7 @@ read_interval_s = 0.5
 
 SUBSCRIBE = """
 import json, sys, time
-from agent.simulate import Subscriber
+from agent.tools.simulate import Subscriber
 got = []
 sub = Subscriber("127.0.0.1", 1883, "citynode/nspawn-1/#", lambda t, d, r: got.append((t, d, r)))
 sub.start()

@@ -14,7 +14,7 @@ from agent.detectors.occupancy import (
     OccupancyDetector,
     calibrate,
 )
-from agent.detectors.replay import (
+from agent.tools.replay.common import (
     EX_DATAERR,
     EX_NOINPUT,
     ReplayError,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.parking import load_baselines, save_baseline
-from agent.simulate import Subscriber, write_config
+from agent.features.parking import load_baselines, save_baseline
+from agent.tools.simulate import Subscriber, write_config
 from drivers.a02yyuw.emulator import A02YYUWModel
 from drivers.emulation import SerialEmulator
 
@@ -83,7 +83,7 @@ def test_car_arrives_and_leaves(tmp_path, mosquitto):
 
 
 def test_detect_occupancy_cli_replays_a_csv(tmp_path, capsys):
-    from agent.cli import main
+    from agent.tools.cli import main
 
     rows = ["t,bay,distance_mm"]
     for t in range(0, 120):

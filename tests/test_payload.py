@@ -1,4 +1,4 @@
-"""The payload codec (agent/payload.py), its documentation and the size bench.
+"""The payload codec (agent/wire/payload.py), its documentation and the size bench.
 
 docs/payload.md is checked here too: every hex example must decode to the
 JSON view printed under it, so the documentation cannot drift from the code.
@@ -19,9 +19,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent import payload, quantities
-from agent.aggregate import Quality
-from agent.payload import (
+from agent.core.aggregate import Quality
+from agent.wire import payload, quantities
+from agent.wire.payload import (
     CBOR,
     JSON,
     MAX_PAYLOAD,
@@ -409,7 +409,7 @@ def test_docs_quality_flags_match_the_code() -> None:
 
 
 def test_cli_decode_prints_the_readable_view(capsys: pytest.CaptureFixture[str]) -> None:
-    from agent.cli import main
+    from agent.tools.cli import main
 
     assert main(["decode", "--hex", REFERENCE_HEX]) == 0
     assert json.loads(capsys.readouterr().out) == to_readable(decode(bytes.fromhex(REFERENCE_HEX)))

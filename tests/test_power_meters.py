@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from serial_helpers import emulate_fixture, host_fixture, poll_until
 
-from agent.cli import main as cli_main
+from agent.tools.cli import main as cli_main
 from drivers import registry
 from drivers.base import DeviceError
 from drivers.cse7766 import CSE7766, EnergyCounter

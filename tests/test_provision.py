@@ -1,5 +1,5 @@
 """`citynode provision`: inputs checked before anything is written, files with the modes
-agent/security.py demands, a config rewritten section by section, one real CONNACK."""
+agent/wire/security.py demands, a config rewritten section by section, one real CONNACK."""
 
 from __future__ import annotations
 
@@ -19,9 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from agent import config, provision, security
-from agent.cli import main
-from agent.simulate import find_mosquitto, free_port
+from agent.core import config
+from agent.tools import provision
+from agent.tools.cli import main
+from agent.tools.simulate import find_mosquitto, free_port
+from agent.wire import security
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE = "node-7"

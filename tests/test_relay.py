@@ -7,7 +7,7 @@ from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
 from agent.detectors.protection import OverPowerCutoff
-from agent.relays import RelayController
+from agent.features.relays import RelayController
 from drivers.base import DeviceError
 from drivers.relay import Relay
 

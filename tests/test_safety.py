@@ -1,4 +1,5 @@
-"""Fall and fire alarms in the daemon (agent/safety.py): samples and readings in, alarms out."""
+"""Fall and fire alarms in the daemon (agent/features/safety.py): samples and readings in,
+alarms out."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from agent import config
+from agent.core import config
 from drivers.accel import Sample
 
 BASE = """
@@ -29,7 +30,7 @@ bus = "emulator"
 
 
 def make(tmp_path, extra: str = "", **kw):
-    from agent.safety import Safety
+    from agent.features.safety import Safety
 
     cfg = config.parse(BASE.format(state=tmp_path, extra=extra), check_devices=False)
     sent: list[list] = []
@@ -134,7 +135,7 @@ def test_broken_model_is_a_health_fault_and_rules_still_run(tmp_path) -> None:
 
 
 def test_no_accelerometer_no_fall_detector(tmp_path) -> None:
-    from agent.safety import Safety
+    from agent.features.safety import Safety
 
     cfg = config.parse(f'[node]\nid = "n"\nstate_dir = "{tmp_path}"\n[[sensor]]\n'
                        'type = "sht3x"\nname = "sht"\nbus = "emulator"\n', check_devices=False)
@@ -165,7 +166,7 @@ def test_real_fall_replayed_by_the_emulated_adxl345_reaches_the_broker(tmp_path,
 
     from test_end_to_end import wait_for
 
-    from agent.simulate import Subscriber
+    from agent.tools.simulate import Subscriber
 
     if not (SISFALL / "SA01.npz").exists():
         pytest.skip(f"SisFall recordings not found at {SISFALL} (../shared absent)")

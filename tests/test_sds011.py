@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from serial_helpers import Limited, assert_run_of, emulate_fixture, host_fixture, poll_until
 
-from agent.cli import main as cli_main
+from agent.tools.cli import main as cli_main
 from drivers.base import DeviceGone, Reading
 from drivers.emulation import DeviceModel, FaultInjector, SerialEmulator
 from drivers.pms5003.emulator import PMValues

@@ -1,4 +1,4 @@
-"""agent.security without a broker: file modes and owners, credentials, TLS contexts."""
+"""agent.wire.security without a broker: file modes and owners, credentials, TLS contexts."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent import security
-from agent.config import MqttConfig
-from agent.security import SecurityError, check_private, read_credentials, tls_context
+from agent.core.config import MqttConfig
+from agent.wire import security
+from agent.wire.security import SecurityError, check_private, read_credentials, tls_context
 
 ROOT = os.geteuid() == 0
 WHAT = "client private key (mqtt.key_file)"

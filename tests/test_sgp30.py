@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from i2c_helpers import Clock, poll_until_gone, readings
 
-from agent import config
-from agent.cli import main as cli
-from agent.sensors import build_device, humidity_reader
+from agent.core import config
+from agent.core.sensors import build_device, humidity_reader
+from agent.tools.cli import main as cli
 from drivers import registry
 from drivers.base import DeviceError, DeviceGone
 from drivers.emulation.i2c import FakeBus, Nack, parse_capture
@@ -518,7 +518,7 @@ def test_build_device_wires_state_dir_and_humidity(tmp_path):
 
 
 def test_humidity_reader_takes_the_climate_loops_latest_values(monkeypatch):
-    import agent.sensors as sensors
+    import agent.core.sensors as sensors
 
     monkeypatch.setattr(sensors.time, "monotonic", lambda: 1000.0)
     loop = SimpleNamespace(sensor="air", last_reading_at=None, last_values={})
@@ -576,7 +576,7 @@ def test_bus_capture_of_a_driver_run_decodes_completely(tmp_path):
 
 
 def test_doctor_identifies_the_emulated_chip():
-    from agent.doctor import check_i2c_bus
+    from agent.tools.doctor import check_i2c_bus
 
     clock = Clock()
     bus = FakeBus({ADDR: SGP30Model(constant())}, clock=clock, sleep=clock.sleep)
@@ -590,8 +590,8 @@ def test_daemon_gives_the_sgp30_its_state_dir_and_live_humidity(tmp_path) -> Non
     import time as _time
     from types import SimpleNamespace
 
-    from agent import config as _config
-    from agent.daemon import Node
+    from agent.core import config as _config
+    from agent.core.daemon import Node
 
     cfg = _config.parse(f"""
 [node]

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from i2c_helpers import Clock, agent_built, attach, poll_until_gone, readings
 
-from agent.cli import main as cli
+from agent.tools.cli import main as cli
 from drivers.base import DeviceError, DeviceGone
 from drivers.emulation.climate import Climate, DiurnalClimate, constant_climate, rh_at
 from drivers.emulation.i2c import FakeBus, Nack, parse_capture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.spool import EVENT, TELEMETRY, Spool
+from agent.wire.spool import EVENT, TELEMETRY, Spool
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,7 +103,7 @@ def test_acks_deleted_in_the_next_commit_or_after_ack_flush(tmp_path):
 CRASHER = """
 import os, sys
 sys.path.insert(0, {root!r})
-from agent.spool import Spool, EVENT, TELEMETRY
+from agent.wire.spool import Spool, EVENT, TELEMETRY
 s = Spool({path!r}, batch_s=0.0)
 for i in range(20):
     s.put(TELEMETRY, "t", str(i).encode())

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from i2c_helpers import Clock, attach
 from smbus2 import i2c_msg
 
-from agent.cli import main as cli_main
+from agent.tools.cli import main as cli_main
 from drivers import registry
 from drivers.base import DeviceError, DeviceGone, Reading
 from drivers.emulation.i2c import FakeBus, Nack, parse_capture
@@ -195,7 +195,7 @@ def rig(clock):
 
 
 def run(dev: SPS30, clock: Clock, seconds: float) -> tuple[list[Reading], dict[str, int]]:
-    """Drive the device the way agent.sampling does: errors counted, DeviceGone re-opens."""
+    """Drive the device the way agent.core.sampling does: errors counted, DeviceGone re-opens."""
     out: list[Reading] = []
     events = {"errors": 0, "gone": 0}
     end = clock() + seconds

@@ -15,12 +15,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from agent import config, status
-from agent.cli import main
-from agent.daemon import Node
-from agent.sampling import Health
-from agent.simulate import Subscriber, write_config
-from agent.spool import Spool
+from agent.core import config
+from agent.core.daemon import Node
+from agent.core.sampling import Health
+from agent.tools import status
+from agent.tools.cli import main
+from agent.tools.simulate import Subscriber, write_config
+from agent.wire.spool import Spool
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ from typing import Self
 
 import pytest
 
-from agent.systemd import STATUS_MAX, Notifier, Watchdog
+from agent.core.systemd import STATUS_MAX, Notifier, Watchdog
 
 
 class Listener:

@@ -1,4 +1,4 @@
-"""agent.security against a real mosquitto: mutual TLS, host names, ACLs, passwords.
+"""agent.wire.security against a real mosquitto: mutual TLS, host names, ACLs, passwords.
 
 One broker per module with four listeners (per_listener_settings):
 
@@ -28,9 +28,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from agent import security
-from agent.config import MqttConfig
-from agent.simulate import find_mosquitto, free_port
+from agent.core.config import MqttConfig
+from agent.tools.simulate import find_mosquitto, free_port
+from agent.wire import security
 
 NODE = "node-1"
 PW_USER, PW_PASS = "node-2", "correct horse battery staple"
@@ -533,7 +533,7 @@ def test_daemon_publishes_over_mutual_tls(pki: Path, broker: Broker, observer: O
         with observer.cond:
             births = [p for t, p in observer.messages if t == topic]
         assert births, "no birth over mutual TLS"
-        from agent import payload
+        from agent.wire import payload
 
         assert payload.decode(births[-1]).records[0].text == "online"
     finally:

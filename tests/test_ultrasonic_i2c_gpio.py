@@ -10,7 +10,7 @@ from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 from i2c_helpers import attach, poll_until_gone, readings
 
-from agent.cli import main as cli
+from agent.tools.cli import main as cli
 from drivers.base import DeviceError, DeviceGone
 from drivers.emulation.i2c import FakeBus, Nack, parse_capture
 from drivers.hcsr04 import HCSR04

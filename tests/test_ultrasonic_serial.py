@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from serial_helpers import assert_run_of, emulate_fixture, poll_until
 
-from agent.cli import main as cli_main
+from agent.tools.cli import main as cli_main
 from drivers import registry
 from drivers.a02yyuw import A02YYUW, codec
 from drivers.a02yyuw.emulator import A02YYUWModel, UltrasonicModel, constant

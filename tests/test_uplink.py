@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import MqttConfig
-from agent.sampling import backoff_delay
-from agent.simulate import Subscriber, free_port
-from agent.spool import Spool
-from agent.uplink import Message, TokenBucket, Uplink
+from agent.core.config import MqttConfig
+from agent.core.sampling import backoff_delay
+from agent.tools.simulate import Subscriber, free_port
+from agent.wire.spool import Spool
+from agent.wire.uplink import Message, TokenBucket, Uplink
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_publishes_in_order_and_acknowledged(mosquitto, protocol, spool):
     up = Uplink(cfg, f"test-{protocol}", spool)
     up.start()
     try:
-        from agent.payload import Pack, Record, encode
+        from agent.wire.payload import Pack, Record, encode
 
         for i in range(50):
             up.publish(Message(f"t/{i}", encode(Pack(0, 1, i, [Record("x", value=i)]))))
@@ -117,7 +117,7 @@ def test_messages_survive_an_outage(mosquitto, spool):
 
 
 def test_events_go_before_telemetry_backlog_and_backlog_is_historical(mosquitto, spool):
-    from agent.payload import Pack, Record, encode
+    from agent.wire.payload import Pack, Record, encode
 
     got: list[tuple[str, bool]] = []
     sub = Subscriber(mosquitto.host, mosquitto.port, "o/#",

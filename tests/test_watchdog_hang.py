@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from test_end_to_end import NotifySocket, wait_for
 
-from agent import config
+from agent.core import config
 from drivers.emulation.i2c import FakeBus, parse_i2c_faults
 from drivers.sht3x.emulator import SHT3xModel
 

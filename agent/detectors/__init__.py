@@ -4,8 +4,8 @@ They know readings, never bytes: a detector is fed ``(t, value)`` pairs by the
 sampling loop, by an offline replay or by a test, and returns events.
 """
 
-from .fill import FillEvent, FillLevelDetector
-from .occupancy import (
+from agent.detectors.fill import FillEvent, FillLevelDetector
+from agent.detectors.occupancy import (
     BayGroup,
     CalibrationError,
     Event,

@@ -29,7 +29,7 @@ false alarms (about 40 per 24 h of daily activity instead of none: collapsing in
 chair, rolling over in bed, sitting down quickly); docs/fall.md has the figures.
 
 :class:`FallAlarm` is the local cancel window (buzzer, "I'm OK" button) between a
-detected fall and the alarm sent upstream; agent/fall_alarm.py wires it to GPIO.
+detected fall and the alarm sent upstream; agent/features/fall_alarm.py wires it to GPIO.
 
 Pure Python (``math``, ``bisect``, a bounded ``deque``), no numpy: importing it costs
 the daemon 12.6 MiB of its 45 MiB memory target (``make bench``). Per sample there is
@@ -52,7 +52,7 @@ from operator import lt, sub
 from pathlib import Path
 from typing import Any
 
-from ..models.runtime import Model, ModelError, model_path
+from agent.models.runtime import Model, ModelError, model_path
 
 __all__ = [
     "DEFAULTS",

@@ -26,7 +26,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from ..aggregate import median
+from agent.core.aggregate import median
 
 __all__ = ["COLLECTED", "NEEDS_COLLECTION", "FillEvent", "FillLevelDetector"]
 

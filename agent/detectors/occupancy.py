@@ -51,7 +51,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..aggregate import median as median_of
+from agent.core.aggregate import median as median_of
 
 __all__ = [
     "BLOCKED",

@@ -12,7 +12,7 @@ Feed ``update(t, watts)`` with the power meter's readings (``t`` monotonic secon
   event, not one per ``hold_s``.
 
 The detector only decides; the caller switches (the daemon, through
-:class:`agent.relays.RelayController`, calls ``relay.off()`` on every event and
+:class:`agent.features.relays.RelayController`, calls ``relay.off()`` on every event and
 latches the relay off until a ``reset`` command).
 """
 

@@ -23,7 +23,7 @@ import threading
 from importlib.util import find_spec
 from pathlib import Path
 
-from .errors import ModelError
+from agent.models.errors import ModelError
 
 __all__ = ["TESTED", "CModel", "load_library", "version"]
 

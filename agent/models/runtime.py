@@ -44,7 +44,7 @@ from operator import add, sub, truediv
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import ModelError
+from agent.models.errors import ModelError
 
 __all__ = ["RUNTIMES", "Model", "ModelError", "ModelMeta", "available_runtimes",
            "model_path"]

@@ -118,8 +118,8 @@ if [ -x "$VENV/bin/citynode" ] && [ -f "$ETC/citynode.toml" ]; then
         did "config check without devices: $out2"
         # --no-devices skips the TLS and credential files: check them as the service user.
         check='import sys
-from agent.config import load
-from agent.security import SecurityError, validate_security
+from agent.core.config import load
+from agent.wire.security import SecurityError, validate_security
 cfg = load(sys.argv[1], check_devices=False)
 try:
     cfg.local_mode or validate_security(cfg.mqtt)

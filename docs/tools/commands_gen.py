@@ -15,9 +15,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 logging.disable(logging.CRITICAL)
 
-from agent import payload
-from agent.commands import sign_command
-from agent.payload import Pack
+from agent.core.commands import sign_command
+from agent.wire import payload
+from agent.wire.payload import Pack
 from tests.test_commands import DOC_KEY, DOC_TOML, NOW, doc_processors
 
 procs, clock = doc_processors()
@@ -72,7 +72,7 @@ show("malformed", raw=b'{"id": "c-113", "cmd": "ping",}')
 show("bad-id", {"id": "c 114", "cmd": "ping"})
 
 template = open(HERE / "commands.md.tmpl").read()
-from agent.commands import canonical_message
+from agent.core.commands import canonical_message
 
 extra = {"ping-hex": payload.encode(packs["ping"][0], payload.CBOR).hex(" ")}
 sd = s

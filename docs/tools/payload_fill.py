@@ -7,9 +7,9 @@ import json
 import sys
 
 sys.path.insert(0, str(ROOT))
-from agent import payload
-from agent.aggregate import Quality
-from agent.quantities import CATALOGUE
+from agent.core.aggregate import Quality
+from agent.wire import payload
+from agent.wire.quantities import CATALOGUE
 
 o = json.load(open(HERE / "payload_examples.json"))
 t = open(HERE / "payload.md.tmpl").read()

@@ -9,11 +9,12 @@ import sys
 from unittest import mock
 
 sys.path.insert(0, str(ROOT))
-from agent import daemon, payload
-from agent.aggregate import Aggregator, Quality, WindowSummary
-from agent.config import parse
-from agent.payload import Pack, Record
-from agent.topics import Topics
+from agent.core import daemon
+from agent.core.aggregate import Aggregator, Quality, WindowSummary
+from agent.core.config import parse
+from agent.wire import payload
+from agent.wire.payload import Pack, Record
+from agent.wire.topics import Topics
 
 cfg = parse(open(ROOT / "deploy" / "citynode.toml").read(), "citynode.toml", check_devices=False)
 node = daemon.Node(cfg)
@@ -46,7 +47,7 @@ show("pms", node.message(T.telemetry, recs, kind="telemetry", t=1763900060))
 with mock.patch.object(daemon.time, "time", return_value=1763900071.482):
     node._seq = 1442
     node.send = lambda m: show("event", m)
-    from agent.sampling import Health
+    from agent.core.sampling import Health
     node.on_health("pm", Health.OK, Health.ERRORS, "checksum")
 with mock.patch.object(daemon.time, "time", return_value=1763900093.207):
     node._seq = 1444

@@ -1,18 +1,16 @@
 """DFRobot A02YYUW (SEN0311) ultrasonic distance sensor (UART, 9600 8N1, ``FF H L SUM``)."""
 
-from .codec import Frame, FrameDecoder, Rejected
-from .device import A02YYUW, OUTPUTS, QUANTITIES, DistanceDevice
-from .protocol import Discarded, DistanceProtocol, Sample
+from ..lazy import exports
 
-__all__ = [
-    "A02YYUW",
-    "OUTPUTS",
-    "QUANTITIES",
-    "Discarded",
-    "DistanceDevice",
-    "DistanceProtocol",
-    "Frame",
-    "FrameDecoder",
-    "Rejected",
-    "Sample",
-]
+__getattr__, __dir__, __all__ = exports(__name__, {
+    "A02YYUW": ".device",
+    "Discarded": ".protocol",
+    "DistanceDevice": ".device",
+    "DistanceProtocol": ".protocol",
+    "Frame": ".codec",
+    "FrameDecoder": ".codec",
+    "OUTPUTS": ".device",
+    "QUANTITIES": ".device",
+    "Rejected": ".codec",
+    "Sample": ".protocol",
+})

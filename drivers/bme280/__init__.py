@@ -1,25 +1,16 @@
 """Bosch BME280 temperature, humidity and pressure sensor (I2C 0x76/0x77)."""
 
-from .codec import (
-    ADDRESSES,
-    REFERENCE_CALIBRATION,
-    Calibration,
-    Measurement,
-    Raw,
-    compensate,
-    decode_capture,
-)
-from .device import BME280, QUANTITIES, WrongChip
+from ..lazy import exports
 
-__all__ = [
-    "ADDRESSES",
-    "BME280",
-    "QUANTITIES",
-    "REFERENCE_CALIBRATION",
-    "Calibration",
-    "Measurement",
-    "Raw",
-    "WrongChip",
-    "compensate",
-    "decode_capture",
-]
+__getattr__, __dir__, __all__ = exports(__name__, {
+    "ADDRESSES": ".codec",
+    "BME280": ".device",
+    "Calibration": ".codec",
+    "Measurement": ".codec",
+    "QUANTITIES": ".device",
+    "REFERENCE_CALIBRATION": ".codec",
+    "Raw": ".codec",
+    "WrongChip": ".device",
+    "compensate": ".codec",
+    "decode_capture": ".codec",
+})

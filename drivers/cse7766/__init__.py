@@ -1,7 +1,14 @@
 """Chipsea CSE7766 power meter (UART 4800 8E1, transmit only)."""
 
-from .codec import EnergyCounter, Frame, FrameDecoder, Rejected, encode_frame
-from .device import CSE7766, DEFAULT_QUANTITIES, QUANTITIES
+from ..lazy import exports
 
-__all__ = ["CSE7766", "DEFAULT_QUANTITIES", "QUANTITIES", "EnergyCounter", "Frame",
-           "FrameDecoder", "Rejected", "encode_frame"]
+__getattr__, __dir__, __all__ = exports(__name__, {
+    "CSE7766": ".device",
+    "DEFAULT_QUANTITIES": ".device",
+    "EnergyCounter": ".codec",
+    "Frame": ".codec",
+    "FrameDecoder": ".codec",
+    "QUANTITIES": ".device",
+    "Rejected": ".codec",
+    "encode_frame": ".codec",
+})

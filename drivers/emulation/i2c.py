@@ -244,3 +244,17 @@ def parse_capture(lines: Iterable[str]) -> list[tuple[int, str, bytes | None]]:
             raise ValueError(f"line {no}: {exc}") from None
         out.append((addr, parts[1].upper(), data))
     return out
+
+
+_shared: FakeBus | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_bus() -> FakeBus:
+    """The one emulated bus of this process: every sensor configured with
+    ``bus = "emulator"`` puts its chip here (the kernel has no I2C stub to put them behind)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = FakeBus(seed=None)
+        return _shared

@@ -1,5 +1,8 @@
 """HC-SR04 ultrasonic rangefinder on two GPIO pins (trigger/echo), through gpiozero."""
 
-from .device import HCSR04, QUANTITIES
+from ..lazy import exports
 
-__all__ = ["HCSR04", "QUANTITIES"]
+__getattr__, __dir__, __all__ = exports(__name__, {
+    "HCSR04": ".device",
+    "QUANTITIES": ".device",
+})

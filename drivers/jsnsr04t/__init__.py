@@ -1,6 +1,13 @@
 """JSN-SR04T V3.x waterproof ultrasonic sensor in its UART modes (9600 8N1, ``FF H L SUM``)."""
 
-from .codec import TRIGGER, Frame, FrameDecoder, Rejected
-from .device import JSNSR04T, QUANTITIES, VARIANTS
+from ..lazy import exports
 
-__all__ = ["JSNSR04T", "QUANTITIES", "TRIGGER", "VARIANTS", "Frame", "FrameDecoder", "Rejected"]
+__getattr__, __dir__, __all__ = exports(__name__, {
+    "Frame": ".codec",
+    "FrameDecoder": ".codec",
+    "JSNSR04T": ".device",
+    "QUANTITIES": ".device",
+    "Rejected": ".codec",
+    "TRIGGER": ".codec",
+    "VARIANTS": ".device",
+})

@@ -1,6 +1,13 @@
 """MaxBotix MaxSonar ultrasonic sensors, TTL serial (9600 8N1, ``R####\\r`` / ``R###\\r``)."""
 
-from .codec import UNITS, Frame, FrameDecoder, Rejected
-from .device import LIMITS, QUANTITIES, MaxBotix
+from ..lazy import exports
 
-__all__ = ["LIMITS", "QUANTITIES", "UNITS", "Frame", "FrameDecoder", "MaxBotix", "Rejected"]
+__getattr__, __dir__, __all__ = exports(__name__, {
+    "Frame": ".codec",
+    "FrameDecoder": ".codec",
+    "LIMITS": ".device",
+    "MaxBotix": ".device",
+    "QUANTITIES": ".device",
+    "Rejected": ".codec",
+    "UNITS": ".codec",
+})

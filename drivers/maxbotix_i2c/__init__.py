@@ -1,6 +1,12 @@
 """MaxBotix I2CXL-MaxSonar-EZ ultrasonic rangefinder on I2C (default 0x70)."""
 
-from .codec import ADDRESS, ADDRESSES, decode_capture, decode_range
-from .device import I2CXL, QUANTITIES
+from ..lazy import exports
 
-__all__ = ["ADDRESS", "ADDRESSES", "I2CXL", "QUANTITIES", "decode_capture", "decode_range"]
+__getattr__, __dir__, __all__ = exports(__name__, {
+    "ADDRESS": ".codec",
+    "ADDRESSES": ".codec",
+    "I2CXL": ".device",
+    "QUANTITIES": ".device",
+    "decode_capture": ".codec",
+    "decode_range": ".codec",
+})

@@ -1,16 +1,14 @@
 """Plantower PMS5003/PMS7003 particulate sensor (UART, 9600 8N1)."""
 
-from .codec import Ack, Frame, FrameDecoder, Rejected
-from .device import DEFAULT_QUANTITIES, PMS5003, QUANTITIES
-from .protocol import PMS5003Protocol
+from ..lazy import exports
 
-__all__ = [
-    "DEFAULT_QUANTITIES",
-    "PMS5003",
-    "QUANTITIES",
-    "Ack",
-    "Frame",
-    "FrameDecoder",
-    "PMS5003Protocol",
-    "Rejected",
-]
+__getattr__, __dir__, __all__ = exports(__name__, {
+    "Ack": ".codec",
+    "DEFAULT_QUANTITIES": ".device",
+    "Frame": ".codec",
+    "FrameDecoder": ".codec",
+    "PMS5003": ".device",
+    "PMS5003Protocol": ".protocol",
+    "QUANTITIES": ".device",
+    "Rejected": ".codec",
+})

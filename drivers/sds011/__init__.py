@@ -1,19 +1,17 @@
 """Nova Fitness SDS011 particulate sensor (UART, 9600 8N1)."""
 
-from .codec import ANY_ID, Frame, FrameDecoder, Rejected, Reply
-from .device import DEFAULT_QUANTITIES, QUANTITIES, SDS011
-from .protocol import NoReply, ReplyMismatch, SDS011Protocol
+from ..lazy import exports
 
-__all__ = [
-    "ANY_ID",
-    "DEFAULT_QUANTITIES",
-    "QUANTITIES",
-    "SDS011",
-    "Frame",
-    "FrameDecoder",
-    "NoReply",
-    "Rejected",
-    "Reply",
-    "ReplyMismatch",
-    "SDS011Protocol",
-]
+__getattr__, __dir__, __all__ = exports(__name__, {
+    "ANY_ID": ".codec",
+    "DEFAULT_QUANTITIES": ".device",
+    "Frame": ".codec",
+    "FrameDecoder": ".codec",
+    "NoReply": ".protocol",
+    "QUANTITIES": ".device",
+    "Rejected": ".codec",
+    "Reply": ".codec",
+    "ReplyMismatch": ".protocol",
+    "SDS011": ".device",
+    "SDS011Protocol": ".protocol",
+})

@@ -1,17 +1,16 @@
 """Sensirion SGP30 gas sensor: eCO2, TVOC and raw H2/ethanol signals (I2C 0x58)."""
 
-from .codec import ADDRESS, AirQuality, Baseline, FeatureSet, RawSignals, decode_capture
-from .device import QUANTITIES, SGP30, Measurement, SavedBaseline
+from ..lazy import exports
 
-__all__ = [
-    "ADDRESS",
-    "QUANTITIES",
-    "SGP30",
-    "AirQuality",
-    "Baseline",
-    "FeatureSet",
-    "Measurement",
-    "RawSignals",
-    "SavedBaseline",
-    "decode_capture",
-]
+__getattr__, __dir__, __all__ = exports(__name__, {
+    "ADDRESS": ".codec",
+    "AirQuality": ".codec",
+    "Baseline": ".codec",
+    "FeatureSet": ".codec",
+    "Measurement": ".device",
+    "QUANTITIES": ".device",
+    "RawSignals": ".codec",
+    "SGP30": ".device",
+    "SavedBaseline": ".device",
+    "decode_capture": ".codec",
+})

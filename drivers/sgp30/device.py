@@ -42,7 +42,7 @@ from .codec import AirQuality, Baseline, FeatureSet, RawSignals
 
 log = logging.getLogger(__name__)
 
-#: The values an SGP30 reading carries, named as in agent/quantities.py.
+#: The values an SGP30 reading carries, named as in agent/wire/quantities.py.
 QUANTITIES = ("eco2", "tvoc", "h2_raw", "ethanol_raw")
 RAW_QUANTITIES = ("h2_raw", "ethanol_raw")
 

@@ -1,13 +1,12 @@
 """Sensirion SPS30 particulate sensor (I2C, address 0x69)."""
 
-from .codec import CRCError, Measurement, decode_capture
-from .device import DEFAULT_QUANTITIES, QUANTITIES, SPS30
+from ..lazy import exports
 
-__all__ = [
-    "DEFAULT_QUANTITIES",
-    "QUANTITIES",
-    "SPS30",
-    "CRCError",
-    "Measurement",
-    "decode_capture",
-]
+__getattr__, __dir__, __all__ = exports(__name__, {
+    "CRCError": ".codec",
+    "DEFAULT_QUANTITIES": ".device",
+    "Measurement": ".codec",
+    "QUANTITIES": ".device",
+    "SPS30": ".device",
+    "decode_capture": ".codec",
+})

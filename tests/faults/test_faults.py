@@ -27,9 +27,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent import payload
-from agent.simulate import Mosquitto, find_mosquitto, free_port, write_config
-from agent.spool import Spool
+from agent.tools.simulate import Mosquitto, find_mosquitto, free_port, write_config
+from agent.wire import payload
+from agent.wire.spool import Spool
 from drivers.emulation import SerialEmulator
 from drivers.pms5003.emulator import PMS5003Model
 

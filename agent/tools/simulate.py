@@ -1,0 +1,335 @@
+"""``citynode simulate``: a whole node on one machine, with no hardware.
+
+It starts a real mosquitto on a free loopback port, PMS5003 emulators behind
+pseudo-terminals (replaying the recorded PM log when it is there), the real
+agent as a separate process against them, and a subscriber that prints each
+message as the platform would receive it. Installers use it to rehearse a site
+(``--faults``, ``--unplug-every``); ``make demo`` runs it. Ctrl-C stops
+everything and leaves nothing running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from agent.wire import payload
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def find_mosquitto() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)),
+        None)
+
+
+class Mosquitto:
+    """A private mosquitto on 127.0.0.1, configured by us, stopped by us."""
+
+    def __init__(self, workdir: Path, port: int | None = None, extra_conf: str = "",
+                 persistence: bool = False) -> None:
+        self.binary = find_mosquitto()
+        if self.binary is None:
+            raise FileNotFoundError(
+                "mosquitto is not installed: `apt-get install mosquitto` (make demo does this "
+                "when run as root), or use --broker HOST:PORT or --no-broker")
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self.conf = workdir / "mosquitto.conf"
+        self.log_path = workdir / "mosquitto.log"
+        self.extra_conf = extra_conf
+        self.persistence = persistence
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> None:
+        # As root mosquitto drops to its own user before writing its store; our
+        # work folder is private, so keep root for a persistent test broker.
+        persist = (f"persistence true\npersistence_location {self.workdir}/\n"
+                   + ("user root\n" if os.geteuid() == 0 else "")
+                   if self.persistence else "persistence false\n")
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{persist}"
+            f"max_queued_messages 100000\n{self.extra_conf}")
+        self._log = open(self.log_path, "wb")
+        # Own session: a terminal's Ctrl-C reaches only `simulate`, which then stops
+        # the agent first (so its last messages are delivered) and the broker last.
+        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=self._log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: "
+                                   f"{self.log_path.read_text(errors='replace')[-500:]}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"mosquitto did not listen on port {self.port} within {timeout} s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+
+class Subscriber:
+    """Subscribes to a node's topics and hands each decoded message to a callback."""
+
+    def __init__(self, host: str, port: int, topic: str,
+                 on_message: Callable[[str, dict, bool], None]) -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"sub-{os.getpid()}",
+                                  protocol=MQTTProtocolVersion.MQTTv5)
+        self.host, self.port, self.topic = host, port, topic
+        self.subscribed = threading.Event()
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.client.on_message = self._on_message
+        self._cb = on_message
+
+    def _on_message(self, client, userdata, msg) -> None:
+        try:
+            doc = payload.to_readable(payload.decode(msg.payload))
+        except payload.PayloadError as exc:
+            doc = {"error": str(exc), "bytes": msg.payload[:64].hex()}
+        self._cb(msg.topic, doc, bool(msg.retain))
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.client.connect(self.host, self.port)
+        self.client.loop_start()
+        if not self.subscribed.wait(timeout):
+            raise TimeoutError("subscriber could not subscribe")
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _toml_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return f"{v:g}" if isinstance(v, float) else str(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_config(path: Path, *, node_id: str, state_dir: Path, ports: list[str],
+                 interval: float, fmt: str, broker: tuple[str, int] | None,
+                 warmup_s: float = 5.0, read_interval_s: float = 1.0,
+                 sensors: list[dict[str, object]] = ()) -> None:
+    """A configuration for emulated sensors: PMS5003s on ``ports`` plus ``sensors`` tables."""
+    lines = [
+        "# Written by `citynode simulate`: emulated sensors, private broker.",
+        "[node]", f'id = "{node_id}"', f'state_dir = "{state_dir}"', "",
+        "[report]", f"interval_s = {interval:g}", f'format = "{fmt}"', "",
+        "[log]", 'target = "stderr"', "",
+    ]
+    if broker:
+        lines += ["[mqtt]", f'host = "{broker[0]}"', f"port = {broker[1]}",
+                  "backoff_initial_s = 0.5", "backoff_max_s = 10", ""]
+    for i, port in enumerate(ports):
+        prefix = "" if i == 0 else f"s{i}."
+        lines += ["[[sensor]]", 'type = "pms5003"', f'name = "pm{i}"', f'port = "{port}"',
+                  f'prefix = "{prefix}"', 'mode = "passive"',
+                  f"read_interval_s = {read_interval_s:g}", f"warmup_s = {warmup_s:g}", ""]
+    for table in sensors:
+        use = table.get("use")
+        lines += ["[[sensor]]", *(f"{k} = {_toml_value(v)}" for k, v in table.items()
+                                  if k != "use"), ""]
+        if isinstance(use, dict):
+            lines += ["[sensor.use]", *(f"{k} = {_toml_value(v)}" for k, v in use.items()), ""]
+    path.write_text("\n".join(lines))
+
+
+def _pump(stream: TextIO, out: TextIO, tag: str) -> None:
+    for line in stream:
+        out.write(f"{tag} {line}")
+        out.flush()
+
+
+def main(args: argparse.Namespace) -> int:
+    from drivers.emulation import FaultInjector, SerialEmulator
+    from drivers.pms5003.emulator import PMS5003Model, default_source
+
+    if not 1 <= args.sensors <= 8:
+        print("error: --sensors must be 1..8", file=sys.stderr)
+        return 64
+    try:
+        faults = [FaultInjector.from_spec(args.faults, seed=i) if args.faults else None
+                  for i in range(args.sensors)]
+    except ValueError as exc:
+        print(f"error: --faults: {exc}", file=sys.stderr)
+        return 64
+    own_dir = not args.workdir
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="citynode-sim-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    broker: Mosquitto | None = None
+    emulators: list[SerialEmulator] = []
+    agent: subprocess.Popen[str] | None = None
+    sub: Subscriber | None = None
+    received = {"telemetry": 0, "event": 0, "state": 0}
+    out = sys.stdout
+
+    def show(topic: str, doc: dict, retained: bool) -> None:
+        leaf = topic.rsplit("/", 1)[-1]
+        received[leaf] = received.get(leaf, 0) + 1
+        out.write(json.dumps({"topic": topic, "retained": retained, **doc},
+                             separators=(",", ":")) + "\n")
+        out.flush()
+
+    try:
+        target: tuple[str, int] | None = None
+        if args.broker:
+            host, _, port = args.broker.rpartition(":")
+            target = (host or "127.0.0.1", int(port))
+        elif not args.no_broker:
+            broker = Mosquitto(workdir)
+            broker.start()
+            target = (broker.host, broker.port)
+            print(f"# mosquitto {broker.binary} listening on {broker.host}:{broker.port}",
+                  file=sys.stderr)
+        ports = []
+        extra: list[dict[str, object]] = []
+        if args.site == "full":
+            # Every fine-dust and climate sensor at once: an SDS011 on its own pty, the
+            # I2C chips emulated inside the agent on bus "emulator".
+            from drivers.sds011.emulator import SDS011Model
+
+            sds = SerialEmulator(SDS011Model(default_source(seed=99, speed=args.speed),
+                                             interval_s=1.0, warmup_s=3.0, seed=99),
+                                 workdir / "dev" / "sds0", faults=faults[0])
+            sds.start()
+            emulators.append(sds)
+            extra = [
+                {"type": "sds011", "name": "sds", "port": sds.path, "prefix": "sds.",
+                 "warmup_s": 3.0, "read_interval_s": 1.0},
+                {"type": "sps30", "name": "sps", "bus": "emulator", "prefix": "sps.",
+                 "warmup_s": 2.0},
+                {"type": "sht3x", "name": "sht", "bus": "emulator"},
+                {"type": "bme280", "name": "bme", "bus": "emulator", "prefix": "bme."},
+            ]
+            print(f"# SDS011 emulator at {sds.path}; SPS30, SHT3x and BME280 emulated on "
+                  "I2C inside the agent", file=sys.stderr)
+        if args.site == "parking":
+            # Eight bays: two A02YYUW on ptys, five I2CXL on the agent's emulated I2C bus,
+            # one HC-SR04 on gpiozero's mock pins; each plays its own 24 h parking scene.
+            import zlib
+
+            from drivers.a02yyuw.emulator import A02YYUWModel
+            from drivers.emulation.scenes import random_day
+
+            for n in (1, 2):
+                day = random_day(zlib.crc32(f"bay{n}".encode()), f"bay{n}",
+                                 start=time.monotonic())
+                emu = SerialEmulator(A02YYUWModel(day.scene), workdir / "dev" / f"bay{n}",
+                                     faults=faults[0])
+                emu.start()
+                emulators.append(emu)
+                extra.append({"type": "a02yyuw", "name": f"bay{n}", "port": emu.path})
+            extra += [{"type": "i2cxl", "name": f"bay{n}", "bus": "emulator",
+                       "address": 0x6D + n} for n in range(3, 8)]
+            extra.append({"type": "hcsr04", "name": "bay8", "pins": "emulator"})
+            print("# parking site: bay1-2 A02YYUW on ptys, bay3-7 I2CXL emulated on I2C, "
+                  "bay8 HC-SR04 on mock GPIO; scenes run in real time", file=sys.stderr)
+        for i in range(args.sensors if args.site != "parking" else 0):
+            model = PMS5003Model(default_source(seed=i, speed=args.speed), seed=i,
+                                 interval_s=1.0, warmup_s=3.0)
+            emu = SerialEmulator(model, workdir / "dev" / f"pms{i}", faults=faults[i],
+                                 unplug_every_s=(args.unplug_every or None) if i == 0 else None,
+                                 unplug_for_s=3.0)
+            emu.start()
+            emulators.append(emu)
+            ports.append(emu.path)
+            print(f"# PMS5003 emulator {i} at {emu.path}"
+                  + (f" with faults {faults[i].spec()}" if faults[i] else ""), file=sys.stderr)
+        node_id = "sim-node-1"
+        cfg = workdir / "citynode.toml"
+        write_config(cfg, node_id=node_id, state_dir=workdir / "state", ports=ports,
+                     interval=args.interval, fmt=args.format, broker=target, sensors=extra)
+        if target:
+            sub = Subscriber(target[0], target[1], f"citynode/{node_id}/#", show)
+            sub.start()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("NOTIFY_SOCKET", None)
+        agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(cfg)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+                                 cwd=Path(__file__).resolve().parent.parent)
+        threading.Thread(target=_pump, args=(agent.stdout, sys.stderr, "agent |"),
+                         daemon=True).start()
+        print(f"# agent pid {agent.pid}, config {cfg}; Ctrl-C to stop", file=sys.stderr)
+        deadline = time.monotonic() + args.duration if args.duration else None
+        while not stop.is_set():
+            if agent.poll() is not None:
+                print(f"# agent exited with {agent.returncode}", file=sys.stderr)
+                break
+            if deadline and time.monotonic() >= deadline:
+                break
+            stop.wait(0.2)
+    except (OSError, RuntimeError, TimeoutError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        code = None
+        if agent is not None and agent.poll() is None:
+            agent.send_signal(signal.SIGTERM)
+            try:
+                code = agent.wait(15)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+                agent.wait(5)
+        elif agent is not None:
+            code = agent.returncode
+        time.sleep(0.3)  # let the goodbye reach the subscriber
+        if sub is not None:
+            sub.stop()
+        for emu in emulators:
+            try:
+                emu.stop()
+            except RuntimeError as exc:
+                print(f"# {exc}", file=sys.stderr)
+        if broker is not None:
+            broker.stop()
+        if own_dir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        print(f"# stopped cleanly: received {received}; agent exit code {code}",
+              file=sys.stderr)
+    if args.duration and target and not received.get("telemetry"):
+        print("error: no telemetry reached the broker", file=sys.stderr)
+        return 1
+    return 0 if code in (0, None) else 1

@@ -1,0 +1,435 @@
+"""The MQTT uplink: paho-mqtt 2.x, MQTT 5 with a 3.1.1 fallback, QoS 1, fed by the spool.
+
+Messages wait in the durable :class:`agent.wire.spool.Spool` and leave it only when
+the broker has acknowledged them (PUBACK); whatever was in flight when a
+connection dropped is sent again, in order, after the next connect. Delivery is
+at-least-once; consumers drop duplicates by (boot session, sequence).
+
+Order of sending on a connection: state (birth) and command results first, then
+the event lane, then the telemetry backlog, at most ``drain_rate`` spooled
+messages a second so a fleet coming back at once does not flatten the broker.
+A message accepted before the current connection came up is marked historical
+("h": true) and keeps its original timestamps.
+
+Each connection uses a fresh paho client so no state of a dead session leaks into
+the next. Reconnects back off exponentially with full jitter and a cap, and the
+log gets one line per change of state, not one per attempt.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent.core.config import MqttConfig
+from agent.core.sampling import backoff_delay
+from agent.wire import payload
+from agent.wire.security import SecurityError
+from agent.wire.spool import EVENT, LANES, TELEMETRY, Spool, Spooled
+
+log = logging.getLogger("citynode.uplink")
+
+MAX_INFLIGHT = 20
+#: kind -> spool lane; other kinds (state, result) are per-connection and not spooled.
+LANE_OF = {"event": EVENT, "alarm": EVENT, "telemetry": TELEMETRY, "health": TELEMETRY}
+
+
+@dataclass(slots=True)
+class Message:
+    topic: str
+    payload: bytes
+    retain: bool = False
+    content_type: str = ""
+    kind: str = "telemetry"  # event | alarm | telemetry | health | state | result
+    correlation: bytes | None = None  # MQTT 5 correlation data (command results)
+
+
+Inbound = Callable[[str, bytes, bytes | None, str | None], None]
+
+
+class TokenBucket:
+    """``rate`` per second with a burst of one second's worth; rate 0 means unlimited."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self._clock = clock
+        self._tokens = max(1.0, rate)
+        self._last = clock()
+
+    def take(self) -> bool:
+        if self.rate <= 0:
+            return True
+        now = self._clock()
+        self._tokens = min(max(1.0, self.rate), self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
+
+
+class Uplink:
+    """Publishes spooled messages to one broker from a background thread."""
+
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        client_id: str,
+        spool: Spool,
+        *,
+        drain_rate: float = 0.0,
+        will: Callable[[], Message] | None = None,
+        on_connect: Callable[[], list[Message]] = lambda: [],
+        subscribe: str | None = None,
+        on_message: Inbound | None = None,
+        configure_client: Callable[[mqtt.Client], None] = lambda c: None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.client_id = client_id
+        self.spool = spool
+        self.will = will
+        self._on_connect_msgs = on_connect
+        self._subscribe = subscribe
+        self._on_message = on_message
+        self._configure_client = configure_client
+        self._rng = rng or random.Random()
+        self._bucket = TokenBucket(drain_rate)
+        self._direct: collections.deque[Message] = collections.deque(maxlen=1000)
+        self._inflight: dict[int, Spooled | Message] = {}
+        self._after: dict[str, int] = {lane: 0 for lane in LANES}
+        self._ready: dict[str, collections.deque[Spooled]] = {
+            lane: collections.deque() for lane in LANES}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client: mqtt.Client | None = None
+        self._connected = False
+        self._connack: int | None = None
+        self._connack_text = ""
+        self._protocol = (
+            MQTTProtocolVersion.MQTTv311 if cfg.protocol == "3.1.1" else MQTTProtocolVersion.MQTTv5
+        )
+        self.state = "starting"
+        self.reconnects = 0
+        self.published = 0
+        self.refused = 0
+        self.historical = 0
+        self.connected_since: float | None = None
+        self._connected_wall = 0.0
+
+    # -- public API ------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
+    def protocol_name(self) -> str:
+        return "5" if self._protocol == MQTTProtocolVersion.MQTTv5 else "3.1.1"
+
+    def publish(self, msg: Message) -> None:
+        """Accept a message: spooled (durable) by lane, or kept for this connection."""
+        lane = LANE_OF.get(msg.kind)
+        if lane is None:
+            with self._lock:
+                self._direct.append(msg)
+            self.spool.ready.set()
+            return
+        self.spool.put(lane, msg.topic, msg.payload, retain=msg.retain,
+                       content_type=msg.content_type)
+
+    def pending(self) -> int:
+        with self._lock:
+            direct = len(self._direct) + sum(
+                isinstance(m, Message) for m in self._inflight.values())
+        return direct + self.spool.depth()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
+        self._thread.start()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything accepted is acknowledged, or the timeout passes."""
+        self.spool.flush()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.pending():
+                return True
+            if not self._connected and self._stop.is_set():
+                break
+            time.sleep(0.05)
+        return not self.pending()
+
+    def stop(self, goodbye: Message | None = None, timeout: float = 5.0) -> None:
+        """Send a goodbye (clean state) if connected, flush, disconnect."""
+        if goodbye is not None and self._connected:
+            self.publish(goodbye)
+        self.flush(timeout)
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout + 2)
+        self.spool.flush()
+
+    # -- connection ------------------------------------------------------------
+    def _set_state(self, state: str, level: int = logging.INFO) -> None:
+        if state != self.state:
+            self.state = state
+            log.log(level, "uplink %s", state, extra={"EVENT": "uplink_state"})
+
+    def _new_client(self) -> mqtt.Client:
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=self._protocol,
+            reconnect_on_failure=False,
+        )
+        c.max_inflight_messages_set(MAX_INFLIGHT)
+        c.on_connect = self._handle_connect
+        c.on_disconnect = self._handle_disconnect
+        c.on_publish = self._handle_publish
+        c.on_message = self._handle_message
+        self._configure_client(c)
+        if self.will is not None:
+            will = self.will()
+            props = None
+            if self._protocol == MQTTProtocolVersion.MQTTv5 and will.content_type:
+                props = Properties(PacketTypes.WILLMESSAGE)
+                props.ContentType = will.content_type
+            c.will_set(will.topic, will.payload, qos=1, retain=will.retain, properties=props)
+        return c
+
+    def _run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            self.spool.maintain()
+            if self._client is None:
+                if self._try_connect():
+                    attempt = 0
+                else:
+                    delay = backoff_delay(attempt, self.cfg.backoff_initial_s,
+                                          self.cfg.backoff_max_s, self._rng)
+                    attempt += 1
+                    self._pause(delay)
+                    continue
+            client = self._client
+            assert client is not None
+            rc = client.loop(timeout=0.02)
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not self._client_alive():
+                self._teardown(f"connection lost ({mqtt.error_string(rc)})")
+                continue
+            if self._connected and not self._send_some(client):
+                # Nothing to send: sleep in paho's select until traffic or a new message.
+                self.spool.ready.clear()
+                if not self._inflight:
+                    self.spool.ready.wait(0.2)
+        if self._client is not None:
+            try:
+                self._client.disconnect()
+                self._client.loop(timeout=0.2)
+            except (OSError, ValueError):
+                pass
+            self._teardown("stopped")
+
+    def _pause(self, seconds: float) -> None:
+        """Back off, still committing the spool's telemetry batches meanwhile."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            self.spool.maintain()
+            self._stop.wait(min(0.5, max(0.0, deadline - time.monotonic())))
+
+    def _client_alive(self) -> bool:
+        # Set by the disconnect callback or a refused CONNACK.
+        return self._client is not None and self._connack in (None, 0)
+
+    def _try_connect(self) -> bool:
+        self._connack = None
+        try:
+            client = self._new_client()
+            client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        except SecurityError as exc:  # e.g. the key's mode changed while running
+            self._set_state(f"disconnected: {exc}", logging.ERROR)
+            return False
+        except (TimeoutError, OSError, ValueError) as exc:
+            self._set_state(f"disconnected: cannot connect to {self.cfg.host}:{self.cfg.port} "
+                            f"({exc})", logging.WARNING)
+            return False
+        deadline = time.monotonic() + 10
+        while self._connack is None and time.monotonic() < deadline and not self._stop.is_set():
+            if client.loop(timeout=0.1) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                break
+        if self._connack == 0:
+            self._client = client
+            return True
+        reason = "no CONNACK" if self._connack is None else f"refused ({self._connack_text})"
+        try:
+            client.disconnect()
+        except (OSError, ValueError):
+            pass
+        if (self.cfg.protocol == "auto" and self._protocol == MQTTProtocolVersion.MQTTv5
+                and self._connack in (1, 132)):
+            self._protocol = MQTTProtocolVersion.MQTTv311
+            log.info("broker does not speak MQTT 5; falling back to 3.1.1",
+                     extra={"EVENT": "protocol_fallback"})
+            return self._try_connect()
+        self._set_state(f"disconnected: broker {reason}", logging.WARNING)
+        return False
+
+    def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._connack = int(getattr(reason_code, "value", reason_code))
+        self._connack_text = str(reason_code)
+        if self._connack != 0:
+            return
+        if self.connected_since is not None:
+            self.reconnects += 1
+        self._connected = True
+        self.connected_since = time.monotonic()
+        self._connected_wall = time.time()
+        self._set_state(f"connected to {self.cfg.host}:{self.cfg.port} (MQTT {self.protocol_name})")
+        if self._subscribe:
+            client.subscribe(self._subscribe, qos=1)
+        extra = self._on_connect_msgs()
+        with self._lock:
+            for m in reversed(extra):  # birth before anything else
+                self._direct.appendleft(m)
+
+    def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._connected = False
+        self._connack = -1 if self._connack == 0 else self._connack
+
+    def _handle_message(self, client, userdata, msg) -> None:
+        if self._on_message is None:
+            return
+        if msg.retain:
+            # A retained command would be handed over again at every reconnect: never act on it.
+            log.warning("ignored a retained message on %s (clear it: publish an empty retained "
+                        "message)", msg.topic, extra={"EVENT": "command_retained"})
+            return
+        props = getattr(msg, "properties", None)
+        correlation = getattr(props, "CorrelationData", None) if props else None
+        response = getattr(props, "ResponseTopic", None) if props else None
+        try:
+            self._on_message(msg.topic, bytes(msg.payload), correlation, response)
+        except Exception:  # a handler bug must not take the uplink down
+            log.exception("command handler failed", extra={"EVENT": "command_handler_error"})
+
+    def _handle_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._lock:
+            item = self._inflight.pop(mid, None)
+        if item is None:
+            return
+        rc = int(getattr(reason_code, "value", 0))
+        if rc >= 0x80:
+            # Refused (not authorised, quota): retrying will not help; count and drop.
+            log.warning("broker refused message on %s: %s", item.topic, reason_code,
+                        extra={"EVENT": "publish_refused"})
+            self.refused += 1
+        else:
+            self.published += 1
+        if isinstance(item, Spooled):
+            self.spool.ack(item.lane, item.id)
+
+    # -- sending ---------------------------------------------------------------
+    def _next(self) -> Spooled | Message | None:
+        with self._lock:
+            if self._direct:
+                return self._direct.popleft()
+        for lane in LANES:
+            ready = self._ready[lane]
+            if not ready:
+                # Read ahead a little: one query per 32 messages, memory independent of
+                # the backlog. Events are re-checked every time so an alarm never waits.
+                ready.extend(self.spool.iter_ready(lane, self._after[lane], limit=32))
+                if ready:
+                    self._after[lane] = ready[-1].id
+            if not ready:
+                continue
+            if lane == TELEMETRY and not self._bucket.take():
+                return None
+            return ready.popleft()
+        return None
+
+    def _wire(self, item: Spooled | Message) -> tuple[bytes, Properties | None]:
+        data = item.payload
+        if isinstance(item, Spooled) and item.created < self._connected_wall - 1.0:
+            data = self._historical(data)
+        props = None
+        if self._protocol == MQTTProtocolVersion.MQTTv5:
+            ctype = item.content_type
+            corr = item.correlation if isinstance(item, Message) else None
+            if ctype or corr:
+                props = Properties(PacketTypes.PUBLISH)
+                if ctype:
+                    props.ContentType = ctype
+                if corr:
+                    props.CorrelationData = corr
+        return data, props
+
+    def _historical(self, data: bytes) -> bytes:
+        """Mark a pack that waited through an outage; its timestamps stay as they were."""
+        try:
+            pack = payload.decode(data)
+        except payload.PayloadError:
+            return data
+        pack.historical = True
+        self.historical += 1
+        fmt = payload.JSON if data[:1] == b"[" else payload.CBOR
+        return payload.encode(pack, fmt)
+
+    def _send_some(self, client: mqtt.Client) -> bool:
+        """Publish while the in-flight window has room; False if there was nothing to send."""
+        sent = False
+        while len(self._inflight) < MAX_INFLIGHT:
+            item = self._next()
+            if item is None:
+                return sent
+            data, props = self._wire(item)
+            info = client.publish(item.topic, data, qos=1, retain=item.retain, properties=props)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._requeue(item)
+                return sent
+            sent = True
+            with self._lock:
+                self._inflight[info.mid] = item
+        return True
+
+    def _requeue(self, item: Spooled | Message) -> None:
+        if isinstance(item, Message):
+            with self._lock:
+                self._direct.appendleft(item)
+        else:
+            self._ready[item.lane].appendleft(item)
+
+    def _teardown(self, why: str) -> None:
+        client, self._client = self._client, None
+        self._connected = False
+        with self._lock:
+            # Per-connection messages go back to the front; spooled ones are re-read
+            # from the spool, oldest unacknowledged first.
+            for item in reversed(list(self._inflight.values())):
+                if isinstance(item, Message) and item.kind == "result":
+                    self._direct.appendleft(item)
+            self._inflight.clear()
+            self._direct = collections.deque(
+                (m for m in self._direct if m.kind != "state"), maxlen=1000)
+        self._after = {lane: 0 for lane in LANES}
+        for ready in self._ready.values():
+            ready.clear()
+        if client is not None:
+            sock = client.socket()
+            if sock is not None:
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+        level = logging.INFO if why == "stopped" else logging.WARNING
+        self._set_state(f"disconnected: {why}", level)
