@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from . import models, payload_size, pms_recovery, spool_bench
+from . import cli_startup, models, payload_size, pms_recovery, spool_bench
 
 
 def main() -> int:
@@ -13,6 +13,7 @@ def main() -> int:
         ("payload size", payload_size.main),
         ("spool", spool_bench.main),
         ("PMS5003 frame recovery", pms_recovery.main),
+        ("command-line start-up", lambda: cli_startup.main([])),
         ("models: size, latency, memory, alarm latency", models.main),
     ):
         print(f"== {name} ==", flush=True)

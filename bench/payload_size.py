@@ -18,8 +18,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from agent.wire import payload
-from agent.wire.payload import Pack, Record
+from agent.wire import formats
+from agent.wire.formats import Format, senml
+from agent.wire.model import Pack, Record
 
 TARGET_BYTES = 60
 #: The landscape's figure (docs from /work/shared/reference/landscape.md) for
@@ -57,12 +58,18 @@ def reference_pack() -> Pack:
 @contextmanager
 def strict_resolution() -> Iterator[None]:
     """Encode without compact_number's 0.05 % relative tolerance (resolution only)."""
-    original = payload.compact_number
-    payload.compact_number = functools.partial(original, relative=0.0)
+    original = senml.compact_number
+    senml.compact_number = functools.partial(original, relative=0.0)
     try:
         yield
     finally:
-        payload.compact_number = original
+        senml.compact_number = original
+
+
+def encode(pack: Pack, fmt: str = "senml-cbor") -> bytes:
+    """A pack's payload in one of citynode's formats."""
+    codec: Format = formats.get(fmt)
+    return codec.encode(pack).payload
 
 
 # -- Tasmota ---------------------------------------------------------------------------
@@ -161,22 +168,22 @@ class Row:
 def build_rows() -> tuple[list[Row], bytes, list[str]]:
     notes: list[str] = []
     ref = reference_pack()
-    cbor = payload.encode(ref, payload.CBOR)
+    cbor = encode(ref, "senml-cbor")
     rows = [
         Row("citynode SenML CBOR (reference)  <- target", cbor),
-        Row("citynode SenML JSON (reference)", payload.encode(ref, payload.JSON)),
+        Row("citynode SenML JSON (reference)", encode(ref, "senml-json")),
     ]
 
     worst = Pack(time=REF_TIME, session=65535, seq=2**31,
                  records=reference_records(pm25=12.4, pm10=20.6))
     rows.append(Row("citynode CBOR worst realistic: b=65535 q=2^31 PM 12.4/20.6",
-                    payload.encode(worst)))
+                    encode(worst)))
     worst.time = REF_TIME + 0.123
     rows.append(Row("  + bt with milliseconds (as event packs carry it)",
-                    payload.encode(worst)))
+                    encode(worst)))
     with strict_resolution():
         rows.append(Row("citynode CBOR reference, resolution only (no 0.05 % rule)",
-                        payload.encode(ref)))
+                        encode(ref)))
 
     tas = tasmota_sensor_json()
     rows.append(Row("Tasmota SENSOR JSON: PMS5003+ENERGY+SR04+FALL", tas))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,9 +30,18 @@ class DeviceGone(DeviceError):
 
 
 class Device(Protocol):
-    """The interface the agent's sampling loop drives; one per physical sensor."""
+    """The interface the agent's sampling loop drives; one per physical sensor.
+
+    Devices that deliver sample batches (their spec says ``samples=True``: the FIFO
+    accelerometers) also have a sample stream: :attr:`on_samples` and
+    :meth:`read_samples_within`. The agent touches those only on such devices.
+    """
 
     quantities: tuple[str, ...]
+    #: Sample stream: called with every new batch of samples, in order, on the sampling
+    #: thread (exceptions reach the sampling loop, which logs and survives them); set it
+    #: before :meth:`open`. None (the default): the device keeps a bounded buffer instead.
+    on_samples: Callable[[list[Any]], None] | None = None
 
     def open(self) -> None:
         """Open the port and put the device in its working mode."""
@@ -49,3 +58,8 @@ class Device(Protocol):
 
     def stats(self) -> Mapping[str, int]:
         """Protocol counters (good frames, bad frames, discarded bytes...)."""
+
+    def read_samples_within(self, seconds: float) -> None:
+        """Sample stream: hand each sample over at most ``seconds`` after it was measured
+        (how often a FIFO is read), for a listener with a latency budget; never slower
+        than the device's own period. Only devices with a sample stream are asked."""

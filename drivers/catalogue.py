@@ -38,7 +38,7 @@ def specs() -> dict[str, DeviceSpec]:
     out: dict[str, DeviceSpec] = {}
     for folder in DEVICES:
         spec: DeviceSpec = importlib.import_module(f"drivers.{folder}.spec").SPEC
-        object.__setattr__(spec, "folder", folder)
+        spec.folder = folder
         out[spec.type] = spec
     return out
 

@@ -12,10 +12,19 @@
   a row escalate to :class:`DeviceGone` ("error, error, gone"), a vanished
   adapter is gone at once (:class:`I2CErrors`);
 * CRC errors are counted, and ``stats()`` adds ``bad_frames``, the sum of the
-  counters listed in :attr:`I2CDevice.BAD_FRAMES`, which the agent watches.
+  counters listed in :attr:`I2CDevice.BAD_FRAMES`, which the agent watches;
+* a read the chip NACKs because it is not ready yet is retried a few times
+  (:meth:`I2CDevice._read_retrying`);
+* every driver's constructor takes the same :class:`BusOptions` (failures in a row
+  that mean gone, the bus factory and the clocks), and :func:`check_address` says
+  which addresses a chip's address pin selects;
+* on open, a chip with an id register is checked (:meth:`I2CDevice._check_chip_id`):
+  another chip at the address is :class:`WrongChip`.
 
-:class:`SingleShotDevice` adds the poll loop of a chip that measures on demand
-(SHT3x, BME280): one measurement every ``read_interval_s``, no catching up.
+:class:`PolledChip` is a chip set up when the bus opens and read for some of its
+quantities every ``read_interval_s``; :class:`SingleShotDevice` adds the poll loop of a
+chip that measures on demand (SHT3x, BME280): one measurement per interval, no catching
+up. The FIFO accelerometers (:mod:`drivers.families.accel_fifo`) are the other kind.
 """
 
 from __future__ import annotations
@@ -23,8 +32,8 @@ from __future__ import annotations
 import errno
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, TypedDict, Unpack
 
 from smbus2 import SMBus, i2c_msg
 
@@ -35,8 +44,39 @@ from .sensirion import CRCError
 GONE_ERRNOS = frozenset({errno.ENODEV, errno.ENXIO, errno.ENOENT, errno.EBADF, errno.ESHUTDOWN})
 #: Longest poll() of a :class:`SingleShotDevice` sleeps while no measurement is due.
 IDLE_WAIT_S = 0.25
+#: Transfers (or operations) in a row with no answer after which a chip is gone.
+GONE_AFTER = 3
 
 BusFactory = Callable[[Any], Any]
+
+
+class WrongChip(DeviceError):
+    """Something answers at the address, but it is not the chip configured."""
+
+
+class BusIO(TypedDict, total=False):
+    """The bus factory (smbus2's ``SMBus``) and the clocks of a driver: tests replace them."""
+
+    bus_factory: BusFactory
+    clock: Callable[[], float]
+    wall_clock: Callable[[], float]
+    sleep: Callable[[float], None]
+
+
+class BusOptions(BusIO, total=False):
+    """Keywords every I2C driver takes besides its own: its :class:`BusIO`, and
+    ``gone_after`` failures in a row that mean the chip is gone."""
+
+    gone_after: int
+
+
+def check_address(chip: str, address: int, addresses: Sequence[int], pin: str) -> None:
+    """ValueError unless ``address`` is one of the two ``addresses`` the chip's address
+    ``pin`` selects (low, high)."""
+    if address not in addresses:
+        low, high = addresses
+        raise ValueError(f"{chip} address must be 0x{low:02X} ({pin} low) or 0x{high:02X} "
+                         f"({pin} high), not {address:#04x}")
 
 
 def bus_label(bus: Any) -> str:
@@ -69,14 +109,17 @@ class I2CDevice:
     GONE_ERRNOS: ClassVar[frozenset[int] | None] = GONE_ERRNOS
     #: Counters that add up to ``bad_frames`` in :meth:`stats`.
     BAD_FRAMES: ClassVar[tuple[str, ...]] = ("crc_errors",)
+    #: NACKed reads :meth:`_read_retrying` tries again, and the wait before each try.
+    READ_RETRIES: ClassVar[int] = 3
+    RETRY_WAIT_S: ClassVar[float] = 0.005
 
     def __init__(
         self,
         bus: Any,
         *,
         address: int,
-        gone_after: int,
         counters: Iterable[str],
+        gone_after: int = GONE_AFTER,
         bus_factory: BusFactory = SMBus,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -143,6 +186,35 @@ class I2CDevice:
         if delay_s:
             self._sleep(delay_s)
         return self._read(read_len) if read_len else b""
+
+    def _check_chip_id(self, register: int, expected: int, *, label: str = "chip id",
+                       article: str = "a", names: Mapping[int, str] | None = None,
+                       mask: int = 0xFF, wrong: Callable[[int], str] | None = None) -> int:
+        """On open: the id in ``register`` (a NACK: nothing answers there, gone at once),
+        which must hold ``expected`` in the bits of ``mask``, else :class:`WrongChip` says
+        what answers: "<label> 0x58 is BMP280, not a BME280 (0x60)", the chip named by
+        ``names`` (id -> "an MPU-6500"), or ``wrong(id)`` when given."""
+        with self._errors("open", gone_on_nack=True):
+            value: int = self._need_bus().read_byte_data(self.address, register)
+        if value & mask == expected & mask:
+            return value
+        what = (names or {}).get(value, "an unknown chip")
+        detail = wrong(value) if wrong else (f"{label} 0x{value:02x} is {what}, not {article} "
+                                             f"{self.chip} (0x{expected:02x})")
+        raise WrongChip(f"{self.name}: {detail}")
+
+    def _read_retrying(self, n: int) -> bytes:
+        """Read; a NACK means "not ready yet" (still measuring or ranging, a slow chip, a low
+        supply): counted, wait :attr:`RETRY_WAIT_S` and try again, :attr:`READ_RETRIES` times."""
+        for attempt in range(self.READ_RETRIES + 1):
+            try:
+                return self._read(n)
+            except OSError as exc:
+                if not self._is_nack(exc) or attempt == self.READ_RETRIES:
+                    raise
+                self.counters["nacks"] += 1
+                self._sleep(self.RETRY_WAIT_S)
+        raise AssertionError("unreachable")
 
     # -- errors -----------------------------------------------------------------------
     def _is_nack(self, exc: OSError) -> bool:
@@ -214,31 +286,23 @@ class I2CErrors:
         return False
 
 
-class SingleShotDevice(I2CDevice, ABC):
-    """An I2C chip that measures when asked: :meth:`poll` calls :meth:`measure` every
-    ``read_interval_s`` and reports the measurement's attributes named in ``quantities``.
-
-    Subclasses set :attr:`QUANTITIES` and implement :meth:`_setup` (after the bus is
-    open: check, reset and configure the chip) and :meth:`measure`.
-    """
+class PolledChip(I2CDevice, ABC):
+    """A chip set up when the bus opens (:meth:`_setup`) and read for ``quantities``, some of
+    its :attr:`QUANTITIES`, every ``read_interval_s``."""
 
     QUANTITIES: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, bus: Any, *, address: int, read_interval_s: float,
-                 quantities: tuple[str, ...], gone_after: int, counters: Iterable[str],
-                 bus_factory: BusFactory, clock: Callable[[], float],
-                 wall_clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
+                 quantities: tuple[str, ...], counters: Iterable[str],
+                 **options: Unpack[BusOptions]) -> None:
         unknown = set(quantities) - set(self.QUANTITIES)
         if unknown or not quantities:
             raise ValueError(f"{self.chip} quantities are {self.QUANTITIES}, got {quantities}")
-        if read_interval_s <= 0 or gone_after < 1:
+        if read_interval_s <= 0 or options.get("gone_after", GONE_AFTER) < 1:
             raise ValueError("read_interval_s must be positive and gone_after at least 1")
-        super().__init__(bus, address=address, gone_after=gone_after, counters=counters,
-                         bus_factory=bus_factory, clock=clock, wall_clock=wall_clock,
-                         sleep=sleep)
+        super().__init__(bus, address=address, counters=counters, **options)
         self.read_interval_s = read_interval_s
         self.quantities = tuple(quantities)
-        self._next_read = 0.0
 
     # -- lifecycle --------------------------------------------------------------------
     def open(self) -> None:
@@ -250,18 +314,33 @@ class SingleShotDevice(I2CDevice, ABC):
             self.close()
             raise
         self._no_answer = 0
-        self._next_read = self._clock()
 
     def close(self) -> None:
         self._close_bus()
 
     @property
     def warming_up(self) -> bool:
-        return False  # ready a few ms after power-up
+        return False  # ready a few ms after power-up, or after the measure/wake write
 
     @abstractmethod
     def _setup(self) -> None:
-        """Chip-specific start-up on open (reset, configuration, calibration readout)."""
+        """Chip-specific start-up on open (check, reset, configuration, calibration)."""
+
+
+class SingleShotDevice(PolledChip):
+    """An I2C chip that measures when asked: :meth:`poll` calls :meth:`measure` every
+    ``read_interval_s`` and reports the measurement's attributes named in ``quantities``.
+
+    Subclasses set :attr:`QUANTITIES` and implement :meth:`_setup` (after the bus is
+    open: check, reset and configure the chip) and :meth:`measure`; :meth:`_fault` says
+    which measurements the chip itself marks as faulty (a saturated count).
+    """
+
+    _next_read = 0.0  # clock time the next measurement is due
+
+    def open(self) -> None:
+        super().open()
+        self._next_read = self._clock()
 
     # -- sampling ---------------------------------------------------------------------
     def poll(self) -> list[Reading]:
@@ -276,11 +355,15 @@ class SingleShotDevice(I2CDevice, ABC):
             self._next_read = now + self.read_interval_s
         m = self.measure()
         return [Reading({q: float(getattr(m, q)) for q in self.quantities},
-                        self._clock(), self._wall())]
+                        self._clock(), self._wall(), fault=self._fault(m))]
 
     @abstractmethod
     def measure(self) -> Any:
         """One measurement; its attributes are the quantities."""
+
+    def _fault(self, measurement: Any) -> bool:
+        """Whether the reading of ``measurement`` is marked ``fault`` (none by default)."""
+        return False
 
 
 def bus_for(cfg: Any, chip: Callable[[], Any]) -> Any:

@@ -51,3 +51,8 @@ ECO2 = Quantity('ppm', 1, 'CO2 equivalent, estimated from H2 (SGP30)')
 TVOC = Quantity('ppb', 1, 'total volatile organic compounds (SGP30; ppb is not a SenML unit)')
 H2_RAW = Quantity('', 1, 'SGP30 raw H2 signal in ticks (lower = more gas)')
 ETHANOL_RAW = Quantity('', 1, 'SGP30 raw ethanol signal in ticks (lower = more gas)')
+# 0.1 lx: the finest BH1750 step is 0.11 lx (MTreg 254, H-resolution mode 2), and night-time
+# street lighting (1-20 lx) needs sub-lux steps; daylight values stay compact in the payload
+# through its relative tolerance.
+LUX = Quantity('lx', 0.1, 'illuminance', '3301/5700')
+UVI = Quantity('', 0.01, 'UV index (erythemally weighted UV irradiance / 25 mW/m2)')

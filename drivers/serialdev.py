@@ -10,6 +10,7 @@ sensor that has sent no valid frame for too long.
 
 from __future__ import annotations
 
+import termios
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Protocol
 
@@ -93,7 +94,9 @@ class SerialDevice:
                 self.port, baudrate=9600, bytesize=8, parity="N", stopbits=1, timeout=0.2
             )
             self._ser.reset_input_buffer()
-        except (serial.SerialException, OSError) as exc:
+        except (serial.SerialException, OSError, termios.error, ValueError) as exc:
+            # termios.error: the line settings were refused (a pty or adapter that takes
+            # no parity); ValueError: pyserial's word for settings it cannot express
             self._ser = None
             raise DeviceGone(f"cannot open {self.port}: {exc}") from exc
         now = self._clock()
@@ -155,6 +158,14 @@ class SerialDevice:
             self._last_frame = now  # report once per timeout, then keep trying
             raise DeviceError(f"{self.port}: no valid frame for {self.no_data_timeout_s:g} s")
         return readings
+
+    # -- counters --------------------------------------------------------------
+    def _frame_stats(self, **more: int) -> dict[str, int]:
+        """The decoder's frame counters (``frames``; ``bad_frames``, which the agent watches;
+        ``discarded_bytes``) followed by the driver's own ``more``: a driver's ``stats()``."""
+        c = self.protocol.decoder.counters
+        return {"frames": c.frames, "bad_frames": c.bad_frames,
+                "discarded_bytes": c.discarded_bytes, **more}
 
     # -- hooks -----------------------------------------------------------------
     def _before_request(self, now: float) -> None:

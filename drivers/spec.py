@@ -5,7 +5,9 @@ quantities with units and valid ranges, its configuration schema, its bus and ad
 and how to build, identify, decode and emulate it. The agent reads only these specs (through
 :mod:`drivers.catalogue`), so adding a device is one folder and one catalogue line.
 
-A spec module imports nothing heavy: the driver, the codec and the emulator are imported
+The value types are msgspec Structs, not dataclasses: the catalogue is loaded by every
+command, even ``citynode --help``, and a Struct class costs a fortieth of a dataclass to
+create. A spec module imports nothing heavy: the driver, the codec and the emulator are imported
 inside the callables, when a sensor of that type is configured (the daemon's memory budget
 counts every module).
 """
@@ -13,9 +15,10 @@ counts every module).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import msgspec
 
 if TYPE_CHECKING:
     from .base import Device
@@ -26,8 +29,7 @@ Bus = Literal["uart", "i2c", "gpio"]
 Kind = Literal["particulate", "climate", "gas", "distance", "power", "motion", "light"]
 
 
-@dataclass(frozen=True, slots=True)
-class Quantity:
+class Quantity(msgspec.Struct, frozen=True):
     """A measured quantity: unit (SenML where one is registered), resolution, meaning."""
 
     unit: str
@@ -45,16 +47,14 @@ class Quantity:
         return Measured(self, None)
 
 
-@dataclass(frozen=True, slots=True)
-class Measured:
+class Measured(msgspec.Struct, frozen=True):
     """A quantity as a device delivers it; values outside ``range`` are kept but flagged."""
 
     quantity: Quantity
     range: tuple[float, float] | None
 
 
-@dataclass(frozen=True, slots=True)
-class Ident:
+class Ident(msgspec.Struct, frozen=True):
     """What an I2C address turned out to be: a chip name (None: not recognised) and why."""
 
     chip: str | None
@@ -72,8 +72,7 @@ class StreamDecoder(Protocol):
     def flush(self) -> list[Any]: ...
 
 
-@dataclass(frozen=True)
-class FrameCodec:
+class FrameCodec(msgspec.Struct, frozen=True):
     """A serial device's decoder for captured bytes (``citynode frames``, doctor).
 
     ``describe(event)`` gives ``(json_dict, bytes_consumed)``; the dict's ``type`` is
@@ -84,8 +83,7 @@ class FrameCodec:
     describe: Callable[[Any], tuple[dict[str, Any], int]]
 
 
-@dataclass(frozen=True)
-class CaptureCodec:
+class CaptureCodec(msgspec.Struct, frozen=True):
     """An I2C device's decoder for captured transfers (``ADDR W|R HEX`` lines)."""
 
     description: str
@@ -111,8 +109,7 @@ def rejected(ev: Any) -> tuple[dict[str, Any], int]:
     return {"type": "rejected", "reason": ev.reason, "bytes": ev.data.hex(" ")}, len(ev.data)
 
 
-@dataclass(frozen=True, slots=True)
-class PinUse:
+class PinUse(msgspec.Struct, frozen=True):
     """A GPIO a configured device claims, and how (doctor claims it the same way)."""
 
     pin: int
@@ -121,8 +118,11 @@ class PinUse:
     emulated: bool
 
 
-@dataclass
-class BuildContext:
+def _nothing(name: str) -> dict[str, float] | None:
+    return None
+
+
+class BuildContext(msgspec.Struct):
     """What building a device may need from the node, beyond its own configuration.
 
     ``state_dir``: where a device keeps state across restarts (None: in memory only).
@@ -131,11 +131,10 @@ class BuildContext:
     """
 
     state_dir: Path | None = None
-    latest: Callable[[str], dict[str, float] | None] = field(default=lambda name: None)
+    latest: Callable[[str], dict[str, float] | None] = _nothing
 
 
-@dataclass(frozen=True)
-class DeviceSpec:
+class DeviceSpec(msgspec.Struct, kw_only=True):
     """One device type, as the agent, doctor, ``frames`` and ``simulate`` see it."""
 
     type: str

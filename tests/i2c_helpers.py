@@ -1,15 +1,20 @@
-"""Shared scaffolding for the I2C driver tests (SHT3x, BME280, SPS30): a fake clock, a
-driver attached to a chip model on a :class:`FakeBus`, and polling loops."""
+"""Shared scaffolding for the I2C driver tests (SHT3x, BME280, SPS30, BH1750, LTR390, I2CXL...):
+a fake clock, a driver attached to a chip model on a :class:`FakeBus`, polling loops, and the
+checks every I2C driver and capture decoder must pass."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+from hypothesis import strategies as st
+
 from drivers.base import DeviceError, DeviceGone
-from drivers.emulation.i2c import FakeBus
+from drivers.emulation.i2c import FakeBus, parse_capture
 
 
 class Clock:
@@ -77,3 +82,64 @@ def agent_built(sensor_type: str, name: str, address: int) -> Iterator[Any]:
         yield dev
     finally:
         dev.close()
+
+
+def nacks_then_gone_then_back(rg: SimpleNamespace, address: int, *,
+                              brown_out: bool = True) -> None:
+    """The failure path of an I2C driver: a chip that NACKs everything is an error, an error,
+    then gone; reopened while nothing answers at ``address``, gone at once ("no answer");
+    answering again (after a brown-out, the model's ``power_cycle``, with ``brown_out``), it
+    opens. Leaves ``rg.dev`` open for the caller's look at the next readings."""
+    rg.dev.open()
+    readings(rg.dev, 1)
+    rg.bus.fault(address, nack=1.0)
+    assert poll_until_gone(rg.dev) == ["error", "error", "gone"]
+    rg.dev.close()
+    rg.bus.fault(address, nack=0.0, detached=True)
+    with pytest.raises(DeviceGone, match="no answer"):
+        rg.dev.open()
+    rg.bus.fault(address, detached=False)
+    if brown_out:
+        rg.model.power_cycle(rg.clock.t - 1)  # came back after a brown-out
+    rg.dev.open()
+
+
+def bus_capture(rg: SimpleNamespace, decode: Callable[[Any], Iterable[dict]],
+                n: int) -> tuple[list, list[dict]]:
+    """Open ``rg.dev`` on a bus that logs its transfers and take ``n`` readings: them, and
+    what ``decode`` (the codec's ``decode_capture``) makes of the log."""
+    log = rg.bus.start_log()
+    rg.dev.open()
+    got = readings(rg.dev, n)
+    return got, list(decode(parse_capture(log)))
+
+
+def capture_records(addresses: list[int], commands: list[bytes], *, max_len: int,
+                    max_size: int = 20) -> st.SearchStrategy:
+    """Captures to throw at a decoder: ``(address, "W"|"R", bytes or None)`` records at
+    ``addresses``, carrying nothing (a NACK), up to ``max_len`` random bytes, or one of the
+    chip's ``commands``."""
+    return st.lists(st.tuples(
+        st.sampled_from(addresses), st.sampled_from(["W", "R"]),
+        st.one_of(st.none(), st.binary(max_size=max_len), st.sampled_from(commands)),
+    ), max_size=max_size)
+
+
+def check_capture_docs(docs: Iterable[dict], types: Collection[str] | None = None) -> None:
+    """What a capture decoder yields: JSON documents (of one of ``types``, when given), a
+    rejection saying why."""
+    for doc in docs:
+        json.dumps(doc)
+        if types is not None:
+            assert doc["type"] in types
+        if doc["type"] == "rejected":
+            assert doc["reason"]
+
+
+def missing_bus_is_gone(device_cls: type) -> None:
+    """A bus number with no ``/dev/i2c-N``: opening ``device_cls`` on it is gone, saying so."""
+    def factory(n: int) -> Any:
+        raise FileNotFoundError(2, "No such file or directory", f"/dev/i2c-{n}")
+
+    with pytest.raises(DeviceGone, match="cannot open I2C bus 7"):
+        device_cls(7, bus_factory=factory).open()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.detectors.activity import ACTIVE, ActivityDetector, PlugActivity, Routine
+from agent.features.household import load_routine, save_routine
 from agent.tools.replay.inactivity import run_cli
 
 H = 3600.0
@@ -183,10 +184,10 @@ def test_version_1_state_is_read_and_upgraded(tmp_path: Path) -> None:
     d.pop("quiet_from")
     path = tmp_path / "activity.json"
     path.write_text(json.dumps(d), encoding="utf-8")
-    old = ActivityDetector(["kettle", "tv"], state_path=path)
+    old = ActivityDetector(["kettle", "tv"], state=load_routine(path))
     assert old.routine.a == det.routine.a and sum(map(sum, old.routine.gn)) == 0
     assert old.last_activity == det.last_activity
-    old.save()
+    save_routine(path, old.to_dict())
     assert json.loads(path.read_text())["version"] == 2
 
 
@@ -238,10 +239,10 @@ def test_fridge_is_not_activity_but_unusual_use_is_reported() -> None:
 
 def test_persistence_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "state" / "activity.json"
-    det = trained(state_path=path)
-    det.save()
+    det = trained()
+    save_routine(path, det.to_dict())
     assert path.exists() and not list(path.parent.glob("*.tmp"))
-    again = ActivityDetector(["kettle", "tv"], state_path=path)
+    again = ActivityDetector(["kettle", "tv"], state=load_routine(path))
     assert again.routine.to_dict() == det.routine.to_dict()
     assert again.last_activity == det.last_activity
     r = Routine.from_dict(json.loads(json.dumps(det.routine.to_dict())))

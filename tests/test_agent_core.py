@@ -148,6 +148,30 @@ def test_loop_survives_everything_and_reports_health():
     assert Quality.ERRORS in flags and Quality.DISCONNECTED in flags
 
 
+class BuggyOpen(FlakyDevice):
+    """A driver whose open() raises what no driver should (termios.error, a bug)."""
+
+    def open(self):
+        self.opens += 1
+        if self.opens <= 2:
+            raise [OSError, ValueError][self.opens - 1]("tcsetattr: Invalid argument")
+
+
+def test_an_unexpected_error_opening_a_device_is_a_disconnect_not_a_dead_thread(caplog):
+    changes: list[tuple[Health, Health, str]] = []
+    dev = BuggyOpen([])
+    loop = SensorLoop("s", dev, Aggregator("s"), reopen_initial_s=0.01, reopen_max_s=0.02,
+                      on_health=lambda s, o, n, d: changes.append((o, n, d)))
+    loop.start()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and loop.readings < 2:
+        time.sleep(0.01)
+    loop.stop()
+    assert dev.opens >= 3 and loop.readings >= 2, changes
+    assert [r.message for r in caplog.records if r.levelno == logging.ERROR] == [
+        "unexpected error opening the device"] * 2
+
+
 # -- local mode ---------------------------------------------------------------------------
 def test_local_mode_runs_without_broker(tmp_path, caplog):
     model = PMS5003Model(itertools.cycle([(1, 2, 3, 4, 5, 6)]), interval_s=0.2, warmup_s=0)

@@ -359,7 +359,8 @@ def test_node_runs_on_arm64_and_its_messages_arrive(installed: tuple[Path, list[
     from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
     from agent.tools.simulate import Mosquitto, find_mosquitto
-    from agent.wire import payload
+    from agent.wire import formats
+    from agent.wire.model import to_readable
 
     if find_mosquitto() is None:
         pytest.skip("mosquitto is not installed on the host (make deps-system)")
@@ -371,7 +372,7 @@ def test_node_runs_on_arm64_and_its_messages_arrive(installed: tuple[Path, list[
                       protocol=MQTTProtocolVersion.MQTTv5)
     sub.on_connect = lambda c, u, f, rc, p: c.subscribe("citynode/#", qos=1)
     sub.on_message = lambda c, u, m: got.append(
-        (m.topic, payload.to_readable(payload.decode(m.payload))))
+        (m.topic, to_readable(formats.decode(m.payload))))
     try:
         sub.connect(broker.host, broker.port)
         sub.loop_start()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import i2c_helpers as i2c
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from i2c_helpers import Clock, agent_built, attach, poll_until_gone, readings
+from i2c_helpers import Clock, agent_built, attach, readings
 
 from agent.tools.cli import main as cli
 from drivers.base import DeviceError, DeviceGone
@@ -123,20 +124,12 @@ def test_wrong_sizes_are_value_errors(a, b):
         assert len(a) != 8
 
 
-records = st.lists(st.tuples(
-    st.sampled_from([0x76, 0x77, 0x44]), st.sampled_from(["W", "R"]),
-    st.one_of(st.none(), st.binary(max_size=30),
-              st.sampled_from([b"\x88", b"\xe1", b"\xf7", b"\xd0", b"\xf2\x01\xf4\x25"]))),
-    max_size=25)
-
-
 @settings(max_examples=300)
-@given(records)
+@given(i2c.capture_records([0x76, 0x77, 0x44],
+                           [b"\x88", b"\xe1", b"\xf7", b"\xd0", b"\xf2\x01\xf4\x25"],
+                           max_len=30, max_size=25))
 def test_capture_decoder_never_raises(recs):
-    for doc in codec.decode_capture(recs):
-        json.dumps(doc)
-        if doc["type"] == "rejected":
-            assert doc["reason"]
+    i2c.check_capture_docs(codec.decode_capture(recs))
 
 
 # -- captures ---------------------------------------------------------------------------------
@@ -216,11 +209,7 @@ def test_cli_frames_bme280(capsys):
 
 
 def test_bus_capture_of_the_driver_is_decodable():
-    rg = rig()
-    log = rg.bus.start_log()
-    rg.dev.open()
-    (r,) = readings(rg.dev, 1)
-    docs = list(codec.decode_capture(parse_capture(log)))
+    (r,), docs = i2c.bus_capture(rig(), codec.decode_capture, 1)
     m = [d for d in docs if d["type"] == "measurement"][-1]
     assert m["temp"] == r.values["temp"] and m["rh"] == round(r.values["rh"], 3)
     assert not [d for d in docs if d["type"] == "rejected"]
@@ -400,17 +389,7 @@ def test_bad_calibration_is_an_error():
 
 def test_repeated_nacks_then_gone_then_recovery():
     rg = rig()
-    rg.dev.open()
-    readings(rg.dev, 1)
-    rg.bus.fault(ADDR, nack=1.0)
-    kinds = poll_until_gone(rg.dev)
-    assert kinds == ["error", "error", "gone"]
-    rg.bus.fault(ADDR, nack=0.0, detached=True)
-    with pytest.raises(DeviceGone):
-        rg.dev.open()
-    rg.bus.fault(ADDR, detached=False)
-    rg.model.power_cycle(rg.clock.t - 1)  # brown-out: ctrl registers back to 0
-    rg.dev.open()
+    i2c.nacks_then_gone_then_back(rg, ADDR)  # brown-out: ctrl registers back to 0
     r = readings(rg.dev, 1)[0]
     assert r.values["rh"] == rg.model.converted[-1].expected.rh
 

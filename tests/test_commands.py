@@ -36,8 +36,8 @@ from agent.core.commands import (
     sign_command,
 )
 from agent.core.config import CommandsConfig
-from agent.wire import payload, quantities
-from agent.wire.payload import Pack
+from agent.wire import formats, quantities
+from agent.wire.model import Pack
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "commands.md"
@@ -98,11 +98,11 @@ def js(obj: Any) -> bytes:
     return json.dumps(obj).encode()
 
 
-def senml(result: CommandResult, fmt: str = payload.JSON) -> list[dict[str, Any]]:
+def senml(result: CommandResult, fmt: str = "senml-json") -> list[dict[str, Any]]:
     """What the platform reads: the records, decoded back from the wire."""
-    raw = payload.encode(Pack(time=NOW, session=1, seq=0, records=result.records()), fmt)
+    raw = formats.get(fmt).encode(Pack(time=NOW, session=1, seq=0, records=result.records()))
     out = []
-    for r in payload.decode(raw).records:
+    for r in formats.decode(raw.payload).records:
         d: dict[str, Any] = {"n": r.name}
         if r.value is not None:
             d["v"] = int(r.value) if r.value.is_integer() else r.value
@@ -135,7 +135,7 @@ def test_ping_answers_with_uptime() -> None:
         {"n": "id", "vs": "c-1"}, {"n": "cmd", "vs": "ping"}, {"n": "status", "vs": "ok"},
         {"n": "pong", "vb": True}, {"n": "uptime_s", "v": 123},
     ]
-    assert senml(res, payload.CBOR) == senml(res)
+    assert senml(res, "senml-cbor") == senml(res)
     assert control.calls == [("uptime_s", ())]
 
 
@@ -856,8 +856,8 @@ def check_invariants(res: CommandResult, control: FakeControl) -> None:
         assert res.data == {}
     if res.reason not in (None, "failed", "handler"):
         assert control.calls == []
-    for fmt in payload.FORMATS:  # the result always encodes
-        payload.decode(payload.encode(Pack(NOW, 1, 0, res.records()), fmt))
+    for fmt in formats.all_formats():  # the result always encodes
+        fmt.decode(fmt.encode(Pack(NOW, 1, 0, res.records())).payload)
 
 
 def json_dumps_loose(obj: Any) -> bytes:
@@ -994,7 +994,7 @@ def doc_processors() -> tuple[dict[str, CommandProcessor], Clock]:
 
 
 def doc_result_pack(result: CommandResult, seq: int) -> list[dict[str, Any]]:
-    raw = payload.encode(Pack(NOW, 3, seq, result.records()), payload.JSON)
+    raw = formats.get("senml-json").encode(Pack(NOW, 3, seq, result.records())).payload
     return json.loads(raw)
 
 
@@ -1026,8 +1026,9 @@ def test_doc_result_hex_is_the_first_example() -> None:
     text = DOC.read_text(encoding="utf-8")
     hex_block = re.search(r"<!-- result hex -->\s*```\n(.*?)```", text, re.S)
     assert hex_block, "docs/commands.md lost its CBOR result"
-    pack = payload.decode(bytes.fromhex(hex_block[1]))
-    assert json.loads(payload.encode(pack, payload.JSON)) == json.loads(doc_examples()[0][3])
+    pack = formats.decode(bytes.fromhex(hex_block[1]))
+    assert json.loads(formats.get("senml-json").encode(pack).payload) == \
+        json.loads(doc_examples()[0][3])
 
 
 def test_doc_signing_snippet_matches_the_node() -> None:

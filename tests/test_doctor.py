@@ -19,7 +19,7 @@ from gpiozero.exc import BadPinFactory
 from gpiozero.pins.mock import MockFactory
 from serial_helpers import emulate_fixture
 
-import agent.core.sensors
+import drivers.emulation.i2c
 from agent.core.config import parse
 from agent.tools import doctor
 from agent.tools.cli import main
@@ -68,7 +68,7 @@ class Noise:
 def emulated_bus(monkeypatch: pytest.MonkeyPatch) -> FakeBus:
     """A fresh shared emulated I2C bus, as the daemon's bus = "emulator" gets it."""
     bus = FakeBus(seed=None)
-    monkeypatch.setattr(agent.core.sensors, "_emulated_bus", bus)
+    monkeypatch.setattr(drivers.emulation.i2c, "_shared", bus)
     return bus
 
 
@@ -231,7 +231,7 @@ def test_i2c_absent_wrong_and_unexpected_chips():
     assert "0x45" in sht.hint  # the SHT3x is there, on its other address
     bme = rows["i2c-1 0x76 (bme)"]
     assert bme.status == FAIL and "found BMP280 (chip id 0x58" in bme.detail
-    assert bme.hint == doctor.HINT_I2C_WRONG
+    assert bme.hint == doctor.hints.HINT_I2C_WRONG
     absent = rows["i2c-1 0x77 (bme2)"]
     assert absent.status == FAIL and "dtparam=i2c_arm=on" in absent.hint
     assert rows["i2c-1 0x69 (sps)"].status == OK
@@ -412,8 +412,8 @@ def test_broker_tls_verified_and_wrong_name(tmp_path, pki, tls_broker):
     assert "TLS TLSv1." in tls.detail and "verified as 127.0.0.1" in tls.detail, tls
     days = int(re.search(r"\(in (-?\d+) days\)", tls.detail).group(1))
     # The test CA issues for 30 days: just under the renewal warning.
-    assert tls.status == (WARN if days < doctor.CERT_WARN_DAYS else OK), tls
-    assert tls.status == OK or tls.hint == doctor.HINT_CERT_EXPIRY
+    assert tls.status == (WARN if days < doctor.broker.CERT_WARN_DAYS else OK), tls
+    assert tls.status == OK or tls.hint == doctor.hints.HINT_CERT_EXPIRY
     assert connack.status == OK and "CONNACK Success" in connack.detail, connack
 
     rows = list(doctor.check_broker(cfg_for(tls_broker.ports["wronghost"]), timeout_s=3))

@@ -131,6 +131,19 @@ def test_emulator_round_trip_and_clean_stop(tmp_path):
     assert emu.stats.bytes_in == 5 and emu.stats.bytes_out == 5
 
 
+def test_a_port_opened_with_parity_opens_again(tmp_path):
+    """A pty keeps the last host's line settings and cannot take parity; Linux refuses a
+    tcsetattr that changes nothing it can apply. The emulator puts the line back, so a
+    CSE7766-style 4800 8E1 host (doctor, then the daemon) can open the port twice."""
+    with SerialEmulator(Echo(), tmp_path / "plug") as emu:
+        for _ in range(3):
+            host = serial.Serial(emu.path, baudrate=4800, parity=serial.PARITY_EVEN, timeout=0.2)
+            host.write(b"ok")
+            assert host.read(2) == b"OK"
+            host.close()
+            time.sleep(0.6)  # past one line reset (LINE_RESET_S)
+
+
 def test_models_may_return_several_chunks(tmp_path):
     class Two:
         def receive(self, data: bytes, now: float) -> list[bytes]:

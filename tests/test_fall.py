@@ -354,25 +354,26 @@ def test_fall_alarm_cancel_and_second_fall():
 def test_gpio_glue_with_mock_pins():
     from gpiozero.pins.mock import MockFactory
 
-    from agent.features.fall_alarm import FallAlarmGPIO
+    from agent.features.fall_alarm import CancelWindow, FallAlarmGPIO
 
     now = [0.0]
     factory = MockFactory()
-    io_ = FallAlarmGPIO(button_pin=17, buzzer_pin=18, led_pin=27, cancel_s=30,
-                        pin_factory=factory, bounce_s=None, clock=lambda: now[0])
+    window = CancelWindow(30, clock=lambda: now[0])
+    io_ = FallAlarmGPIO(window, button_pin=17, buzzer_pin=18, led_pin=27,
+                        pin_factory=factory, bounce_s=None)
     try:
         assert io_.buzzer.value == 0 and io_.led.value == 0
-        io_.fall(FALL)
+        window.fall(FALL)
         assert io_.pending and io_.buzzer.value == 1 and io_.led.value == 1
         now[0] = 5.0
         factory.pin(17).drive_low()                 # "I'm OK" pressed
         factory.pin(17).drive_high()
         assert not io_.pending and io_.buzzer.value == 0 and io_.led.value == 0
-        ev = io_.tick()
+        ev = window.tick()
         assert [e.event for e in ev] == ["cancelled"] and ev[0].data["waited_s"] == 5.0
-        io_.fall(FALL)                              # a new fall, nobody answers
+        window.fall(FALL)                           # a new fall, nobody answers
         now[0] = 36.0
-        ev = io_.tick()
+        ev = window.tick()
         assert [e.event for e in ev] == ["alarm"] and io_.buzzer.value == 0
     finally:
         io_.close()

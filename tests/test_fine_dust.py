@@ -68,16 +68,20 @@ class FakeLoop:
 def report_records(loops, **report) -> dict[str, float]:
     from agent.core import config
     from agent.core.daemon import Node
-    from agent.wire import payload
+    from agent.features.base import FeatureContext
+    from agent.features.registry import start_features
+    from agent.wire import formats
 
     cfg = config.parse('[node]\nid = "n"\n[report]\n' +
                        "".join(f"{k} = {v}\n" for k, v in report.items()))
     node = Node(cfg)
+    node.features = start_features(cfg, FeatureContext(cfg.node.resolved_state_dir(),
+                                                       publish=lambda *a: None))
     node.loops = loops
     sent = []
     node.send = sent.append
     node.report()
-    return {rec.name: rec.value for rec in payload.decode(sent[0].payload).records}
+    return {rec.name: rec.value for rec in formats.decode(sent[0].payload).records}
 
 
 def test_humid_air_flags_pm_sensors_only_and_bands_are_reported():

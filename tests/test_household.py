@@ -9,8 +9,9 @@ from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
 from agent.core import config
-from agent.features.household import Household, activity_kwargs, event_records
-from agent.wire import payload
+from agent.features.base import FeatureContext, event_records
+from agent.features.household import Household, activity_kwargs
+from agent.wire.model import Record
 from drivers.base import Reading
 
 CFG = """
@@ -48,8 +49,12 @@ def factory():
 
 def make(tmp_path):
     cfg = config.parse(CFG.format(state=tmp_path))
-    sent: list[list[payload.Record]] = []
-    return Household(cfg, tmp_path, publish=sent.append), sent
+    sent: list[list[Record]] = []
+    return Household(cfg, context(tmp_path, sent.append)), sent
+
+
+def context(tmp_path, publish) -> FeatureContext:
+    return FeatureContext(tmp_path, publish=lambda kind, recs: publish(recs))
 
 
 def r(w: float, t: float) -> Reading:
@@ -106,7 +111,7 @@ def test_activity_settings_reach_the_detector(tmp_path, factory):
         "min_inactivity_s = 3600\n", "min_inactivity_s = 7200\nmargin = 1.5\n"
         "max_wait_s = 36000\nutc_offset_h = 9\n")
     cfg = config.parse(text)
-    hh = Household(cfg, tmp_path, publish=lambda recs: None)
+    hh = Household(cfg, context(tmp_path, lambda recs: None))
     det = hh.activity
     assert det is not None
     assert (det.min_inactivity_s, det.margin, det.max_wait_s) == (7200, 1.5, 36000)

@@ -42,7 +42,7 @@ def test_the_emulators_do_not_import_numpy():
     """The daemon runs these (bus = "emulator", the memory benchmark): numpy is ~15 MiB."""
     code = ("import drivers.adxl345.emulator, drivers.mpu6050.emulator, "
             "drivers.emulation.motion, drivers.emulation.i2c, drivers.adxl345, "
-            "drivers.mpu6050, drivers.accel, sys\n"
+            "drivers.mpu6050, drivers.families.accel, drivers.families.accel_fifo, sys\n"
             "assert 'numpy' not in sys.modules, sorted(m for m in sys.modules if 'numpy' in m)\n")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 

@@ -245,7 +245,8 @@ def test_config_errors(extra, message):
 
 @needs_sisfall
 def test_agent_builds_it_replaying_sisfall():
-    from agent.core.sensors import build_device, emulated_bus
+    from agent.core.sensors import build_device
+    from drivers.emulation.i2c import shared_bus as emulated_bus
 
     cfg = config.parse(BASE + 'address = 0x69\nrate_hz = 100\nemulator_source = '
                        '"sisfall:SA02/F05_R01"\n', "t.toml", check_devices=False)

@@ -18,7 +18,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.tools.simulate import write_config
-from agent.wire import payload
+from agent.wire import formats
+from agent.wire.model import to_readable
 from drivers.emulation import SerialEmulator
 from drivers.pms5003.emulator import PMS5003Model
 
@@ -45,7 +46,7 @@ class Platform:
         time.sleep(0.3)
 
     def _on_message(self, client, userdata, msg) -> None:
-        doc = payload.to_readable(payload.decode(msg.payload))
+        doc = to_readable(formats.decode(msg.payload))
         recs = {r["n"]: r.get("vs", r.get("v", r.get("vb"))) for r in doc["records"]}
         if msg.topic.endswith("/health"):
             self.health.append(recs)

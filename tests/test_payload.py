@@ -1,4 +1,4 @@
-"""The payload codec (agent/wire/payload.py), its documentation and the size bench.
+"""The output formats (agent/wire/formats), their documentation and the size bench.
 
 docs/payload.md is checked here too: every hex example must decode to the
 JSON view printed under it, so the documentation cannot drift from the code.
@@ -20,20 +20,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.core.aggregate import Quality
-from agent.wire import payload, quantities
-from agent.wire.payload import (
-    CBOR,
-    JSON,
-    MAX_PAYLOAD,
-    Pack,
-    PayloadError,
-    Record,
-    compact_number,
-    decode,
-    encode,
-    to_readable,
-)
+from agent.wire import formats, quantities
+from agent.wire.formats import PayloadError, decode, senml
+from agent.wire.formats.senml import compact_number
+from agent.wire.model import MAX_PAYLOAD, Pack, Record, to_readable
 from bench import payload_size
+
+CBOR, JSON = "senml-cbor", "senml-json"
+
+
+def encode(pack: Pack, fmt: str = CBOR) -> bytes:
+    return formats.get(fmt).encode(pack).payload
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "payload.md"
@@ -106,9 +103,10 @@ def test_cbor_uses_integer_labels_and_extension_fields_on_the_first_record_only(
 
 
 def test_encode_refuses_an_empty_pack_and_unknown_formats() -> None:
-    with pytest.raises(ValueError):
-        encode(Pack(1, 1, 1, []))
-    with pytest.raises(ValueError):
+    for fmt in (CBOR, JSON):
+        with pytest.raises(ValueError):
+            encode(Pack(1, 1, 1, []), fmt)
+    with pytest.raises(KeyError, match="senml-cbor, senml-json"):
         encode(reference(), "protobuf")
 
 
@@ -336,6 +334,147 @@ def test_compact_number_is_the_smallest_encoding_that_holds_the_value(value: flo
     assert len(cbor2.dumps(got, canonical=True)) <= 3
 
 
+# -- the registry ------------------------------------------------------------------------
+FORMATS_DIR = ROOT / "agent" / "wire" / "formats"
+
+
+def test_every_format_module_is_registered_under_its_name() -> None:
+    modules = sorted(p.stem for p in FORMATS_DIR.glob("*.py") if p.stem not in ("__init__",
+                                                                                   "senml"))
+    assert sorted(formats.FORMATS) == modules
+    assert formats.NAMES == ("senml-cbor", "senml-json") and formats.DEFAULT == "senml-cbor"
+    for name in formats.NAMES:
+        fmt = formats.get(name)
+        assert fmt.name == name and fmt is formats.for_content_type(fmt.content_type)
+    assert [f.content_type for f in formats.all_formats()] == [
+        "application/senml+cbor", "application/senml+json"]
+    # Rows without a known content type (tools, tests) are taken as the default format.
+    assert formats.for_content_type("") is formats.get(formats.DEFAULT)
+    with pytest.raises(KeyError, match="protobuf"):
+        formats.get("protobuf")
+
+
+def test_configuration_and_cli_choices_come_from_the_registry() -> None:
+    import typing
+
+    from agent.core.config import ReportConfig
+    from agent.tools.cli import build_parser
+
+    assert typing.get_args(typing.get_type_hints(ReportConfig)["format"]) == formats.NAMES
+    assert ReportConfig().format == formats.DEFAULT
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    simulate = sub.choices["simulate"]
+    choice = next(a for a in simulate._actions if a.dest == "format")
+    assert tuple(choice.choices) == formats.NAMES and choice.default == formats.DEFAULT
+
+
+def test_the_model_and_the_registry_know_no_wire_format() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys\nimport agent.wire.model, agent.wire.formats\n"
+            "print(sorted(m for m in ('cbor2', 'agent.wire.formats.senml', "
+            "'agent.wire.quantities') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ["[]"]
+
+
+def test_decode_by_content_type_and_by_trying_each_format() -> None:
+    data = encode(reference(), JSON)
+    assert formats.decode(data, "application/senml+json") == decode(encode(reference()))
+    assert formats.decode(data) == formats.decode(data, "no/such-type")
+    with pytest.raises(PayloadError, match=r"^not SenML CBOR or JSON: ") as err:
+        formats.decode(b"hello world")
+    assert ";" not in str(err.value)  # both SenML formats say the same: said once
+
+
+def test_senml_formats_have_no_connect_messages() -> None:
+    from agent.wire.model import NodeInfo
+    from agent.wire.topics import Topics
+
+    node = NodeInfo(Topics("citynode", "n1"), 3, (("pm", "pms5003"),))
+    assert all(f.on_connect(node) == [] for f in formats.all_formats())
+
+
+# -- historical marking: in place, at the mark the encoder returned ------------------------
+RECORD = st.one_of(
+    st.builds(lambda n, v, t: Record(n, value=v, t=t), NAMES,
+              st.floats(-1e5, 1e5, allow_nan=False), st.sampled_from([None, 0, 1.5, -2.25])),
+    st.builds(lambda n, v: Record(n, text=v), st.sampled_from(["x:health", "status", "q"]),
+              st.text(max_size=12)),
+    st.builds(lambda v, t: Record("door", flag=v, t=t), st.booleans(),
+              st.one_of(st.none(), st.floats(-1e3, 1e3, allow_nan=False))),
+)
+PACK = st.builds(
+    Pack,
+    time=st.one_of(st.integers(0, 2**32), st.floats(0, 4e9, allow_nan=False)),
+    session=st.integers(0, 2**32 - 1),
+    seq=st.one_of(st.none(), st.integers(0, 2**64 - 1)),
+    records=st.lists(RECORD, min_size=1, max_size=30),  # past 23: a two-byte array head
+)
+
+
+def without_zero_t(pack: Pack) -> Pack:
+    """A time offset that rounds to 0 ms is sent as 0 and then not at all: the same time."""
+    for r in pack.records:
+        r.t = r.t or None
+    return pack
+
+
+def historical_copy(pack: Pack) -> Pack:
+    return Pack(pack.time, pack.session, pack.seq, pack.records, historical=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(fmt=st.sampled_from([CBOR, JSON]), pack=PACK)
+def test_marking_in_place_is_encoding_it_historical(fmt: str, pack: Pack) -> None:
+    codec = formats.get(fmt)
+    enc = codec.encode(pack)
+    marked = codec.encode(historical_copy(pack))
+    assert enc.mark is not None
+    assert codec.historical(enc.payload, enc.mark) == marked.payload  # byte for byte
+    # A pack already historical stays as it is, and its mark points at its marker.
+    assert marked.mark == enc.mark
+    assert codec.historical(marked.payload, marked.mark) is marked.payload
+
+
+@settings(max_examples=200, deadline=None)
+@given(fmt=st.sampled_from([CBOR, JSON]), pack=PACK)
+def test_rows_without_a_mark_are_marked_by_decoding(fmt: str, pack: Pack) -> None:
+    """Spools of older versions: decoded and re-encoded, in the representation they came in."""
+    codec = formats.get(fmt)
+    data = codec.encode(pack).payload
+    out = codec.historical(data, None)
+    back = decode(data)
+    back.historical = True
+    assert out[:1] == data[:1] and without_zero_t(decode(out)) == without_zero_t(back)
+    # The other SenML format's module reads it too (rows spooled without a content type).
+    other = formats.get(JSON if fmt == CBOR else CBOR)
+    assert other.historical(data, None) == out
+
+
+@pytest.mark.parametrize("fmt", [CBOR, JSON])
+@pytest.mark.parametrize("data", [b"", b"\x80", b"garbage", b"[1,2", b"\xff" * 8])
+def test_what_cannot_be_marked_is_sent_as_it_is(fmt: str, data: bytes) -> None:
+    codec = formats.get(fmt)
+    for mark in (None, 0, 1, 3, 100):
+        assert codec.historical(data, mark) is data
+
+
+def test_a_wrong_mark_falls_back_to_decoding() -> None:
+    """A mark that does not fit the payload (a foreign row) never corrupts it."""
+    for fmt in (CBOR, JSON):
+        codec = formats.get(fmt)
+        data = codec.encode(reference()).payload
+        expected = codec.historical(data, None)
+        for other in (CBOR, JSON):
+            enc = formats.get(other).encode(reference())
+            got = codec.historical(data, enc.mark if other != fmt else None)
+            assert decode(got) == decode(expected)
+        assert codec.historical(data, len(data) + 5) == expected
+
+
 # -- docs/payload.md ---------------------------------------------------------------------
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 
@@ -436,8 +575,8 @@ def test_bench_without_sparkplug_skips_it(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_bench_strict_resolution_restores_the_codec() -> None:
-    original = payload.compact_number
+    original = senml.compact_number
     with payload_size.strict_resolution():
         assert len(encode(reference())) == 62
-    assert payload.compact_number is original
+    assert senml.compact_number is original
     assert len(encode(reference())) == 60

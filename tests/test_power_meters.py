@@ -21,6 +21,7 @@ from drivers.framing import Rejected
 from drivers.pzem004t import PZEM004T, ModbusException
 from drivers.pzem004t import codec as pz
 from drivers.pzem004t.emulator import PZEM004TModel
+from drivers.spec import FrameCodec
 
 H = bytes.fromhex
 LOAD = H("55 5A 02 E9 50 00 03 31 00 3E 9E 00 0D 30 4F 44 F8 00 12 65 F1 81 76 72")
@@ -342,4 +343,4 @@ def test_cli_frames_pzem004t(capsys):
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert rc == 0 and [d["type"] for d in out] == ["request", "frame"]
     assert out[1]["v"] == 225.7 and out[1]["wh"] == 38
-    assert registry.get("pzem004t") is registry.CODECS["pzem004t"]
+    assert isinstance(registry.get("pzem004t"), FrameCodec)

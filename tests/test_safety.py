@@ -11,7 +11,8 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from agent.core import config
-from drivers.accel import Sample
+from agent.features.base import FeatureContext, attach_samples
+from drivers.families.accel import Sample
 
 BASE = """
 [node]
@@ -29,13 +30,23 @@ bus = "emulator"
 """
 
 
+def context(tmp_path, sent: list, health: list | None = None, **kw) -> FeatureContext:
+    return FeatureContext(tmp_path, publish=lambda kind, recs: sent.append(recs),
+                          on_model_health=None if health is None else
+                          lambda *a: health.append(a), **kw)
+
+
 def make(tmp_path, extra: str = "", **kw):
+    """The node's features for BASE (fall and fire, and the button when configured);
+    the safety feature, what it sent, and the model health it reported."""
+    from agent.features.registry import start_features
     from agent.features.safety import Safety
 
     cfg = config.parse(BASE.format(state=tmp_path, extra=extra), check_devices=False)
     sent: list[list] = []
     health: list[tuple] = []
-    s = Safety(cfg, sent.append, on_model_health=lambda *a: health.append(a), **kw)
+    features = start_features(cfg, context(tmp_path, sent, health, **kw))
+    s = next(f for f in features if isinstance(f, Safety))
     return s, sent, health
 
 
@@ -61,10 +72,10 @@ def records(sent, subject):
 
 def test_fall_on_samples_goes_upstream_at_once_without_a_button(tmp_path) -> None:
     s, sent, _ = make(tmp_path, '[fall]\nmodel = "none"\n')
-    hook = SimpleNamespace(on_samples=None)
+    hook = SimpleNamespace(on_samples=None, read_samples_within=lambda s: None)
     wear = next(c for c in config.parse(BASE.format(state=tmp_path, extra=""),
                                         check_devices=False).sensor if c.name == "wear")
-    s.attach(wear, hook)
+    attach_samples([s], wear, hook)
     assert hook.on_samples is not None
     batch = fall_samples(1000.0)
     for i in range(0, len(batch), 16):  # FIFO-sized batches, as the driver delivers them
@@ -82,7 +93,7 @@ def test_button_cancels_the_pending_alarm(tmp_path) -> None:
     s, sent, _ = make(tmp_path, '[fall]\nmodel = "none"\ncancel_s = 30\nbutton_pin = 5\n'
                       'buzzer_pin = 6\nled_pin = 13\n', pin_factory=factory,
                       clock=lambda: now[0])
-    det_hook = s._samples_handler("wear")
+    det_hook = s.samples("wear").handler
     det_hook(fall_samples(50.0))
     assert [r["fall:event"] for r in records(sent, "fall")] == ["fall_pending"]
     assert s.alarm.pending and factory.pin(6).state == 1 and factory.pin(13).state == 1
@@ -99,7 +110,7 @@ def test_unanswered_alarm_goes_upstream_after_the_window(tmp_path) -> None:
     now = [0.0]
     s, sent, _ = make(tmp_path, '[fall]\nmodel = "none"\ncancel_s = 20\nbutton_pin = 5\n'
                       'pins = "emulator"\n', clock=lambda: now[0])
-    s._samples_handler("wear")(fall_samples(50.0))
+    s.samples("wear").handler(fall_samples(50.0))
     now[0] = 19.0
     s.tick()
     assert [r["fall:event"] for r in records(sent, "fall")] == ["fall_pending"]
@@ -130,7 +141,7 @@ def test_broken_model_is_a_health_fault_and_rules_still_run(tmp_path) -> None:
     s, sent, health = make(tmp_path, f'[fall]\nmodel = "{bad}"\n[fire]\nmodel = "{bad}"\n')
     tasks = {(task, ok) for task, ok, _ in health}
     assert ("fall", False) in tasks and ("fire", False) in tasks
-    s._samples_handler("wear")(fall_samples(10.0))
+    s.samples("wear").handler(fall_samples(10.0))
     assert "alarm" in [r["fall:event"] for r in records(sent, "fall")]
 
 
@@ -139,7 +150,7 @@ def test_no_accelerometer_no_fall_detector(tmp_path) -> None:
 
     cfg = config.parse(f'[node]\nid = "n"\nstate_dir = "{tmp_path}"\n[[sensor]]\n'
                        'type = "sht3x"\nname = "sht"\nbus = "emulator"\n', check_devices=False)
-    s = Safety(cfg, lambda recs: None)
+    s = Safety(cfg, context(tmp_path, []))
     assert s.falls == {} and s.alarm is None and s.fire is not None
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from i2c_helpers import Clock, poll_until_gone, readings
 
 from agent.core import config
-from agent.core.sensors import build_device, humidity_reader
+from agent.core.sensors import build_device, latest_values
 from agent.tools.cli import main as cli
 from drivers import registry
 from drivers.base import DeviceError, DeviceGone
@@ -22,6 +22,8 @@ from drivers.sensirion import CRCError, crc8
 from drivers.sgp30 import SGP30, Baseline, codec
 from drivers.sgp30 import emulator as emu
 from drivers.sgp30.emulator import GasSample, SGP30Model, SmokeReplay
+from drivers.sgp30.spec import SGP30Config
+from drivers.spec import CaptureCodec
 
 ADDR = 0x58
 WALL0 = 1_750_000_000.0
@@ -474,7 +476,7 @@ def parse(text: str) -> config.Config:
 def test_config_valid_with_humidity_from_and_defaults(tmp_path):
     cfg = parse(SHT + GAS + 'humidity_from = "air"\nemulator_source = "smoke"\n')
     gas = cfg.sensor[1]
-    assert isinstance(gas, config.SGP30Config)
+    assert isinstance(gas, SGP30Config)
     assert gas.address == 0x58 and gas.read_interval_s == 1.0
     assert gas.quantities == ["eco2", "tvoc", "h2_raw", "ethanol_raw"]
     assert gas.resolved_baseline_file(tmp_path) == tmp_path / "sgp30-gas-baseline.json"
@@ -503,8 +505,9 @@ def test_config_rejects_smoke_source_on_a_real_bus_and_climate_without_rh():
 
 
 def test_build_device_wires_state_dir_and_humidity(tmp_path):
-    cfg = parse(GAS + "raw_every = 5\n")
-    dev = build_device(cfg.sensor[0], state_dir=tmp_path, humidity_source=lambda: (21.0, 40.0))
+    cfg = parse(SHT + GAS + 'raw_every = 5\nhumidity_from = "air"\n')
+    dev = build_device(cfg.sensor[1], state_dir=tmp_path,
+                       latest={"air": {"temp": 21.0, "rh": 40.0}}.get)
     assert isinstance(dev, SGP30)
     assert dev.baseline_path == tmp_path / "sgp30-gas-baseline.json"
     assert dev.raw_every == 5 and dev.humidity_source() == (21.0, 40.0)
@@ -514,27 +517,27 @@ def test_build_device_wires_state_dir_and_humidity(tmp_path):
             codec.absolute_humidity(21.0, 40.0))
     finally:
         dev.close()
-    assert build_device(cfg.sensor[0]).baseline_path is None  # no state dir: memory only
+    assert build_device(cfg.sensor[1]).baseline_path is None  # no state dir: memory only
 
 
-def test_humidity_reader_takes_the_climate_loops_latest_values(monkeypatch):
+def test_latest_values_are_the_loops_young_readings(monkeypatch):
     import agent.core.sensors as sensors
 
     monkeypatch.setattr(sensors.time, "monotonic", lambda: 1000.0)
     loop = SimpleNamespace(sensor="air", last_reading_at=None, last_values={})
-    read = humidity_reader(lambda: [loop], "air", max_age_s=300)
-    assert read() is None  # no reading yet
+    latest = latest_values(lambda: [loop], max_age_s=300)
+    assert latest("air") is None  # no reading yet
     loop.last_reading_at, loop.last_values = 990.0, {"temp": 22.5, "rh": 41.0}
-    assert read() == (22.5, 41.0)
+    assert latest("air") == {"temp": 22.5, "rh": 41.0}
     loop.last_reading_at = 600.0
-    assert read() is None  # too old
-    assert humidity_reader(lambda: [], "air")() is None
+    assert latest("air") is None  # too old
+    assert latest_values(lambda: [])("air") is None
 
 
 # -- captures and `citynode frames sgp30` -----------------------------------------------------
 def test_registry_entry():
     c = registry.get("sgp30")
-    assert isinstance(c, registry.I2CCodec) and c.addresses == (0x58,)
+    assert isinstance(c, CaptureCodec) and c.addresses == (0x58,)
 
 
 def test_cli_frames_sgp30_decodes_a_capture(capsys):
@@ -609,12 +612,9 @@ bus = "emulator"
 """, check_devices=False)
     node = Node(cfg)
     gas = next(s for s in cfg.sensor if s.name == "gas")
-    kw = node._device_kwargs(cfg, gas)
-    assert kw["state_dir"] == cfg.node.resolved_state_dir()
-    source = kw["humidity_source"]
-    assert source() is None  # no climate reading yet
+    dev = build_device(gas, **node._device_kwargs(cfg))
+    assert dev.baseline_path == cfg.node.resolved_state_dir() / "sgp30-gas-baseline.json"
+    assert dev.humidity_source() is None  # no climate reading yet
     node.loops = [SimpleNamespace(sensor="sht", last_values={"temp": 21.5, "rh": 40.0},
                                   last_reading_at=_time.monotonic())]
-    assert source() == (21.5, 40.0)
-    sht = next(s for s in cfg.sensor if s.name == "sht")
-    assert node._device_kwargs(cfg, sht) == {}
+    assert dev.humidity_source() == (21.5, 40.0)

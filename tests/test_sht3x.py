@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import re
 
+import i2c_helpers as i2c
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from i2c_helpers import Clock, agent_built, attach, poll_until_gone, readings
+from i2c_helpers import Clock, agent_built, attach, readings
 
 from agent.tools.cli import main as cli
 from drivers.base import DeviceError, DeviceGone
@@ -79,22 +80,13 @@ def test_arbitrary_bytes_decode_or_crc_error(data):
             pass
 
 
-records = st.lists(st.tuples(
-    st.sampled_from([0x00, 0x44, 0x45, 0x76]), st.sampled_from(["W", "R"]),
-    st.one_of(st.none(), st.binary(max_size=8),
-              st.sampled_from([b"\x24\x00", b"\x2c\x06", b"\xf3\x2d", b"\x36\x82", b"\x06"])),
-), max_size=20)
-
-
 @settings(max_examples=300)
-@given(records)
+@given(i2c.capture_records(
+    [0x00, 0x44, 0x45, 0x76], [b"\x24\x00", b"\x2c\x06", b"\xf3\x2d", b"\x36\x82", b"\x06"],
+    max_len=8))
 def test_capture_decoder_never_raises(recs):
-    for doc in codec.decode_capture(recs):
-        json.dumps(doc)
-        assert doc["type"] in ("command", "measurement", "status", "serial", "probe",
-                               "rejected")
-        if doc["type"] == "rejected":
-            assert doc["reason"]
+    i2c.check_capture_docs(codec.decode_capture(recs),
+                           ("command", "measurement", "status", "serial", "probe", "rejected"))
 
 
 # -- captures ------------------------------------------------------------------------------
@@ -151,10 +143,7 @@ def test_cli_frames_sht31_alias_with_crc_error(capsys):
 
 def test_bus_capture_is_decodable():
     rg = rig()
-    log = rg.bus.start_log()
-    rg.dev.open()
-    got = readings(rg.dev, 2)
-    docs = list(codec.decode_capture(parse_capture(log)))
+    got, docs = i2c.bus_capture(rg, codec.decode_capture, 2)
     meas = [d for d in docs if d["type"] == "measurement"]
     assert [m["raw_t"] for m in meas] == [m.raw_t for m in list(rg.model.measured)[-2:]]
     assert meas[-1]["temp"] == round(got[-1].values["temp"], 2)
@@ -382,18 +371,7 @@ def test_bit_flips_are_crc_errors():
 
 def test_repeated_nacks_then_gone_then_recovery():
     rg = rig()
-    rg.dev.open()
-    readings(rg.dev, 1)
-    rg.bus.fault(ADDR, nack=1.0)
-    kinds = poll_until_gone(rg.dev)
-    assert kinds == ["error", "error", "gone"]
-    rg.dev.close()
-    rg.bus.fault(ADDR, nack=0.0, detached=True)
-    with pytest.raises(DeviceGone, match="no answer"):
-        rg.dev.open()
-    rg.bus.fault(ADDR, detached=False)
-    rg.model.power_cycle(rg.clock.t - 1)  # came back after a brown-out
-    rg.dev.open()
+    i2c.nacks_then_gone_then_back(rg, ADDR)
     assert readings(rg.dev, 2)[1].values["temp"] == rg.model.measured[-1].temp
 
 
@@ -407,11 +385,7 @@ def test_not_open_and_bad_arguments():
 
 
 def test_missing_bus_is_gone():
-    def factory(n):
-        raise FileNotFoundError(2, "No such file or directory", f"/dev/i2c-{n}")
-
-    with pytest.raises(DeviceGone, match="cannot open I2C bus 7"):
-        SHT3x(7, bus_factory=factory).open()
+    i2c.missing_bus_is_gone(SHT3x)
 
 
 def test_commands_heater_serial_status():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -83,6 +84,65 @@ def test_order_ack_and_restart(tmp_path):
     s.put(TELEMETRY, "t/5", b"x")
     s.flush()
     assert ids(s, TELEMETRY)[-1] == 6  # ids keep growing after a restart
+    s.close()
+
+
+def test_the_historical_mark_is_kept_with_each_row(tmp_path):
+    s = Spool(tmp_path / "s.db", batch_s=1.0, clock=Clock())
+    s.put(EVENT, "e", b"event", content_type="application/senml+cbor", mark=19)
+    s.put(TELEMETRY, "t", b"pending", mark=7)  # in the batch window, not yet on disk
+    s.put(TELEMETRY, "t", b"unmarked")
+    assert [(m.payload, m.mark) for m in s.iter_ready(TELEMETRY)] == [
+        (b"pending", 7), (b"unmarked", None)]
+    s.close()
+    s = Spool(tmp_path / "s.db")
+    assert [(m.content_type, m.mark) for m in s.iter_ready(EVENT)] == [
+        ("application/senml+cbor", 19)]
+    assert [(m.payload, m.mark) for m in s.iter_ready(TELEMETRY)] == [
+        (b"pending", 7), (b"unmarked", None)]
+    s.close()
+
+
+OLD_SCHEMA = """
+CREATE TABLE {lane} (
+    id INTEGER PRIMARY KEY,
+    created REAL NOT NULL,
+    topic TEXT NOT NULL,
+    retain INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    payload BLOB NOT NULL
+);
+"""
+
+
+def test_a_spool_of_an_older_version_opens_and_drains(tmp_path):
+    """Stores written before the mark column: nothing accepted is lost across an upgrade."""
+    path = tmp_path / "s.db"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode = WAL")
+    for lane in (EVENT, TELEMETRY):
+        db.execute(OLD_SCHEMA.format(lane=lane))
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+    db.execute("INSERT INTO meta VALUES ('evicted_telemetry', 4)")
+    db.executemany("INSERT INTO telemetry VALUES (?, ?, ?, 0, 'application/senml+cbor', ?)",
+                   [(i, 1000.0 + i, f"t/{i}", bytes([i])) for i in range(1, 4)])
+    db.execute("INSERT INTO event VALUES (1, 999.0, 'e', 1, '', x'ff')")
+    db.commit()
+    db.close()
+    s = Spool(path, batch_s=0)
+    assert s.quarantined is None and s.depth() == 4 and s.evicted[TELEMETRY] == 4
+    old = s.iter_ready(EVENT) + s.iter_ready(TELEMETRY)
+    assert [(m.topic, m.payload, m.retain, m.mark) for m in old] == [
+        ("e", b"\xff", True, None), ("t/1", b"\x01", False, None),
+        ("t/2", b"\x02", False, None), ("t/3", b"\x03", False, None)]
+    s.put(TELEMETRY, "t/4", b"\x04", mark=3)  # new rows beside the old ones
+    for m in old:
+        s.ack(m.lane, m.id)
+    assert [(m.id, m.mark) for m in s.iter_ready(TELEMETRY)] == [(4, 3)]
+    s.close()
+    s = Spool(path)  # the upgraded store opens again as it is
+    assert [(m.id, m.mark) for m in s.iter_ready(TELEMETRY)] == [(4, 3)]
+    assert s.depth() == 1
     s.close()
 
 

@@ -18,6 +18,7 @@ from drivers import registry
 from drivers.base import DeviceError, DeviceGone, Reading
 from drivers.emulation.i2c import FakeBus, Nack, parse_capture
 from drivers.sensirion import CRCError, crc8, pack_words, unpack_words
+from drivers.spec import CaptureCodec
 from drivers.sps30 import SPS30
 from drivers.sps30 import codec as c
 from drivers.sps30.codec import Measurement
@@ -515,7 +516,7 @@ def test_no_new_data_is_an_error(rig, clock):
 # -- captures -------------------------------------------------------------------------------
 def test_registry_entry():
     codec = registry.get("sps30")
-    assert isinstance(codec, registry.I2CCodec)
+    assert isinstance(codec, CaptureCodec)
     assert codec.addresses == (0x69,)
 
 

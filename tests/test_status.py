@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from agent.core import config
+from agent.core import config, status_file
 from agent.core.daemon import Node
 from agent.core.sampling import Health
 from agent.tools import status
@@ -79,8 +79,8 @@ def test_snapshot_collects_sensors_uplink_spool_and_models(node):
     node.spool.put("event", "t/e", b"y", created=now - 20)
     node.spool.put("telemetry", "t/t", b"z" * 10, created=now - 35)
     node.spool.ack("event", a.id)
-    node.models["fall"] = "1.2.0"
-    snap = status.build_snapshot(node, period_s=5, last_disconnect=now - 60, now_wall=now)
+    node.features = [SimpleNamespace(name="safety", status=lambda: {"models": {"fall": "1.2.0"}})]
+    snap = status_file.build_snapshot(node, period_s=5, last_disconnect=now - 60, now_wall=now)
 
     assert snap["node_id"] == "st-1" and snap["pid"] == os.getpid()
     assert snap["boot_session"] == 4 and snap["last_seq"] == 41 and snap["state"] == "running"
@@ -108,7 +108,7 @@ def test_snapshot_collects_sensors_uplink_spool_and_models(node):
 def test_snapshot_in_local_mode_has_no_uplink_or_spool(tmp_path, monkeypatch):
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     n = Node(config.parse('[node]\nid = "loc"\n'))
-    snap = status.build_snapshot(n)
+    snap = status_file.build_snapshot(n)
     assert snap["local_mode"] is True and snap["uplink"] is None and snap["spool"] is None
     assert snap["sensors"] == [] and snap["models"] == {} and snap["last_seq"] is None
     assert status.assess(snap)[0] == status.EX_OK
@@ -116,7 +116,7 @@ def test_snapshot_in_local_mode_has_no_uplink_or_spool(tmp_path, monkeypatch):
 
 # -- the verdict --------------------------------------------------------------------------
 def snap_of(node, **kw) -> dict:
-    return status.build_snapshot(node, period_s=5, **kw)
+    return status_file.build_snapshot(node, period_s=5, **kw)
 
 
 def test_assess_ok_while_warming_up_or_sleeping(node):
@@ -183,7 +183,7 @@ def test_render_degraded_and_local_mode(node, tmp_path, monkeypatch):
     assert text.startswith("citynode st-1: DEGRADED - running, degraded: uplink down")
     assert "uplink  DOWN: disconnected: cannot connect" in text
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
-    local = status.build_snapshot(Node(config.parse('[node]\nid = "loc"\n')))
+    local = status_file.build_snapshot(Node(config.parse('[node]\nid = "loc"\n')))
     text = status.render(local, status.assess(local), "f")
     assert "no sensors configured" in text and "local mode" in text
 
@@ -193,7 +193,7 @@ def test_writer_path_period_and_change_detection(node, tmp_path):
     t = [100.0]
     run = tmp_path / "run"
     run.mkdir()
-    w = status.StatusWriter(node, tmp_path / "state", env={"RUNTIME_DIRECTORY": str(run)},
+    w = status_file.StatusWriter(node, tmp_path / "state", env={"RUNTIME_DIRECTORY": str(run)},
                             clock=lambda: t[0])
     assert w.path == run / "status.json" and w.period_s == 5
     w.tick("starting")
@@ -223,14 +223,14 @@ def test_writer_path_period_and_change_detection(node, tmp_path):
     assert json.loads(w.path.read_text())["state"] == "stopped"
     assert [p.name for p in run.iterdir()] == ["status.json"]  # no temporary file left
 
-    plain = status.StatusWriter(node, tmp_path / "state", env={})
+    plain = status_file.StatusWriter(node, tmp_path / "state", env={})
     assert plain.path == tmp_path / "state" / "status.json" and plain.period_s == 30
 
 
 def test_writer_failure_is_logged_once_and_never_raises(node, tmp_path, caplog):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    w = status.StatusWriter(node, blocker / "sub", env={}, clock=lambda: 0.0)
+    w = status_file.StatusWriter(node, blocker / "sub", env={}, clock=lambda: 0.0)
     with caplog.at_level(logging.INFO, "citynode.status"):
         for h in (Health.OK, Health.STALE, Health.OK, Health.ERRORS):
             node.loops[0].health = h
@@ -255,7 +255,7 @@ def run_cli(capsys, *args: str) -> tuple[int, str]:
 
 def test_command_on_a_file(node, tmp_path, capsys):
     f = tmp_path / "status.json"
-    status.write_atomic(f, snap_of(node))
+    status_file.write_snapshot(f, snap_of(node))
     code, out = run_cli(capsys, "--file", str(f))
     assert code == 0 and out.startswith("citynode st-1: OK")
     code, out = run_cli(capsys, "--file", str(f), "--json")
@@ -264,13 +264,13 @@ def test_command_on_a_file(node, tmp_path, capsys):
     assert doc["assessment"]["exit_code"] == 0 and doc["assessment"]["file"] == str(f)
 
     node.loops[1].health = Health.ERRORS
-    status.write_atomic(f, snap_of(node))
+    status_file.write_snapshot(f, snap_of(node))
     code, out = run_cli(capsys, "--file", str(f))
     assert code == 1 and "DEGRADED" in out and "sensor pm errors" in out
 
     old = snap_of(node)
     old["written_at"] -= 60
-    status.write_atomic(f, old)
+    status_file.write_snapshot(f, old)
     code, out = run_cli(capsys, "--file", str(f))
     assert code == 3 and "NOT RUNNING - not responding" in out
 
@@ -294,7 +294,7 @@ def test_command_without_a_file_says_not_running(tmp_path, capsys, monkeypatch):
     (tmp_path / "state" / "status.json").write_text(json.dumps(
         {"written_at": 1.0, "state": "stopped", "node_id": "x", "pid": 1}))
     os.utime(tmp_path / "state" / "status.json", (1, 1))
-    status.write_atomic(tmp_path / "run" / "status.json", {
+    status_file.write_snapshot(tmp_path / "run" / "status.json", {
         "written_at": time.time(), "state": "running", "node_id": "x", "pid": os.getpid(),
         "period_s": 5, "sensors": [], "uplink": None, "spool": None})
     code, out = run_cli(capsys, "--config", str(cfg))

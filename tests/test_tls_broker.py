@@ -533,9 +533,9 @@ def test_daemon_publishes_over_mutual_tls(pki: Path, broker: Broker, observer: O
         with observer.cond:
             births = [p for t, p in observer.messages if t == topic]
         assert births, "no birth over mutual TLS"
-        from agent.wire import payload
+        from agent.wire import formats
 
-        assert payload.decode(births[-1]).records[0].text == "online"
+        assert formats.decode(births[-1]).records[0].text == "online"
     finally:
         proc.terminate()
         proc.wait(20)

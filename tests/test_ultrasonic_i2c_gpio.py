@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import time
 
+import i2c_helpers as i2c
 import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
-from i2c_helpers import attach, poll_until_gone, readings
+from i2c_helpers import attach, readings
 
 from agent.tools.cli import main as cli
 from drivers.base import DeviceError, DeviceGone
-from drivers.emulation.i2c import FakeBus, Nack, parse_capture
+from drivers.emulation.i2c import FakeBus, Nack
 from drivers.hcsr04 import HCSR04
 from drivers.hcsr04.emulator import echo_time_for, emulated_hcsr04
 from drivers.maxbotix_i2c import I2CXL, codec
@@ -93,16 +94,7 @@ def test_no_target_and_max_range_give_no_reading():
 
 def test_nacks_are_errors_then_gone_then_recovery():
     rg = rig()
-    rg.dev.open()
-    readings(rg.dev, 1)
-    rg.bus.fault(ADDR, nack=1.0)
-    assert poll_until_gone(rg.dev) == ["error", "error", "gone"]
-    rg.dev.close()
-    rg.bus.fault(ADDR, nack=0.0, detached=True)
-    with pytest.raises(DeviceGone, match="no answer"):
-        rg.dev.open()
-    rg.bus.fault(ADDR, detached=False)
-    rg.dev.open()
+    i2c.nacks_then_gone_then_back(rg, ADDR, brown_out=False)
     assert readings(rg.dev, 1)[0].values["d"] == 1.23
 
 
@@ -140,11 +132,7 @@ def test_cli_frames_i2cxl(capsys):
 
 
 def test_bus_capture_is_decodable():
-    rg = rig()
-    log = rg.bus.start_log()
-    rg.dev.open()
-    got = readings(rg.dev, 2)
-    docs = list(codec.decode_capture(parse_capture(log)))
+    got, docs = i2c.bus_capture(rig(), codec.decode_capture, 2)
     ranges = [d for d in docs if d["type"] == "range"]
     assert ranges[-1]["d"] == got[-1].values["d"]
     assert not [d for d in docs if d["type"] == "rejected"]

@@ -15,8 +15,8 @@ from agent.tools.cli import main as cli_main
 from drivers import registry
 from drivers.a02yyuw import A02YYUW, codec
 from drivers.a02yyuw.emulator import A02YYUWModel, UltrasonicModel, constant
-from drivers.a02yyuw.protocol import Discarded, DistanceProtocol, Sample, range_classifier
 from drivers.emulation import DeviceModel, FaultInjector
+from drivers.families.ranger_protocol import Discarded, DistanceProtocol, Sample, range_classifier
 from drivers.jsnsr04t import JSNSR04T
 from drivers.jsnsr04t.emulator import JSNSR04TModel
 from drivers.maxbotix import MaxBotix
@@ -391,4 +391,4 @@ def test_citynode_frames(capsys, device, hex_text, expected):
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert out[0]["type"] == "frame" and expected.items() <= out[0].items()
     assert out[1]["type"] == "rejected"
-    assert device in registry.CODECS
+    assert device in registry.known()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -14,8 +16,20 @@ import pytest
 from agent.core.config import MqttConfig
 from agent.core.sampling import backoff_delay
 from agent.tools.simulate import Subscriber, free_port
-from agent.wire.spool import Spool
+from agent.wire import formats
+from agent.wire.formats import Format, senml
+from agent.wire.model import Pack, Record
+from agent.wire.spool import TELEMETRY, Spool
 from agent.wire.uplink import Message, TokenBucket, Uplink
+
+ROOT = Path(__file__).resolve().parent.parent
+CBOR, JSON = formats.get("senml-cbor"), formats.get("senml-json")
+
+
+def message(topic: str, pack: Pack, kind: str = "telemetry", fmt: Format = CBOR) -> Message:
+    """As the daemon builds it: the format's payload, content type and historical mark."""
+    enc = fmt.encode(pack)
+    return Message(topic, enc.payload, content_type=fmt.content_type, kind=kind, mark=enc.mark)
 
 
 @pytest.fixture
@@ -55,10 +69,8 @@ def test_publishes_in_order_and_acknowledged(mosquitto, protocol, spool):
     up = Uplink(cfg, f"test-{protocol}", spool)
     up.start()
     try:
-        from agent.wire.payload import Pack, Record, encode
-
         for i in range(50):
-            up.publish(Message(f"t/{i}", encode(Pack(0, 1, i, [Record("x", value=i)]))))
+            up.publish(message(f"t/{i}", Pack(0, 1, i, [Record("x", value=i)])))
         assert up.flush(10)
         assert wait_for(lambda: len(got) == 50, 5)
         assert got == [f"t/{i}" for i in range(50)]
@@ -117,18 +129,19 @@ def test_messages_survive_an_outage(mosquitto, spool):
 
 
 def test_events_go_before_telemetry_backlog_and_backlog_is_historical(mosquitto, spool):
-    from agent.wire.payload import Pack, Record, encode
-
     got: list[tuple[str, bool]] = []
     sub = Subscriber(mosquitto.host, mosquitto.port, "o/#",
                      lambda t, d, r: got.append((t, d.get("historical", False))))
     sub.start()
     cfg = MqttConfig(host=mosquitto.host, port=mosquitto.port)
     up = Uplink(cfg, "test-lanes", spool)
-    for i in range(30):  # a backlog accepted before any connection
-        up.publish(Message(f"o/t/{i}", encode(Pack(1000 + i, 1, i, [Record("x", value=i)]))))
-    up.publish(Message("o/alarm", encode(Pack(2000, 1, 30, [Record("fire", text="on")])),
-                       kind="event"))
+    for i in range(30):  # a backlog accepted before any connection, in both formats
+        pack = Pack(1000 + i, 1, i, [Record("x", value=i)])
+        if i % 10 == 9:  # as tools and older versions spooled it: no content type, no mark
+            spool.put(TELEMETRY, f"o/t/{i}", CBOR.encode(pack).payload)
+        else:
+            up.publish(message(f"o/t/{i}", pack, fmt=(CBOR, JSON)[i % 2]))
+    up.publish(message("o/alarm", Pack(2000, 1, 30, [Record("fire", text="on")]), kind="event"))
     time.sleep(1.1)  # the backlog is older than the connection by more than the 1 s slack
     up.start()
     try:
@@ -136,7 +149,7 @@ def test_events_go_before_telemetry_backlog_and_backlog_is_historical(mosquitto,
         assert got[0] == ("o/alarm", True)  # alarm first, though accepted last
         assert [t for t, _ in got[1:]] == [f"o/t/{i}" for i in range(30)]  # order kept
         assert all(h for _, h in got)  # all waited through the "outage"
-        live = Message("o/live", encode(Pack(3000, 1, 31, [Record("x", value=1)])))
+        live = message("o/live", Pack(3000, 1, 31, [Record("x", value=1)]))
         up.publish(live)
         assert up.flush(5) and wait_for(lambda: len(got) == 32, 5)
         assert got[-1] == ("o/live", False)
@@ -227,3 +240,70 @@ def test_auto_falls_back_to_311_when_broker_refuses_5():
     finally:
         up.stop(timeout=0.5)
         fake.stop.set()
+
+
+# -- marking the backlog historical --------------------------------------------------------
+def backlog_packs() -> list[Pack]:
+    return [
+        Pack(1763900000, 3, 1440, [Record("pm25", value=12.4), Record("w", value=1234.5)]),
+        Pack(1763900071.482, 2**32 - 1, 2**40, [Record("pm:health", text="errors", t=-1.5)]),
+        Pack(1763900000, 3, None, [Record("door", flag=True)] * 30),  # a two-byte array head
+    ]
+
+
+def test_backlog_is_marked_by_its_format_without_decoding(spool, monkeypatch):
+    up = Uplink(MqttConfig(host="127.0.0.1"), "test-mark", spool)
+    expected = []
+    for fmt in (CBOR, JSON):
+        for pack in backlog_packs():
+            up.publish(message("t", pack, fmt=fmt))
+            pack.historical = True
+            expected.append(fmt.encode(pack).payload)
+    up._connected_wall = time.time() + 10  # everything spooled is older than the connection
+
+    def no_decoding(payload: bytes) -> Pack:
+        raise AssertionError("the uplink decoded a payload that had a mark")
+
+    monkeypatch.setattr(senml, "decode", no_decoding)
+    items = spool.iter_ready(TELEMETRY)
+    assert all(item.mark is not None for item in items)
+    assert [up._wire(item)[0] for item in items] == expected
+    assert up.historical == len(expected)
+
+
+def test_rows_without_a_mark_are_marked_by_decoding(spool):
+    """Spools written before marks existed, and rows put without a content type: decoded
+    and re-encoded in the representation they came in, as before marks existed."""
+    up = Uplink(MqttConfig(host="127.0.0.1"), "test-old", spool)
+    expected = []
+    for fmt in (CBOR, JSON):
+        for pack in backlog_packs():
+            spool.put(TELEMETRY, "t", fmt.encode(pack).payload, content_type=fmt.content_type)
+            spool.put(TELEMETRY, "t", fmt.encode(pack).payload)  # no content type either
+            back = formats.decode(fmt.encode(pack).payload)
+            back.historical = True
+            expected += [(fmt.encode(back).payload[:1], back)] * 2
+    spool.put(TELEMETRY, "t", b"\x80", content_type=CBOR.content_type)  # not a pack: as it is
+    spool.put(TELEMETRY, "t", b"raw", content_type="application/octet-stream")
+    up._connected_wall = time.time() + 10
+    sent = [up._wire(m)[0] for m in spool.iter_ready(TELEMETRY)]
+    assert sent[-2:] == [b"\x80", b"raw"]
+    assert [(data[:1], formats.decode(data)) for data in sent[:-2]] == expected
+    assert up.historical == len(expected)
+
+
+def test_live_messages_are_not_marked(spool):
+    up = Uplink(MqttConfig(host="127.0.0.1"), "test-live", spool)
+    up._connected_wall = time.time() - 10
+    up.publish(message("t", backlog_packs()[0]))
+    item = spool.iter_ready(TELEMETRY)[0]
+    assert up._wire(item)[0] == CBOR.encode(backlog_packs()[0]).payload
+    assert up.historical == 0
+
+
+def test_the_uplink_knows_no_payload_format() -> None:
+    code = ("import sys\nimport agent.wire.uplink\n"
+            "print(sorted(m for m in sys.modules if m.startswith('agent.wire.formats.')))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ["[]"]

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntFlag
 
-from agent.wire.payload import Record
+from agent.wire.model import Record
 from drivers.base import Reading
 
 #: Samples kept per quantity and window; beyond it every other one is dropped
@@ -131,7 +131,7 @@ class Aggregator:
         )
 
     def records(self, summary: WindowSummary, stats: Iterable[str]) -> list[Record]:
-        """SenML records for a closed window, named as docs/payload.md describes."""
+        """Records for a closed window, named as docs/payload.md describes."""
         want = set(stats)
         out: list[Record] = []
         for name, (mean, lo, hi) in summary.stats.items():

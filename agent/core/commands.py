@@ -55,7 +55,7 @@ from typing import Annotated, Any, Protocol
 import msgspec
 
 from agent.core.config import CommandsConfig
-from agent.wire.payload import MAX_PAYLOAD, Record
+from agent.wire.model import MAX_PAYLOAD, Record
 
 __all__ = [
     "COMMANDS",

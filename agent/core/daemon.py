@@ -1,6 +1,6 @@
 """The node daemon: sensors, aggregation, messages, uplink, and systemd's protocols.
 
-Data flows one way: device -> sampling loop -> aggregator -> SenML pack ->
+Data flows one way: device -> sampling loop -> aggregator -> pack -> format ->
 spool -> uplink. The main thread schedules reports and health messages, runs
 downlink commands (so a configuration change never races a report), keeps the
 one-line STATUS current and handles signals; every sensor samples on its own
@@ -23,20 +23,21 @@ import msgspec
 
 from agent import __version__
 from agent.core.aggregate import Aggregator, Quality
-from agent.core.config import Config, SensorConfig
+from agent.core.config import Config
 from agent.core.health import HealthReporter
 from agent.core.sampling import DutyCycle, Health, SensorLoop
-from agent.core.sensors import build_device, humidity_reader, type_name, valid_range
+from agent.core.sensors import build_device, latest_values, type_name, valid_range
+from agent.core.status_file import StatusWriter
 from agent.core.systemd import Notifier, Watchdog
-from agent.features.airquality import band_record
-from agent.features.household import Household
-from agent.features.parking import Parking
-from agent.features.safety import Safety
-from agent.wire import payload
-from agent.wire.payload import Pack, Record
+from agent.features.base import Feature, FeatureContext, attach_samples, reading_handler
+from agent.features.registry import start_features
+from agent.wire import formats
+from agent.wire.model import Kind, NodeInfo, Pack, Record, to_readable
+from agent.wire.mqtt import node_client_id
 from agent.wire.spool import Spool, SpoolError
 from agent.wire.topics import Topics
 from agent.wire.uplink import Message, Uplink
+from drivers.files import write_atomic
 
 log = logging.getLogger("citynode.daemon")
 
@@ -66,17 +67,7 @@ def next_boot_session(state_dir: Path) -> int:
                         extra={"EVENT": "boot_session_corrupt"})
             current = int(path.stat().st_mtime)  # monotonic enough to never repeat a session
         session = (current + 1) % 2**32 or 1
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            f.write(f"{session}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dfd = os.open(state_dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_atomic(path, f"{session}\n")
         return session
     except OSError as exc:
         raise StateDirError(f"state directory {state_dir}: {exc}") from exc
@@ -96,15 +87,14 @@ class Node:
         self._commands: queue.Queue[tuple[bytes, bytes | None, str | None]] = queue.Queue(64)
         self._watchdog: Watchdog | None = None
         self._health: HealthReporter | None = None
-        self.parking: Parking | None = None
-        self.household: Household | None = None
-        self.safety: Safety | None = None
+        self.features: list[Feature] = []  # built with the sensors, from the configuration
         self._next_report = clock() + cfg.report.interval_s
         self.notifier = notifier or Notifier.from_env()
         self.clock = clock
         self.topics = Topics(cfg.mqtt.prefix, cfg.node.id)
         self.fmt = cfg.report.format
-        self.content_type = payload.CONTENT_TYPES[self.fmt]
+        self.format = formats.get(self.fmt)
+        self.content_type = self.format.content_type
         self.session = 0
         self._seq = 0
         self._seq_lock = threading.Lock()
@@ -114,9 +104,7 @@ class Node:
         self.started_wall = time.time()
         self.messages = 0
         self._status = ""
-        # -- citynode status (agent/tools/status.py) --
-        self.models: dict[str, str] = {}  # model name -> version, filled as models load
-        self._status_file = None
+        self._status_file: StatusWriter | None = None  # citynode status: status.json
 
     # -- messages ----------------------------------------------------------------
     def next_seq(self) -> int:
@@ -125,21 +113,25 @@ class Node:
             self._seq += 1
             return seq
 
-    def message(self, topic: str, records: list[Record], *, kind: str, retain: bool = False,
+    def message(self, topic: str, records: list[Record], *, kind: Kind, retain: bool = False,
                 t: float | None = None, numbered: bool = True) -> Message:
         """Build a pack; only events keep milliseconds (whole seconds save 4 bytes)."""
         t = time.time() if t is None else t
         pack = Pack(time=t if kind == "event" else float(round(t)), session=self.session,
-                    seq=self.next_seq() if numbered else None, records=records)
-        return Message(topic, payload.encode(pack, self.fmt), retain=retain,
-                       content_type=self.content_type, kind=kind)
+                    seq=self.next_seq() if numbered else None, records=records, kind=kind)
+        enc = self.format.encode(pack)
+        return Message(topic, enc.payload, retain=retain, content_type=self.content_type,
+                       kind=kind, mark=enc.mark)
 
     def send(self, msg: Message) -> None:
         self.messages += 1
         if self.uplink is not None:
             self.uplink.publish(msg)
         else:
-            readable = payload.to_readable(payload.decode(msg.payload))
+            try:
+                readable = to_readable(self.format.decode(msg.payload))
+            except formats.PayloadError:  # a format that cannot be read back
+                readable = {"payload": msg.payload.hex()}
             log.info("%s %s", msg.topic, json.dumps(readable, separators=(",", ":")),
                      extra={"EVENT": "local_message"})
 
@@ -152,6 +144,14 @@ class Node:
             Record("interval", value=self.cfg.report.interval_s),
             Record("sensors", text=sensors),
         ], kind="state", retain=True)
+
+    def on_connect(self) -> list[Message]:
+        """The birth, then whatever the format announces (none for SenML)."""
+        node = NodeInfo(self.topics, self.session,
+                        tuple((s.name, type_name(s)) for s in self.cfg.sensor))
+        return [self.birth()] + [
+            Message(p.topic, p.payload, retain=p.retain, content_type=p.content_type,
+                    kind="state") for p in self.format.on_connect(node)]
 
     def offline(self, reason: str, *, will: bool = False) -> Message:
         """The goodbye, or (``will``) the last will: unnumbered, since the broker
@@ -188,6 +188,15 @@ class Node:
             self._status = line
             self.notifier.status(line)
 
+    # -- NodeView: what citynode status shows (agent/core/status_file.py) --------
+    @property
+    def last_seq(self) -> int | None:
+        with self._seq_lock:
+            return self._seq - 1 if self._seq else None
+
+    def feature_status(self) -> dict[str, dict]:
+        return {f.name: st for f in list(self.features) if (st := f.status())}
+
     # -- reports -----------------------------------------------------------------
     def report(self) -> None:
         summaries = [(lp, lp.aggregator.close_window(carry=lp.carry_flags()))
@@ -200,15 +209,13 @@ class Node:
             pm = any(q in summary.stats for q in PM_QUANTITIES)
             if humid and pm:
                 summary.flags |= Quality.HUMID
-            if self.parking is not None and lp.sensor in self.parking.watched:
-                summary.stats = {}  # a bay or bin reports its state, not its distances
+            for f in self.features:
+                summary.stats = f.report_stats(lp.sensor, summary.stats)
             records += lp.aggregator.records(summary, self.cfg.report.stats)
-            if pm and self.cfg.report.kr_band:
-                aq = band_record(lp.sensor, summary.stats)
-                if aq is not None:
-                    records.append(aq)
-        if self.parking is not None:
-            records += self.parking.summary_records()
+            for f in self.features:
+                records += f.report_records(lp.sensor, summary.stats)
+        for f in self.features:
+            records += f.summary_records()
         if records:
             self.send(self.message(self.topics.telemetry, records, kind="telemetry"))
 
@@ -219,58 +226,36 @@ class Node:
     # -- sensors (re)configuration ---------------------------------------------
     def _start_sensors(self, cfg: Config, watchdog: Watchdog) -> None:
         self.loops = []
-        self.parking = Parking(cfg, cfg.node.resolved_state_dir(), publish=lambda recs: self.send(
-            self.message(self.topics.event, recs, kind="event")))
-        self.household = Household(cfg, cfg.node.resolved_state_dir(), publish=lambda recs: (
-            self.send(self.message(self.topics.event, recs, kind="alarm"))))
-        self.household.open()
-        self.safety = Safety(cfg, publish=lambda recs: self.send(
-            self.message(self.topics.event, recs, kind="alarm")),
-            on_model_health=self._model_health)
-        self.models = self.safety.models
+        self.features = start_features(cfg, FeatureContext(
+            cfg.node.resolved_state_dir(), publish=self._publish_event,
+            on_model_health=self._model_health))
         for s in cfg.sensor:
             agg = Aggregator(s.name, s.prefix, valid_range(s), how=cfg.report.aggregate)
             duty = None
             if getattr(s, "duty_cycle", False):
                 duty = DutyCycle(s.warmup_s + s.sample_s, lambda: self._next_report,
                                  lambda: self.cfg.report.interval_s)
-            device = build_device(s, **self._device_kwargs(cfg, s))
-            self.safety.attach(s, device)
+            device = build_device(s, **self._device_kwargs(cfg))
+            attach_samples(self.features, s, device)
             loop = SensorLoop(s.name, device, agg, stale_after_s=s.stale_after_s,
                               beat=watchdog.register(s.name), on_health=self.on_health,
-                              duty=duty, on_reading=self._reading_handler(s))
+                              duty=duty, on_reading=reading_handler(self.features, s))
             self.loops.append(loop)
         for lp in self.loops:
             lp.start()
         for lp in self.loops:
             lp.opened.wait(10)
 
-    def _device_kwargs(self, cfg: Config, s: SensorConfig) -> dict:
-        """What some drivers need from the node: the SGP30 its baseline directory and the
-        climate sensor it takes humidity from (looked up live, in any order)."""
-        if type_name(s) != "sgp30":
-            return {}
-        kw: dict = {"state_dir": cfg.node.resolved_state_dir()}
-        if s.humidity_from:
-            kw["humidity_source"] = humidity_reader(lambda: self.loops, s.humidity_from)
-        return kw
+    def _device_kwargs(self, cfg: Config) -> dict:
+        """What drivers may need from the node: the state directory (the SGP30 keeps its
+        baseline there) and other sensors' latest values (looked up live, in any order:
+        the SGP30 takes humidity from a climate sensor)."""
+        return {"state_dir": cfg.node.resolved_state_dir(),
+                "latest": latest_values(lambda: self.loops)}
 
-    def _reading_handler(self, s):
-        handlers = []
-        if self.parking.watches(s):
-            handlers.append(self.parking.handler(s.name))
-        if self.household.watches(s):
-            handlers.append(self.household.handler(s.name))
-        if self.safety is not None and self.safety.watches(s):
-            handlers.append(self.safety.handler(s.name))
-        handlers = [h for h in handlers if h is not None]
-        if len(handlers) <= 1:
-            return handlers[0] if handlers else None
-
-        def all_of(reading) -> None:
-            for h in handlers:
-                h(reading)
-        return all_of
+    def _publish_event(self, kind: Kind, records: list[Record]) -> None:
+        """A feature's event or alarm (any thread)."""
+        self.send(self.message(self.topics.event, records, kind=kind))
 
     def _model_health(self, task: str, ok: bool, message: str) -> None:
         """A model that cannot load or run is the health of a pseudo-sensor."""
@@ -285,10 +270,14 @@ class Node:
             lp.stop()
             watchdog.unregister(lp.sensor)
         self.loops = []
-        if self.household is not None:
-            self.household.close()  # relays back to their safe state
-        if self.safety is not None:
-            self.safety.close()
+        self._close_features()
+        self.features = []
+
+    def _close_features(self) -> None:
+        """Relays back to their safe state, state saved, alarms that ran out sent (their
+        report hooks still serve the last report)."""
+        for f in self.features:
+            f.close()
 
     # -- NodeControl: what downlink commands may do ------------------------------
     def uptime_s(self) -> float:
@@ -349,10 +338,11 @@ class Node:
     def device_command(self, sensor: str, action: str, value: object) -> tuple[bool, str]:
         if sensor not in [lp.sensor for lp in self.loops]:
             return False, f"no sensor named {sensor!r}"
-        result = self.household.command(sensor, action, value) if self.household else None
-        if result is None:
-            return False, f"sensor {sensor!r} has no device actions"
-        return result
+        for f in self.features:
+            result = f.command(sensor, action, value)
+            if result is not None:
+                return result
+        return False, f"sensor {sensor!r} has no device actions"
 
     def on_command(self, topic: str, data: bytes, correlation: bytes | None,
                    response_topic: str | None) -> None:
@@ -418,9 +408,7 @@ class Node:
             log.error("%s", exc, extra={"EVENT": "state_dir_error"})
             return EX_CANTCREAT
         self._health = HealthReporter(state_dir)
-        from agent.tools.status import StatusWriter  # citynode status: status.json (never raises)
-
-        self._status_file = StatusWriter(self, state_dir)
+        self._status_file = StatusWriter(self, state_dir)  # never raises
         self._status_file.tick("starting")
         log.info("citynode %s starting: node %s, boot session %d, %d sensor(s), %s",
                  __version__, self.cfg.node.id, self.session, len(self.cfg.sensor),
@@ -443,10 +431,10 @@ class Node:
                     Record("spool", text="quarantined")], kind="event"))
             if self.cfg.commands.enabled:
                 self._processor = self._make_processor()
-            client_id = m.client_id or f"{m.prefix.replace('/', '-')}-{self.cfg.node.id}"
+            client_id = node_client_id(m, self.cfg.node.id)
             self.uplink = Uplink(m, client_id, self.spool, drain_rate=sp.drain_rate,
                                  will=lambda: self.offline("lost", will=True),
-                                 on_connect=lambda: [self.birth()],
+                                 on_connect=self.on_connect,
                                  subscribe=self.topics.command if self._processor else None,
                                  on_message=self.on_command,
                                  configure_client=self._configure_client)
@@ -474,12 +462,8 @@ class Node:
                 self.health_report()
                 next_health = now + self.cfg.health.interval_s
             self._run_commands()
-            if self.parking is not None:
-                self.parking.tick()
-            if self.household is not None:
-                self.household.tick()
-            if self.safety is not None:
-                self.safety.tick()
+            for f in self.features:
+                f.tick()
             self._update_status()
             self._status_file.tick()
             self._stop.wait(min(0.2, max(0.0, next_report - self.clock())))
@@ -494,11 +478,7 @@ class Node:
         self._run_commands()
         for lp in self.loops:
             lp.stop()
-        if self.household is not None:
-            self.household.close()  # relays to their safe state; the routine saved
-        if self.safety is not None:
-            self.safety.tick()  # a cancel window that ran out while stopping
-            self.safety.close()
+        self._close_features()  # relays safe, routine saved, a cancel window run out: sent
         self.report()
         if self.uplink is not None:
             self.uplink.stop(goodbye=self.offline("shutdown"), timeout=5.0)
@@ -521,17 +501,7 @@ def _atomic_write(path: Path | None, text: str) -> None:
     """Replace a file so that a crash leaves either the old or the new one, never half."""
     if path is None:
         raise OSError("no configuration file to write (daemon started without one)")
-    tmp = path.with_name(f".{path.name}.new")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    write_atomic(path, text)
 
 
 def install_signal_handlers(node: Node) -> None:

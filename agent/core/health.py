@@ -12,7 +12,7 @@ import resource
 import time
 from pathlib import Path
 
-from agent.wire.payload import Record
+from agent.wire.model import Record
 
 
 def rss_bytes() -> int:

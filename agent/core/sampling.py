@@ -129,7 +129,11 @@ class SensorLoop(threading.Thread):
             if not is_open:
                 try:
                     self.device.open()
-                except DeviceError as exc:
+                except Exception as exc:  # a driver bug must not kill sampling either
+                    if not isinstance(exc, DeviceError):
+                        log.exception("unexpected error opening the device", extra={
+                            "SENSOR": self.sensor, "EVENT": "driver_exception"})
+                        exc = DeviceError(f"driver exception: {exc!r}")
                     self.aggregator.flag(Quality.DISCONNECTED)
                     self._set_health(Health.DISCONNECTED, str(exc))
                     self.opened.set()

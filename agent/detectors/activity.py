@@ -52,20 +52,16 @@ The hours of a gap in progress are learned only when activity resumes (so a
 gap never makes itself look usual while it is being judged), and hours after
 an alarm was raised are not learned at all, so one incident does not teach the
 routine that days without activity are normal. Everything learned (routine,
-longest periods, last activity) is saved atomically to ``state_path`` with
-:meth:`ActivityDetector.save` and read back at construction, so restarts and
-reboots keep it.
+longest periods, last activity) comes out as data with
+:meth:`ActivityDetector.to_dict` and goes back in with ``state=`` at construction;
+the daemon's household feature keeps it in a file, so restarts and reboots keep it.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -388,7 +384,7 @@ class ActivityDetector:
                  unusual_factor: float = 2.0, unusual_min_s: float = HOUR,
                  unusual_min_history: int = 3,
                  unattended: list[str] | tuple[str, ...] = (),
-                 routine: Routine | None = None, state_path: Path | str | None = None,
+                 routine: Routine | None = None, state: dict[str, Any] | None = None,
                  plug_events: bool = False, **plug_kwargs: Any) -> None:
         if margin < 1:
             raise ValueError("margin must be >= 1")
@@ -407,7 +403,6 @@ class ActivityDetector:
         self._plug_kwargs = plug_kwargs
         self.levels: dict[str, PlugActivity] = {p: PlugActivity(p, **plug_kwargs) for p in plugs}
         self.routine = routine if routine is not None else Routine()
-        self.state_path = None if state_path is None else Path(state_path)
         self.last_activity: float | None = None
         self.alarm_since: float | None = None  # time the alarm was raised
         self.alarm_threshold_s: float | None = None
@@ -420,8 +415,8 @@ class ActivityDetector:
         self._quiet_from: float | None = None  # last activity as of _hour_start
         self._threshold: tuple[float, float, float] | None = None  # (gap start, usual, threshold)
         self.now: float | None = None
-        if self.state_path is not None and self.state_path.exists():
-            self.load()
+        if state is not None:
+            self.restore(state)
 
     # -- persistence --------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -432,34 +427,11 @@ class ActivityDetector:
                 "quiet_from": self._quiet_from, "now": self.now,
                 "pending": [list(x) for x in self._pending]}
 
-    def save(self, path: Path | str | None = None) -> None:
-        """Write the state as JSON atomically (temp file, fsync, rename)."""
-        p = Path(path) if path is not None else self.state_path
-        if p is None:
-            raise ValueError("no state_path")
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, p)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-
-    def load(self, path: Path | str | None = None) -> None:
-        """Read :meth:`save` output (state version 1, before the hazard, is accepted)."""
-        p = Path(path) if path is not None else self.state_path
-        if p is None:
-            raise ValueError("no state_path")
-        d = json.loads(p.read_text(encoding="utf-8"))
+    def restore(self, d: dict[str, Any]) -> None:
+        """Take back what :meth:`to_dict` gave (state version 1, before the hazard, is
+        accepted); ValueError, KeyError or TypeError if it is not such a state."""
         if d.get("version") not in (1, STATE_VERSION):
-            raise ValueError(f"{p}: unknown state version {d.get('version')!r}")
+            raise ValueError(f"unknown state version {d.get('version')!r}")
         self.routine = Routine.from_dict(d["routine"])
         self.last_activity = d.get("last_activity")
         self.alarm_since = d.get("alarm_since")

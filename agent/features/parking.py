@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from agent.core.config import RANGERS, Config, ConfigError, SensorConfig, load
+from agent.core.config import Config, ConfigError, SensorConfig, load
 from agent.detectors.fill import FillLevelDetector
 from agent.detectors.occupancy import BayGroup, CalibrationError, OccupancyDetector, calibrate
-from agent.wire.payload import Record
+from agent.features.base import Feature, FeatureContext, ReadingHandler, Stats
+from agent.wire.model import Record
 from drivers.base import Reading
+from drivers.families.ranger import Ranger
+from drivers.files import write_atomic
 
 log = logging.getLogger("citynode.parking")
 BASELINES = "baselines.json"
@@ -49,58 +50,61 @@ def save_baseline(state_dir: Path, bay: str, mm: float) -> Path:
     data = load_baselines(state_dir)
     data[bay] = round(mm, 1)
     path = state_dir / BASELINES
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True))
     return path
 
 
-class Parking:
-    """The node's bays and bins; readings arrive on the sensors' threads."""
+def watched_rangers(cfg: Config) -> list[SensorConfig]:
+    """The distance sensors that watch a bay or a bin (not plain distances)."""
+    return [s for s in cfg.sensor if isinstance(s, Ranger) and s.use.role in ("bay", "bin")]
 
-    def __init__(self, cfg: Config, state_dir: Path,
-                 publish: Callable[[list[Record]], None]) -> None:
-        self._publish = publish
+
+class Parking(Feature):
+    """The node's bays and bins; readings arrive on the sensors' threads; state changes
+    are sent with kind ``event``."""
+
+    name = "parking"
+
+    @classmethod
+    def wanted(cls, cfg: Config) -> bool:
+        return bool(watched_rangers(cfg))
+
+    def __init__(self, cfg: Config, ctx: FeatureContext) -> None:
+        self._publish = ctx.publish
+        self._wall = ctx.wall
         self._lock = threading.Lock()
         self.bays = BayGroup([])
         self.bins: dict[str, FillLevelDetector] = {}
         self._last: dict[str, float] = {}
         self._interval: dict[str, float] = {}
-        stored = load_baselines(state_dir)
-        for s in cfg.sensor:
-            if not isinstance(s, RANGERS):
-                continue
+        stored = load_baselines(ctx.state_dir)
+        for s in watched_rangers(cfg):
             use = s.use
             if use.role == "bay":
                 self.bays.add(OccupancyDetector(
                     s.name, baseline_mm=use.baseline_mm or stored.get(s.name),
                     debounce_s=use.debounce_s))
-            elif use.role == "bin":
+            else:
                 self.bins[s.name] = FillLevelDetector(s.name, depth_mm=use.depth_mm,
                                                       full_pct=use.full_pct)
-            else:
-                continue
             self._interval[s.name] = s.read_interval_s
-
-    @property
-    def watched(self) -> set[str]:
-        return set(self._interval)
 
     def watches(self, sensor: SensorConfig) -> bool:
         return sensor.name in self._interval
 
-    def handler(self, name: str) -> Callable[[Reading], None]:
+    def report_stats(self, sensor: str, stats: Stats) -> Stats:
+        """A bay or bin reports its state, not its distances."""
+        return {} if sensor in self._interval else stats
+
+    def handler(self, sensor: str) -> ReadingHandler:
         def on_reading(r: Reading) -> None:
             d = r.values.get("d")
-            self._update(name, r.t_wall, None if d is None else d * 1000.0)
+            self._update(sensor, r.t_wall, None if d is None else d * 1000.0)
         return on_reading
 
     def tick(self, now_wall: float | None = None) -> None:
         """No reading for a while is information too (no echo): tell the detectors."""
-        now = time.time() if now_wall is None else now_wall
+        now = self._wall() if now_wall is None else now_wall
         for name, every in self._interval.items():
             if now - self._last.get(name, now) > max(2.0, 3 * every):
                 self._update(name, now, None)
@@ -120,7 +124,7 @@ class Parking:
             recs = [Record(f"{subject}:state", text=str(state))]
             if e.get("fill_pct") is not None:
                 recs.append(Record(f"{subject}:fill", value=float(e["fill_pct"])))
-            self._publish(recs)
+            self._publish("event", recs)
 
     def summary_records(self) -> list[Record]:
         """Bitmasks of the bays (bit i = i-th configured bay) and bin fill levels."""
@@ -132,6 +136,16 @@ class Parking:
             for name, det in self.bins.items():
                 if det.fill_pct is not None:
                     out.append(Record(f"{name}:fill", value=float(det.fill_pct)))
+            return out
+
+    def status(self) -> dict[str, object]:
+        """Each bay's state and each bin's fill level (None: not known yet)."""
+        with self._lock:
+            out: dict[str, object] = {}
+            if len(self.bays):
+                out["bays"] = {d.bay: d.state for d in self.bays}
+            if self.bins:
+                out["bins"] = {name: det.fill_pct for name, det in self.bins.items()}
             return out
 
 
@@ -146,8 +160,8 @@ def calibrate_bay(config_path: str, bay: str, *, seconds: float = 30.0) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EX_CONFIG
     sensor = next((s for s in cfg.sensor if s.name == bay), None)
-    if sensor is None or not isinstance(sensor, RANGERS) or sensor.use.role != "bay":
-        bays = [s.name for s in cfg.sensor if isinstance(s, RANGERS) and s.use.role == "bay"]
+    if sensor is None or not isinstance(sensor, Ranger) or sensor.use.role != "bay":
+        bays = [s.name for s in cfg.sensor if isinstance(s, Ranger) and s.use.role == "bay"]
         print(f"error: no parking bay named {bay!r} in {config_path} "
               f"(bays: {', '.join(bays) or 'none'})", file=sys.stderr)
         return 64

@@ -1,16 +1,19 @@
 """Fall and fire detection in the daemon: readings in, alarms out (docs/fall.md, docs/fire.md).
 
-*Falls*: every accelerometer (ADXL345, MPU-6050) hands each FIFO batch to its own
-:class:`~agent.detectors.fall.FallDetector` on its sampling thread, so a fall is judged
-on every sample, not on the once-a-second readings. A detected fall starts the local
-cancel window (buzzer, LED, "I'm OK" button through gpiozero, ``[fall] cancel_s``); when
-it expires the ``alarm`` goes upstream at once, from whichever thread noticed, with the
-score, the model version and the evidence. With ``cancel_s = 0`` (no button on the
-node) the alarm leaves on the sampling thread that confirmed the fall.
+*Falls*: every sensor that delivers sample batches (its spec says ``samples=True``: the
+accelerometers) hands each FIFO batch to its own :class:`~agent.detectors.fall.FallDetector`
+on its sampling thread, so a fall is judged on every sample, not on the once-a-second
+readings. A detected fall starts the :class:`~agent.features.fall_alarm.CancelWindow`
+(``[fall] cancel_s``, only when a button is configured; the fall button feature in
+:mod:`agent.features.fall_alarm` shows it on the buzzer and LED and cancels it with the
+"I'm OK" button); when it expires the ``alarm`` goes upstream at once, from whichever
+thread noticed, with the score, the model version and the evidence. Without a button the
+alarm leaves on the sampling thread that confirmed the fall.
 
 *Fire*: the readings of the climate, particulate and gas sensors (``[fire] sensors``,
-default all of them) feed one :class:`~agent.detectors.fire.FireDetector`; each change of
-state (``fire``/``clear``) is an alarm message.
+default all of them, chosen by their spec's kind) feed one
+:class:`~agent.detectors.fire.FireDetector`; each change of state (``fire``/``clear``) is an
+alarm message.
 
 A model that cannot be loaded or run is reported as the health of a pseudo-sensor
 ``fall_model``/``fire_model`` (``errors``, with the reason) and the detectors go on with
@@ -21,18 +24,28 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from agent.core.config import Config, SensorConfig
-from agent.features.household import event_records
-from agent.wire.payload import Record
+from agent.features.base import (
+    Feature,
+    FeatureContext,
+    ReadingHandler,
+    SampleStream,
+    event_records,
+)
+from agent.features.fall_alarm import CancelWindow
+from agent.wire.model import Record
+from drivers.catalogue import spec_of
+
+__all__ = ["Safety", "fall_sensors", "fire_sensors"]
 
 log = logging.getLogger("citynode.safety")
 
-ACCELEROMETERS = ("adxl345", "mpu6050")
+#: Device kinds whose readings feed fire detection by default.
+FIRE_KINDS = ("climate", "particulate", "gas")
 # Reading quantity -> the fire detector's input name. PMS5003 particle counts (per 0.1 L)
 # are not the SPS30's number concentrations (per cm3): only the latter are passed on.
 FIRE_INPUTS = {
@@ -42,11 +55,21 @@ FIRE_INPUTS = {
     "nc0_5": "nc0_5", "nc1_0": "nc1_0", "nc2_5": "nc2_5",
 }
 FALL_FIFO_READ_S = 0.04  # at 100 Hz: 4 samples a read, 25 short I2C reads a second
-FIRE_SENSORS = ("sht3x", "bme280", "sgp30", "pms5003", "sps30", "sds011")
 
 
-def _type(s: SensorConfig) -> str:
-    return type(s).__name__.removesuffix("Config").lower()
+def fall_sensors(cfg: Config) -> list[SensorConfig]:
+    """The sensors fall detection runs on: those that deliver sample batches."""
+    return [s for s in cfg.sensor if spec_of(s).samples] if cfg.fall.enabled else []
+
+
+def fire_sensors(cfg: Config) -> list[SensorConfig]:
+    """The sensors that feed fire detection: ``[fire] sensors``, else every sensor of a
+    climate, particulate or gas kind."""
+    if not cfg.fire.enabled:
+        return []
+    if cfg.fire.sensors:
+        return [s for s in cfg.sensor if s.name in cfg.fire.sensors]
+    return [s for s in cfg.sensor if spec_of(s).kind in FIRE_KINDS]
 
 
 def _model_arg(setting: str, default: Any) -> Any:
@@ -57,30 +80,32 @@ def _model_arg(setting: str, default: Any) -> Any:
     return Path(setting)
 
 
-class Safety:
-    """The node's fall and fire alarms; ``publish(records)`` sends one alarm message."""
+class Safety(Feature):
+    """The node's fall and fire alarms, sent with kind ``alarm``."""
 
-    def __init__(self, cfg: Config, publish: Callable[[list[Record]], None], *,
-                 on_model_health: Callable[[str, bool, str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time, pin_factory: Any = None) -> None:
-        self._publish = publish
-        self._on_model_health = on_model_health
-        self._clock = clock
-        self._wall = wall
+    name = "safety"
+
+    @classmethod
+    def wanted(cls, cfg: Config) -> bool:
+        return bool(fall_sensors(cfg) or fire_sensors(cfg))
+
+    def __init__(self, cfg: Config, ctx: FeatureContext) -> None:
+        self._publish = ctx.publish
+        self._on_model_health = ctx.on_model_health
+        self._clock = ctx.clock
         self._lock = threading.Lock()
         self.models: dict[str, str] = {}
         self.falls: dict[str, Any] = {}
-        self.alarm: Any = None
+        self.alarm: CancelWindow | None = None
         self.fire: Any = None
         self._fire_sensors: set[str] = set()
         self.counts = {"falls": 0, "alarms": 0, "cancelled": 0, "fire": 0}
-        accels = [s for s in cfg.sensor if _type(s) in ACCELEROMETERS]
-        if cfg.fall.enabled and accels:
-            self._open_falls(cfg, accels, pin_factory)
-        feeders = [s for s in cfg.sensor if (s.name in cfg.fire.sensors if cfg.fire.sensors
-                                             else _type(s) in FIRE_SENSORS)]
-        if cfg.fire.enabled and feeders:
+        accels = fall_sensors(cfg)
+        if accels:
+            self._open_falls(cfg, accels)
+            ctx.offer(self.alarm)
+        feeders = fire_sensors(cfg)
+        if feeders:
             from agent.detectors.fire import FireDetector
 
             self.fire = FireDetector(_model_arg(cfg.fire.model, True))
@@ -90,8 +115,8 @@ class Safety:
                                getattr(self.fire.model, "meta", None))
 
     # -- set-up ------------------------------------------------------------------------
-    def _open_falls(self, cfg: Config, accels: list[SensorConfig], pin_factory: Any) -> None:
-        from agent.detectors.fall import DEFAULT_MODEL, FallAlarm, FallDetector
+    def _open_falls(self, cfg: Config, accels: list[SensorConfig]) -> None:
+        from agent.detectors.fall import DEFAULT_MODEL, FallDetector
         from agent.models.runtime import Model, ModelError, model_path
 
         arg = _model_arg(cfg.fall.model, DEFAULT_MODEL)
@@ -104,29 +129,13 @@ class Safety:
                 shared = arg  # each detector records the same fault (logged once below)
         for s in accels:
             self.falls[s.name] = FallDetector(shared)
-        h = next(iter(self.falls.values())).health
-        self._report_model("fall", h.ok, h.message or "",
-                           getattr(next(iter(self.falls.values())).model, "meta", None))
+        first = next(iter(self.falls.values()))
+        self._report_model("fall", first.health.ok, first.health.message or "",
+                           getattr(first.model, "meta", None))
+        # Without a button nobody can cancel: no window, the alarm leaves at once.
         f = cfg.fall
-        if f.button_pin is not None:
-            factory = pin_factory
-            if factory is None and f.pins == "emulator":
-                from gpiozero.pins.mock import MockFactory
-
-                factory = MockFactory()
-            try:
-                from agent.features.fall_alarm import FallAlarmGPIO
-
-                self.alarm = FallAlarmGPIO(button_pin=f.button_pin, buzzer_pin=f.buzzer_pin,
-                                           led_pin=f.led_pin, cancel_s=f.cancel_s,
-                                           pin_factory=factory, clock=self._clock)
-            except Exception as exc:  # no GPIO, pin busy: the alarm still goes upstream
-                log.error("fall cancel button unavailable (%s): alarms go upstream after "
-                          "%g s without a local cancel", exc, f.cancel_s,
-                          extra={"EVENT": "relay_error", "SENSOR": "fall_button"})
-        if self.alarm is None:
-            cancel = f.cancel_s if f.button_pin is not None else 0.0
-            self.alarm = _Unwired(FallAlarm(cancel), self._clock)
+        self.alarm = CancelWindow(f.cancel_s if f.button_pin is not None else 0.0,
+                                  self._clock)
 
     def _report_model(self, task: str, ok: bool, message: str, meta: Any) -> None:
         if meta is not None:
@@ -137,20 +146,19 @@ class Safety:
         if self._on_model_health is not None:
             self._on_model_health(task, ok, message)
 
-    # -- readings ----------------------------------------------------------------------
+    # -- readings and samples ----------------------------------------------------------
     def watches(self, sensor: SensorConfig) -> bool:
         return sensor.name in self.falls or sensor.name in self._fire_sensors
 
-    def attach(self, sensor: SensorConfig, device: Any) -> None:
-        """Give an accelerometer's driver the per-batch hook (before it is opened)."""
-        if sensor.name in self.falls and hasattr(device, "on_samples"):
-            device.on_samples = self._samples_handler(sensor.name)
-            # A sample waits in the chip's FIFO until the next read: read often enough
-            # that a confirmed fall leaves within the alarm latency budget (100 ms).
-            if hasattr(device, "fifo_interval_s"):
-                device.fifo_interval_s = min(device.fifo_interval_s, FALL_FIFO_READ_S)
+    def samples(self, sensor: str) -> SampleStream | None:
+        """An accelerometer's batches to its fall detector. A sample waits in the chip's
+        FIFO until the next read: read often enough that a confirmed fall leaves within
+        the alarm latency budget (100 ms)."""
+        if sensor not in self.falls:
+            return None
+        return SampleStream(self._samples_handler(sensor), FALL_FIFO_READ_S)
 
-    def handler(self, sensor: str) -> Callable[[Any], None] | None:
+    def handler(self, sensor: str) -> ReadingHandler | None:
         """The per-reading hook for a fire-feeding sensor (sampling thread)."""
         if sensor not in self._fire_sensors:
             return None
@@ -201,16 +209,13 @@ class Safety:
         self.counts["falls"] += 1
         log.warning("fall detected on %s (score %s)", sensor, d.get("score"),
                     extra={"EVENT": "fall", "SENSOR": sensor})
-        with self._lock:
-            out = self.alarm.fall(d)
-        self._emit(out)
+        if self.alarm is not None:  # always, with the detectors
+            self._emit(self.alarm.fall(d))
 
     def tick(self) -> None:
-        """From the main loop: the cancel window's timeout and button presses."""
+        """From the main loop: the cancel window's timeout and cancels."""
         if self.alarm is not None:
-            with self._lock:
-                out = self.alarm.tick()
-            self._emit(out)
+            self._emit(self.alarm.tick())
 
     def _emit(self, events: list[Any]) -> None:
         for ev in events:
@@ -231,29 +236,23 @@ class Safety:
             if isinstance(d.get(key), str):
                 recs.append(Record(f"{subject}:{key}", text=d[key]))
         try:
-            self._publish(recs)
+            self._publish("alarm", recs)
         except Exception:  # the spool reports its own errors; never lose the thread
             log.exception("could not queue the %s alarm", subject,
                           extra={"EVENT": "spool_error"})
 
+    # -- the operator --------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """Falls detected, alarms sent and cancelled, one pending; fire alarms; models."""
+        out: dict[str, Any] = {"models": dict(self.models)}
+        if self.falls:
+            out.update(falls=self.counts["falls"], fall_alarms=self.counts["alarms"],
+                       fall_cancelled=self.counts["cancelled"],
+                       fall_pending=bool(self.alarm is not None and self.alarm.pending))
+        if self.fire is not None:
+            out.update(fire_alarms=self.counts["fire"], fire_model_ok=bool(self.fire.healthy))
+        return out
+
     def close(self) -> None:
-        if self.alarm is not None and hasattr(self.alarm, "close"):
-            self.alarm.close()
-
-
-class _Unwired:
-    """The cancel window without GPIO (no button configured): same interface."""
-
-    def __init__(self, alarm: Any, clock: Callable[[], float]) -> None:
-        self.alarm = alarm
-        self._clock = clock
-
-    @property
-    def pending(self) -> bool:
-        return self.alarm.pending
-
-    def fall(self, event: dict[str, Any]) -> list[Any]:
-        return self.alarm.fall(event, self._clock())
-
-    def tick(self) -> list[Any]:
-        return self.alarm.tick(self._clock())
+        """A cancel window that ran out while the sensors stopped still goes upstream."""
+        self.tick()

@@ -100,6 +100,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 def cmd_config_devices(args: argparse.Namespace) -> int:
     from agent.core.config import EX_CONFIG, ConfigError, load
     from agent.core.systemd import device_dropin
+    from drivers.files import write_atomic
 
     try:
         cfg = load(args.file, check_devices=False)
@@ -113,9 +114,7 @@ def cmd_config_devices(args: argparse.Namespace) -> int:
     target = Path(args.write)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)
+        write_atomic(target, text, fsync=False)
     except OSError as exc:
         print(f"error: cannot write {target}: {exc.strerror or exc}", file=sys.stderr)
         return 73
@@ -125,13 +124,14 @@ def cmd_config_devices(args: argparse.Namespace) -> int:
 
 def cmd_frames(args: argparse.Namespace) -> int:
     from drivers import registry
+    from drivers.spec import CaptureCodec
 
     try:
         codec = registry.get(args.device)
     except KeyError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return EX_USAGE
-    if isinstance(codec, registry.I2CCodec):
+    if isinstance(codec, CaptureCodec):
         return _frames_i2c(codec, args)
     try:
         data = _read_input(args.file, args.hex, args.format)
@@ -214,7 +214,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from agent.wire.payload import PayloadError, decode, to_readable
+    from agent.wire.formats import PayloadError, decode
+    from agent.wire.model import to_readable
 
     try:
         data = _read_input(args.file, args.hex, args.format)
@@ -277,12 +278,16 @@ def build_parser(field_tools: bool = True) -> argparse.ArgumentParser:
                         help="how to read the file or stdin (auto: hex text if it looks like it)")
 
     f = sub.add_parser("frames", help="decode captured raw sensor bytes, one JSON line per frame")
-    f.add_argument("device", help="device type, e.g. pms5003; for I2C devices the input is a "
+    f.add_argument("device", help="device type, as in [[sensor]] type (an unknown name lists "
+                   "them); for I2C devices the input is a "
                    "capture of transfers, one 'ADDR W|R HEX' line each (--hex: ';' separates)")
     add_input(f)
     f.set_defaults(func=cmd_frames)
 
-    d = sub.add_parser("decode", help="decode a citynode payload (SenML CBOR or JSON) to JSON")
+    from agent.wire import formats
+
+    d = sub.add_parser("decode", help=f"decode a citynode payload ({', '.join(formats.NAMES)}) "
+                       "to JSON")
     add_input(d)
     d.add_argument("--compact", action="store_true", help="one line of JSON")
     d.set_defaults(func=cmd_decode)
@@ -291,10 +296,11 @@ def build_parser(field_tools: bool = True) -> argparse.ArgumentParser:
     s.add_argument("--duration", type=float, default=0,
                    help="stop after this many seconds (default: until Ctrl-C)")
     s.add_argument("--sensors", type=int, default=1, help="number of emulated PMS5003 (1-8)")
-    s.add_argument("--site", choices=("pm", "full", "parking"), default="pm",
+    s.add_argument("--site", choices=("pm", "full", "parking", "catalogue"), default="pm",
                    help="pm: PMS5003s only; full: also an SDS011, an SPS30, an SHT3x and a "
                         "BME280 (the I2C chips emulated inside the agent); parking: eight "
-                        "bays on A02YYUW, I2CXL and HC-SR04 rangers playing parking scenes")
+                        "bays on A02YYUW, I2CXL and HC-SR04 rangers playing parking scenes; "
+                        "catalogue: every device citynode knows, each on its emulator")
     s.add_argument("--interval", type=float, default=10, help="report interval in seconds")
     s.add_argument("--faults", default="",
                    help='fault injection, e.g. "noise=0.05,checksum=0.02,truncate=0.02"')
@@ -303,7 +309,7 @@ def build_parser(field_tools: bool = True) -> argparse.ArgumentParser:
     s.add_argument("--broker", default="",
                    help="use this broker HOST:PORT instead of starting mosquitto")
     s.add_argument("--no-broker", action="store_true", help="local mode: messages to the log")
-    s.add_argument("--format", choices=("senml-cbor", "senml-json"), default="senml-cbor")
+    s.add_argument("--format", choices=formats.NAMES, default=formats.DEFAULT)
     s.add_argument("--speed", type=float, default=60.0,
                    help="replay the recorded PM log this many times faster than real time")
     s.add_argument("--workdir", default="", help="where to keep config, state and logs")

@@ -37,13 +37,13 @@ import re
 import ssl
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from drivers.files import write_atomic
 
 EX_OK, EX_USAGE, EX_DATAERR, EX_NOINPUT = 0, 64, 65, 66
 EX_UNAVAILABLE, EX_CANTCREAT, EX_NOPERM, EX_CONFIG = 69, 73, 77, 78
@@ -250,36 +250,6 @@ def check_issued_by(cert: str, ca: str) -> None:
 
 
 # -- files ----------------------------------------------------------------------------------
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(dest: Path, data: bytes, mode: int, uid: int, gid: int) -> None:
-    """Temp file in the same folder, owner and mode set before the rename, fsync'd:
-    the file is the old one or the new one, and never readable by others meanwhile."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".new", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if (uid, gid) != (os.geteuid(), os.getegid()):
-                os.fchown(f.fileno(), uid, gid)
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(dest.parent)
-
-
 def _toml_str(s: str) -> str:
     return json.dumps(s)  # JSON's escapes are valid in a TOML basic string
 
@@ -380,10 +350,22 @@ def new_config(node_id: str, mqtt: dict[str, Any]) -> str:
     return update_config(
         "# citynode configuration (every key: README.md, \"Configuration reference\";\n"
         "# an annotated example: deploy/citynode.toml). Check it: citynode config check\n"
-        "\n[node]\nstate_dir = \"\"\n\n[mqtt]\n\n"
-        "# Sensors: one [[sensor]] table each (docs/drivers.md), e.g.\n"
-        "# [[sensor]]\n# type = \"pms5003\"\n# name = \"pm\"\n# port = \"/dev/ttyAMA0\"\n",
-        node_id, mqtt)
+        "\n[node]\nstate_dir = \"\"\n\n"
+        "# Sensors: one [[sensor]] table each; every device's README (drivers/<device>/\n"
+        "# README.md, listed in docs/drivers.md) has its sample table, e.g.\n"
+        + _sensor_example() + "\n[mqtt]\n", node_id, mqtt)
+
+
+def _sensor_example() -> str:
+    """The first catalogued device's sample table, commented out."""
+    from drivers import catalogue
+    from drivers.readme import ReadmeError, sample_text
+
+    try:
+        text = sample_text(next(iter(catalogue.specs().values())))
+    except (OSError, ReadmeError):  # a README not shipped: the pointer above must do
+        return ""
+    return "".join(f"# {line}\n" if line else "#\n" for line in text.splitlines())
 
 
 def verify_rewrite(old: str, new: str, node_id: str, mqtt: dict[str, Any]) -> None:
@@ -405,63 +387,26 @@ def verify_rewrite(old: str, new: str, node_id: str, mqtt: dict[str, Any]) -> No
 # -- the checks the daemon would make, as the daemon's user ---------------------------------
 def _connect_once(m: Any, client_id: str, timeout: float = 10.0) -> dict[str, Any]:
     """One connection with the uplink's client settings and security.apply()."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+    from agent.wire.mqtt import handshake
 
-    from agent.wire import security
-
-    proto = MQTTProtocolVersion.MQTTv311 if m.protocol == "3.1.1" else MQTTProtocolVersion.MQTTv5
-    while True:
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto,
-                        reconnect_on_failure=False)
-        security.apply(c, m)
-        state: dict[str, Any] = {}
-        done = threading.Event()
-
-        def on_connect(cl, ud, flags, rc, props, state=state, done=done) -> None:
-            state.update(code=int(getattr(rc, "value", rc)), text=str(rc))
-            done.set()
-
-        def on_disconnect(cl, ud, flags, rc, props, done=done) -> None:
-            done.set()
-
-        def on_log(cl, ud, level, text, state=state) -> None:
-            if level == mqtt.MQTT_LOG_ERR:  # a TLS alert after the handshake shows only here
-                state.setdefault("error", text)
-
-        c.on_connect, c.on_disconnect, c.on_log = on_connect, on_disconnect, on_log
-        try:
-            c.connect(m.host, m.port, keepalive=m.keepalive_s)
-        except (OSError, ValueError) as exc:
-            return {"ok": False, "exit": EX_UNAVAILABLE,
-                    "error": f"cannot connect to {m.host}:{m.port}: {exc}"}
-        deadline = time.monotonic() + timeout
-        while not done.is_set() and time.monotonic() < deadline:
-            if c.loop(timeout=0.1) != mqtt.MQTT_ERR_SUCCESS:
-                break
-        try:
-            c.disconnect()
-            c.loop(timeout=0.1)
-        except (OSError, ValueError):
-            pass
-        name = "5" if proto == MQTTProtocolVersion.MQTTv5 else "3.1.1"
-        code = state.get("code")
-        if code == 0:
-            return {"ok": True, "connack": state["text"], "protocol": name}
-        if (code in (1, 132) and m.protocol == "auto"
-                and proto == MQTTProtocolVersion.MQTTv5):
-            proto = MQTTProtocolVersion.MQTTv311  # as the uplink does
-            continue
-        if code is None:
-            why = state.get("error", "the connection closed before CONNACK")
-            return {"ok": False, "exit": EX_UNAVAILABLE,
-                    "error": f"{m.host}:{m.port}: no CONNACK ({why}); see docs/security.md, "
-                    "section 7, and the broker's log"}
-        refused = code in (4, 5, 134, 135)  # bad user name or password, not authorised
-        return {"ok": False, "exit": EX_NOPERM if refused else EX_UNAVAILABLE,
-                "connack": state["text"], "protocol": name,
-                "error": f"{m.host}:{m.port} refused the connection: CONNACK {state['text']} "
-                "(MQTT " + name + ")"}
+    try:
+        answer = handshake(m, client_id, timeout)
+    except (OSError, ValueError) as exc:
+        return {"ok": False, "exit": EX_UNAVAILABLE,
+                "error": f"cannot connect to {m.host}:{m.port}: {exc}"}
+    name, code = answer.version, answer.code
+    if code == 0:
+        return {"ok": True, "connack": answer.text, "protocol": name}
+    if code is None:
+        why = answer.error or "the connection closed before CONNACK"
+        return {"ok": False, "exit": EX_UNAVAILABLE,
+                "error": f"{m.host}:{m.port}: no CONNACK ({why}); see docs/security.md, "
+                "section 7, and the broker's log"}
+    refused = code in (4, 5, 134, 135)  # bad user name or password, not authorised
+    return {"ok": False, "exit": EX_NOPERM if refused else EX_UNAVAILABLE,
+            "connack": answer.text, "protocol": name,
+            "error": f"{m.host}:{m.port} refused the connection: CONNACK {answer.text} "
+            "(MQTT " + name + ")"}
 
 
 class _Collect(logging.Handler):
@@ -476,6 +421,7 @@ class _Collect(logging.Handler):
 def verify(config_path: str, connect: bool) -> dict[str, Any]:
     """Load the configuration, validate its secrets, optionally connect; never raises."""
     from agent.core.config import ConfigError, load
+    from agent.wire.mqtt import tool_client_id
     from agent.wire.security import SecurityError, validate_security
 
     sec_log = logging.getLogger("citynode.security")
@@ -494,8 +440,7 @@ def verify(config_path: str, connect: bool) -> dict[str, Any]:
     if not connect:
         return {"ok": True, "warnings": warnings}
     m = cfg.mqtt
-    # Not the daemon's client id: a running daemon would be disconnected by it.
-    client_id = (m.client_id or f"{m.prefix.replace('/', '-')}-{cfg.node.id}")[:52] + "-provision"
+    client_id = tool_client_id(m, cfg.node.id, "provision")
     try:
         return {**_connect_once(m, client_id), "warnings": warnings}
     except SecurityError as exc:
@@ -507,7 +452,7 @@ def verify_as(owner: Owner, config_path: str, connect: bool) -> dict[str, Any]:
     service cannot, and agent.wire.security rightly refuses a key root does not own."""
     if os.geteuid() != 0 or owner.uid == 0:
         return verify(config_path, connect)
-    src = str(Path(__file__).resolve().parent.parent)
+    src = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
     code = ("import json, sys; from agent.tools.provision import verify; "
             "print(json.dumps(verify(sys.argv[1], sys.argv[2] == '1')))")
@@ -648,13 +593,15 @@ def provision(args: argparse.Namespace, out: Any = None) -> int:
                 d.parent.mkdir(mode=0o755, parents=True)
                 os.chmod(d.parent, 0o755)
             uid, gid = _mode_owner(owner, private)
-            atomic_write(d, data, mode, uid, gid)  # identical contents too: modes and owners
+            # Identical contents too: modes and owners. Set before the rename, so a secret is
+            # never readable by others meanwhile.
+            write_atomic(d, data, mode=mode, owner=(uid, gid))
             print(f"  installed {d} (mode {mode:04o}, {pwd.getpwuid(uid).pw_name}:"
                   f"{grp.getgrgid(gid).gr_name})", file=out)
         cfg_path.parent.mkdir(parents=True, exist_ok=True)
         st = cfg_path.stat() if old is not None else None
-        atomic_write(cfg_path, text.encode(), st.st_mode & 0o7777 if st else 0o644,
-                     st.st_uid if st else os.geteuid(), st.st_gid if st else os.getegid())
+        write_atomic(cfg_path, text, mode=st.st_mode & 0o7777 if st else 0o644,
+                     owner=(st.st_uid, st.st_gid) if st else None)
     except PermissionError as exc:
         raise Fail(EX_NOPERM, f"{exc.filename}: permission denied (run with sudo)") from None
     except OSError as exc:

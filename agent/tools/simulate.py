@@ -23,12 +23,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from agent.wire import payload
+from agent.wire import formats
+from agent.wire.model import to_readable
 
 
 def free_port() -> int:
@@ -118,8 +119,9 @@ class Subscriber:
 
     def _on_message(self, client, userdata, msg) -> None:
         try:
-            doc = payload.to_readable(payload.decode(msg.payload))
-        except payload.PayloadError as exc:
+            ctype = getattr(getattr(msg, "properties", None), "ContentType", "") or ""
+            doc = to_readable(formats.decode(msg.payload, ctype))
+        except formats.PayloadError as exc:
             doc = {"error": str(exc), "bytes": msg.payload[:64].hex()}
         self._cb(msg.topic, doc, bool(msg.retain))
 
@@ -164,12 +166,40 @@ def write_config(path: Path, *, node_id: str, state_dir: Path, ports: list[str],
                   f'prefix = "{prefix}"', 'mode = "passive"',
                   f"read_interval_s = {read_interval_s:g}", f"warmup_s = {warmup_s:g}", ""]
     for table in sensors:
-        use = table.get("use")
         lines += ["[[sensor]]", *(f"{k} = {_toml_value(v)}" for k, v in table.items()
-                                  if k != "use"), ""]
-        if isinstance(use, dict):
-            lines += ["[sensor.use]", *(f"{k} = {_toml_value(v)}" for k, v in use.items()), ""]
+                                  if not isinstance(v, dict)), ""]
+        for key, sub in table.items():  # a ranger's [sensor.use], a meter's [sensor.plug]
+            if isinstance(sub, dict):
+                lines += [f"[sensor.{key}]",
+                          *(f"{k} = {_toml_value(v)}" for k, v in sub.items()), ""]
     path.write_text("\n".join(lines))
+
+
+def catalogue_site(workdir: Path, emulators: list[Any]) -> list[dict[str, object]]:
+    """Every catalogued device on its emulator, from its README's sample configuration,
+    set for a quick rehearsal: short warm-ups, no duty cycle, rangers reporting distances."""
+    import msgspec
+
+    from drivers import catalogue
+    from drivers.emulation.catalogue import EmulatedSite
+    from drivers.readme import sample_table
+
+    site = EmulatedSite()
+    try:
+        for i, spec in enumerate(catalogue.specs().values()):
+            keys = {f.name for f in msgspec.structs.fields(spec.config)}
+            table: dict[str, Any] = {**sample_table(spec), "name": spec.type,
+                                     "prefix": f"d{i}."}
+            if "warmup_s" in keys:
+                table["warmup_s"] = min(float(table.get("warmup_s", 3.0)), 3.0)
+            if "duty_cycle" in keys:
+                table["duty_cycle"] = False
+            if "use" in keys:
+                table["use"] = {"role": "distance"}
+            site.add(spec, table, workdir)
+    finally:
+        emulators.extend(site.emulators)
+    return site.tables
 
 
 def _pump(stream: TextIO, out: TextIO, tag: str) -> None:
@@ -266,7 +296,11 @@ def main(args: argparse.Namespace) -> int:
             extra.append({"type": "hcsr04", "name": "bay8", "pins": "emulator"})
             print("# parking site: bay1-2 A02YYUW on ptys, bay3-7 I2CXL emulated on I2C, "
                   "bay8 HC-SR04 on mock GPIO; scenes run in real time", file=sys.stderr)
-        for i in range(args.sensors if args.site != "parking" else 0):
+        if args.site == "catalogue":
+            extra = catalogue_site(workdir, emulators)
+            print(f"# every catalogued device on its emulator: {len(extra)} sensors",
+                  file=sys.stderr)
+        for i in range(args.sensors if args.site == "pm" or args.site == "full" else 0):
             model = PMS5003Model(default_source(seed=i, speed=args.speed), seed=i,
                                  interval_s=1.0, warmup_s=3.0)
             emu = SerialEmulator(model, workdir / "dev" / f"pms{i}", faults=faults[i],
@@ -289,7 +323,7 @@ def main(args: argparse.Namespace) -> int:
         agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(cfg)],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                  env=env, stdin=subprocess.DEVNULL, start_new_session=True,
-                                 cwd=Path(__file__).resolve().parent.parent)
+                                 cwd=Path(__file__).resolve().parents[2])
         threading.Thread(target=_pump, args=(agent.stdout, sys.stderr, "agent |"),
                          daemon=True).start()
         print(f"# agent pid {agent.pid}, config {cfg}; Ctrl-C to stop", file=sys.stderr)

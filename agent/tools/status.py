@@ -1,23 +1,15 @@
 """``citynode status``: the running daemon's health, read from the snapshot it keeps.
 
-The daemon writes ``status.json`` atomically (temporary file + rename) every
-``period_s`` seconds and at once when a sensor's health, the uplink or the spool's
-mode changes; readers therefore never see half a file and never need to talk to
-the daemon. The file lives in ``$RUNTIME_DIRECTORY`` (``RuntimeDirectory=citynode``
-in the unit: ``/run/citynode``, a tmpfs, so it costs the SD card nothing) or, when
-systemd gives none, in the state directory, written less often there to spare the
-card. A clean shutdown leaves a last snapshot with ``"state": "stopped"``.
-
-The command checks that the snapshot is fresh (written within 3 periods by a
-process that is still alive), prints it as a table or as JSON, and exits like
-``systemctl status``: 0 running and healthy, 1 running but degraded, 3 not running
+The daemon keeps ``status.json`` current (:mod:`agent.core.status_file`: where, how often,
+what it holds); this command finds it, checks that the snapshot is fresh (written within
+3 periods by a process that is still alive), prints it as a table or as JSON, and exits
+like ``systemctl status``: 0 running and healthy, 1 running but degraded, 3 not running
 (or hung), 4 unknown (the file cannot be read). See docs/status.md.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import sys
@@ -26,33 +18,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # the daemon imports this module; argparse is for the command only
+from agent.core.status_file import FILENAME, PERIOD_RUNTIME_S, runtime_dir
+
+if TYPE_CHECKING:
     import argparse
 
-log = logging.getLogger("citynode.status")
-
-FORMAT = 1
-FILENAME = "status.json"
-PERIOD_RUNTIME_S = 5.0  # tmpfs: cheap
-PERIOD_STATE_S = 30.0  # the state directory is on the SD card: ~6 MB/day instead of ~35
 STALE_PERIODS = 3
 SYSTEMD_RUNTIME_DIR = Path("/run/citynode")  # RuntimeDirectory=citynode
 #: Health states that need no attention (sleeping: duty cycling between reports).
 FINE = frozenset({"ok", "warming_up", "sleeping"})
 
 EX_OK, EX_DEGRADED, EX_NOT_RUNNING, EX_UNKNOWN = 0, 1, 3, 4
-
-
-# -- where the file lives ---------------------------------------------------------------
-def runtime_dir(env: Mapping[str, str] = os.environ) -> Path | None:
-    """systemd's RuntimeDirectory (the first one, if several), else None."""
-    first = env.get("RUNTIME_DIRECTORY", "").split(":")[0]
-    return Path(first) if first else None
-
-
-def status_path(state_dir: Path, env: Mapping[str, str] = os.environ) -> Path:
-    """Where the daemon writes: the runtime directory, else the state directory."""
-    return (runtime_dir(env) or state_dir) / FILENAME
 
 
 def candidate_paths(state_dir: Path, env: Mapping[str, str] = os.environ) -> list[Path]:
@@ -63,170 +39,6 @@ def candidate_paths(state_dir: Path, env: Mapping[str, str] = os.environ) -> lis
         if d is not None and d / FILENAME not in out:
             out.append(d / FILENAME)
     return out
-
-
-# -- the snapshot (daemon side) -----------------------------------------------------------
-def _wall_of(mono: float | None, now_wall: float, now_mono: float) -> float | None:
-    return None if mono is None else round(now_wall - (now_mono - mono), 3)
-
-
-def _oldest_pending(spool: Any, now_wall: float) -> float | None:
-    """Age of the oldest unacknowledged message; acknowledged rows awaiting deletion are
-    skipped, hence the second, larger read when the first finds only those."""
-    oldest: float | None = None
-    for lane in ("event", "telemetry"):
-        if not spool.counts.get(lane):
-            continue
-        for limit in (64, 1100):
-            rows = spool.iter_ready(lane, 0, limit=limit)
-            if rows:
-                oldest = min(rows[0].created, oldest if oldest is not None else rows[0].created)
-                break
-    return None if oldest is None else round(max(0.0, now_wall - oldest), 1)
-
-
-def build_snapshot(node: Any, *, state: str = "running", period_s: float = PERIOD_RUNTIME_S,
-                   last_disconnect: float | None = None, now_wall: float | None = None,
-                   now_mono: float | None = None) -> dict[str, Any]:
-    """Everything ``citynode status`` shows, from what the daemon already keeps.
-
-    ``node`` is an :class:`agent.core.daemon.Node` (duck-typed so tests can pass a stand-in).
-    """
-    from agent import __version__
-    from agent.core.sensors import type_name
-    from agent.wire.quantities import unit
-
-    now_wall = time.time() if now_wall is None else now_wall
-    now_mono = time.monotonic() if now_mono is None else now_mono
-    cfg = node.cfg
-    types = {s.name: type_name(s) for s in cfg.sensor}
-    sensors = []
-    for lp in list(node.loops):
-        values = dict(lp.last_values)
-        at = lp.last_reading_at
-        sensors.append({
-            "name": lp.sensor, "type": types.get(lp.sensor, ""),
-            "health": str(lp.health.value), "detail": lp.detail,
-            "values": values, "units": {k: unit(k) for k in values if unit(k)},
-            "last_reading_age_s": None if at is None else round(max(0.0, now_mono - at), 1),
-            "readings": lp.readings, "errors": lp.errors, "reopens": lp.reopens,
-        })
-    uplink = None
-    up = node.uplink
-    if up is not None:
-        m = cfg.mqtt
-        uplink = {
-            "connected": bool(up.connected), "state": up.state,
-            "broker": f"{m.host}:{m.port}", "tls": m.tls, "protocol": up.protocol_name,
-            "client_id": up.client_id,
-            "last_connect": _wall_of(up.connected_since, now_wall, now_mono),
-            "last_disconnect": last_disconnect, "reconnects": up.reconnects,
-            "published": up.published, "refused": up.refused, "historical": up.historical,
-            "pending": up.pending(),
-        }
-    spool = None
-    sp = node.spool
-    if sp is not None:
-        st = sp.stats()
-        spool = {
-            "path": str(sp.path), "depth": st["depth"],
-            "lanes": {"event": st["events"], "telemetry": st["telemetry"]},
-            "bytes": st["bytes"], "max_bytes": sp.max_bytes,
-            "oldest_pending_age_s": _oldest_pending(sp, now_wall),
-            "mode": "memory (disk full)" if st["disk_full"] else "disk",
-            "evicted": {"event": st["evicted_events"], "telemetry": st["evicted_telemetry"]},
-        }
-    return {
-        "format": FORMAT, "state": state, "node_id": cfg.node.id, "version": __version__,
-        "pid": os.getpid(), "started_at": round(node.started_wall, 3),
-        "written_at": round(now_wall, 3), "uptime_s": round(now_wall - node.started_wall, 1),
-        "period_s": period_s, "boot_session": node.session,
-        "last_seq": node._seq - 1 if node._seq else None, "messages": node.messages,
-        "config": str(node.config_path or ""), "local_mode": cfg.local_mode,
-        "sensors": sensors, "uplink": uplink, "spool": spool,
-        "models": dict(getattr(node, "models", {}) or {}),
-    }
-
-
-def write_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Temp file + rename: a reader sees the old or the new snapshot, never half of one.
-    No fsync: a snapshot lost to a power cut is worthless anyway, and fsync wears the card."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.fchmod(fd, 0o644)  # readable by operators whatever the umask: no secrets inside
-        os.write(fd, (json.dumps(data, separators=(",", ":")) + "\n").encode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-class StatusWriter:
-    """Keeps ``status.json`` current from the daemon's main loop; never raises.
-
-    :meth:`tick` is cheap when nothing is due (it compares health states), so the main
-    loop calls it every iteration and changes show up within one iteration.
-    """
-
-    def __init__(self, node: Any, state_dir: Path, env: Mapping[str, str] = os.environ,
-                 clock=time.monotonic) -> None:
-        self.node = node
-        self.path = status_path(state_dir, env)
-        self.period_s = PERIOD_RUNTIME_S if runtime_dir(env) else PERIOD_STATE_S
-        self._clock = clock
-        self._next = 0.0
-        self._sig: tuple = ()
-        self._was_connected = False
-        self._last_disconnect: float | None = None
-        self._failing = False
-
-    def _signature(self, state: str) -> tuple:
-        n = self.node
-        return (state, tuple((lp.sensor, lp.health) for lp in n.loops),
-                n.uplink.connected if n.uplink is not None else None,
-                n.spool.disk_full if n.spool is not None else None)
-
-    def _track(self) -> None:
-        connected = bool(self.node.uplink is not None and self.node.uplink.connected)
-        if self._was_connected and not connected:
-            self._last_disconnect = round(time.time(), 3)
-        self._was_connected = connected
-
-    def tick(self, state: str = "running") -> None:
-        try:
-            self._track()
-            sig = self._signature(state)
-            now = self._clock()
-            if sig == self._sig and now < self._next:
-                return
-            self._sig, self._next = sig, now + self.period_s
-            self._write(state)
-        except Exception as exc:  # the status file is a convenience: never stop the daemon
-            self._failed(exc)
-
-    def close(self) -> None:
-        """Leave a last snapshot saying the daemon stopped cleanly."""
-        try:
-            self._track()
-            self._write("stopped")
-        except Exception as exc:
-            self._failed(exc)
-
-    def _write(self, state: str) -> None:
-        snap = build_snapshot(self.node, state=state, period_s=self.period_s,
-                              last_disconnect=self._last_disconnect)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.path, snap)
-        if self._failing:
-            self._failing = False
-            log.info("status file %s written again", self.path, extra={"EVENT": "status_file"})
-
-    def _failed(self, exc: Exception) -> None:
-        if not self._failing:  # once per run of failures, not every 0.2 s
-            self._failing = True
-            log.warning("cannot write the status file %s (citynode status will say the "
-                        "daemon is not running): %s", self.path, exc,
-                        extra={"EVENT": "status_file_error"})
 
 
 # -- reading and judging (command side) ----------------------------------------------------
@@ -368,9 +180,26 @@ def render(snap: dict[str, Any], verdict: tuple[int, str, list[str]], path: Path
                    f"{_size(sp.get('max_bytes', 0))}, oldest "
                    f"{'-' if oldest is None else _ago(oldest)}, on {sp.get('mode')}"
                    .replace("on memory", "in memory"))
+    for name, st in (snap.get("features") or {}).items():
+        out.append(f"  feature {name}: {_feature(st)}")
     models = snap.get("models") or {}
     out.append("  models  " + (", ".join(f"{k} {v}" for k, v in models.items()) or "none"))
     return "\n".join(out) + "\n"
+
+
+def _feature(st: dict[str, Any]) -> str:
+    """A feature's status on one line: ``key=value``, a map as ``key a=1,b=2``."""
+    def text(v: Any) -> str:
+        if isinstance(v, bool) or v is None:
+            return {True: "yes", False: "no", None: "-"}[v]
+        return f"{v:g}" if isinstance(v, float) else str(v)
+    parts = []
+    for key, v in st.items():
+        if isinstance(v, dict):
+            parts.append(f"{key} " + (",".join(f"{k}={text(x)}" for k, x in v.items()) or "-"))
+        else:
+            parts.append(f"{key}={text(v)}")
+    return ", ".join(parts)
 
 
 def read_snapshot(path: Path) -> dict[str, Any]:

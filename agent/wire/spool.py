@@ -5,7 +5,9 @@ eligible to send, and deleted only after the broker's PUBACK. Two lanes, two
 tables: ``event`` (events and alarms: committed and synced at once, never
 evicted unless events alone exceed the bound) and ``telemetry`` (commits batched
 every ``batch_s`` to spare the SD card; the oldest evicted first when the spool
-is full, every eviction counted).
+is full, every eviction counted). Each row keeps the payload's content type and its
+format's historical mark (:mod:`agent.wire.formats`), so a backlog is marked as such
+without decoding it.
 
 Why these choices (docs/spool.md has the measurements):
 
@@ -39,9 +41,13 @@ CREATE TABLE IF NOT EXISTS {lane} (
     topic TEXT NOT NULL,
     retain INTEGER NOT NULL,
     content_type TEXT NOT NULL,
-    payload BLOB NOT NULL
+    payload BLOB NOT NULL,
+    mark INTEGER
 );
 """
+#: Added after the first release: where the format marks a pack historical (NULL: it
+#: decodes). Stores created before it get the column when opened.
+_MARK = "ALTER TABLE {lane} ADD COLUMN mark INTEGER"
 _META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
 ROW_OVERHEAD = 48  # bytes per row beyond topic and payload, for the size bound
 ACK_BATCH_MAX = 1000  # acknowledged ids held before their deletion is committed
@@ -58,6 +64,7 @@ class Spooled:
     payload: bytes
     retain: bool = False
     content_type: str = ""
+    mark: int | None = None  # the format's historical marker position (agent.wire.formats)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -131,6 +138,9 @@ class Spool:
         db.execute("PRAGMA cache_size = -512")
         for lane in LANES:
             db.execute(_SCHEMA.format(lane=lane))
+            columns = {row[1] for row in db.execute(f"PRAGMA table_info({lane})")}
+            if "mark" not in columns:  # written by an older version: rows keep NULL
+                db.execute(_MARK.format(lane=lane))
         db.execute(_META)
         db.execute("BEGIN IMMEDIATE")  # take the lock now: one daemon per spool
         db.execute("COMMIT")
@@ -179,14 +189,15 @@ class Spool:
 
     # -- writing -------------------------------------------------------------------
     def put(self, lane: str, topic: str, payload: bytes, *, retain: bool = False,
-            content_type: str = "", created: float | None = None) -> Spooled:
+            content_type: str = "", created: float | None = None,
+            mark: int | None = None) -> Spooled:
         """Accept a message. Events are on disk when this returns; telemetry within batch_s
         (unless the broker has acknowledged it by then)."""
         if lane not in LANES:
             raise ValueError(f"unknown lane {lane!r}")
         with self._lock:
             msg = Spooled(lane, self._next_id[lane], time.time() if created is None else created,
-                          topic, payload, retain, content_type)
+                          topic, payload, retain, content_type, mark)
             self._next_id[lane] += 1
             self._pending.append(msg)
             self.counts[lane] += 1
@@ -225,12 +236,12 @@ class Spool:
                     self._db.executemany(f"DELETE FROM {lane} WHERE id = ?",
                                          [(i,) for i in ids])
             for lane in LANES:
-                rows = [(m.id, m.created, m.topic, int(m.retain), m.content_type, m.payload)
-                        for m in pending if m.lane == lane]
+                rows = [(m.id, m.created, m.topic, int(m.retain), m.content_type, m.payload,
+                         m.mark) for m in pending if m.lane == lane]
                 if rows:
                     self._db.executemany(
-                        f"INSERT INTO {lane} (id, created, topic, retain, content_type, payload)"
-                        " VALUES (?, ?, ?, ?, ?, ?)", rows)
+                        f"INSERT INTO {lane} (id, created, topic, retain, content_type, payload,"
+                        " mark) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
             self._db.execute("COMMIT")
         except sqlite3.OperationalError as exc:
             self._rollback()
@@ -340,11 +351,11 @@ class Spool:
         """
         with self._lock:
             rows = self._db.execute(
-                f"SELECT id, created, topic, retain, content_type, payload FROM {lane} "
+                f"SELECT id, created, topic, retain, content_type, payload, mark FROM {lane} "
                 "WHERE id > ? ORDER BY id LIMIT ?", (after, limit)).fetchall()
             acked = self._acked[lane]
-            out = [Spooled(lane, i, c, t, p, bool(r), ct)
-                   for i, c, t, r, ct, p in rows if i not in acked]
+            out = [Spooled(lane, i, c, t, p, bool(r), ct, mk)
+                   for i, c, t, r, ct, p, mk in rows if i not in acked]
             early = self.disk_full or (self.send_uncommitted and lane == TELEMETRY)
             if early and len(out) < limit:
                 out += [m for m in self._pending if m.lane == lane and m.id > after]

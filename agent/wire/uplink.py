@@ -8,8 +8,8 @@ at-least-once; consumers drop duplicates by (boot session, sequence).
 Order of sending on a connection: state (birth) and command results first, then
 the event lane, then the telemetry backlog, at most ``drain_rate`` spooled
 messages a second so a fleet coming back at once does not flatten the broker.
-A message accepted before the current connection came up is marked historical
-("h": true) and keeps its original timestamps.
+A message accepted before the current connection came up is marked historical by
+its format (SenML: "h": true) and keeps its original timestamps.
 
 Each connection uses a fresh paho client so no state of a dead session leaks into
 the next. Reconnects back off exponentially with full jitter and a cap, and the
@@ -27,13 +27,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.core.config import MqttConfig
 from agent.core.sampling import backoff_delay
-from agent.wire import payload
+from agent.wire import formats
+from agent.wire.model import Kind
+from agent.wire.mqtt import connack_code, fall_back, first_protocol, new_client, version_name
 from agent.wire.security import SecurityError
 from agent.wire.spool import EVENT, LANES, TELEMETRY, Spool, Spooled
 
@@ -50,8 +52,9 @@ class Message:
     payload: bytes
     retain: bool = False
     content_type: str = ""
-    kind: str = "telemetry"  # event | alarm | telemetry | health | state | result
+    kind: Kind = "telemetry"
     correlation: bytes | None = None  # MQTT 5 correlation data (command results)
+    mark: int | None = None  # where the format marks it historical (formats.Encoded.mark)
 
 
 Inbound = Callable[[str, bytes, bytes | None, str | None], None]
@@ -117,9 +120,7 @@ class Uplink:
         self._connected = False
         self._connack: int | None = None
         self._connack_text = ""
-        self._protocol = (
-            MQTTProtocolVersion.MQTTv311 if cfg.protocol == "3.1.1" else MQTTProtocolVersion.MQTTv5
-        )
+        self._protocol = first_protocol(cfg.protocol)
         self.state = "starting"
         self.reconnects = 0
         self.published = 0
@@ -135,7 +136,7 @@ class Uplink:
 
     @property
     def protocol_name(self) -> str:
-        return "5" if self._protocol == MQTTProtocolVersion.MQTTv5 else "3.1.1"
+        return version_name(self._protocol)
 
     def publish(self, msg: Message) -> None:
         """Accept a message: spooled (durable) by lane, or kept for this connection."""
@@ -146,7 +147,7 @@ class Uplink:
             self.spool.ready.set()
             return
         self.spool.put(lane, msg.topic, msg.payload, retain=msg.retain,
-                       content_type=msg.content_type)
+                       content_type=msg.content_type, mark=msg.mark)
 
     def pending(self) -> int:
         with self._lock:
@@ -187,12 +188,7 @@ class Uplink:
             log.log(level, "uplink %s", state, extra={"EVENT": "uplink_state"})
 
     def _new_client(self) -> mqtt.Client:
-        c = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=self._protocol,
-            reconnect_on_failure=False,
-        )
+        c = new_client(self.client_id, self._protocol)
         c.max_inflight_messages_set(MAX_INFLIGHT)
         c.on_connect = self._handle_connect
         c.on_disconnect = self._handle_disconnect
@@ -275,9 +271,9 @@ class Uplink:
             client.disconnect()
         except (OSError, ValueError):
             pass
-        if (self.cfg.protocol == "auto" and self._protocol == MQTTProtocolVersion.MQTTv5
-                and self._connack in (1, 132)):
-            self._protocol = MQTTProtocolVersion.MQTTv311
+        fallback = fall_back(self.cfg.protocol, self._protocol, self._connack)
+        if fallback is not None:
+            self._protocol = fallback
             log.info("broker does not speak MQTT 5; falling back to 3.1.1",
                      extra={"EVENT": "protocol_fallback"})
             return self._try_connect()
@@ -285,7 +281,7 @@ class Uplink:
         return False
 
     def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        self._connack = int(getattr(reason_code, "value", reason_code))
+        self._connack = connack_code(reason_code)
         self._connack_text = str(reason_code)
         if self._connack != 0:
             return
@@ -361,7 +357,7 @@ class Uplink:
     def _wire(self, item: Spooled | Message) -> tuple[bytes, Properties | None]:
         data = item.payload
         if isinstance(item, Spooled) and item.created < self._connected_wall - 1.0:
-            data = self._historical(data)
+            data = self._historical(item)
         props = None
         if self._protocol == MQTTProtocolVersion.MQTTv5:
             ctype = item.content_type
@@ -374,16 +370,13 @@ class Uplink:
                     props.CorrelationData = corr
         return data, props
 
-    def _historical(self, data: bytes) -> bytes:
-        """Mark a pack that waited through an outage; its timestamps stay as they were."""
-        try:
-            pack = payload.decode(data)
-        except payload.PayloadError:
-            return data
-        pack.historical = True
-        self.historical += 1
-        fmt = payload.JSON if data[:1] == b"[" else payload.CBOR
-        return payload.encode(pack, fmt)
+    def _historical(self, item: Spooled) -> bytes:
+        """Mark a pack that waited through an outage; its timestamps stay as they were.
+        Its format does it, at the mark stored with the row (no decoding)."""
+        data = formats.for_content_type(item.content_type).historical(item.payload, item.mark)
+        if data is not item.payload:
+            self.historical += 1
+        return data
 
     def _send_some(self, client: mqtt.Client) -> bool:
         """Publish while the in-flight window has room; False if there was nothing to send."""

@@ -16,8 +16,8 @@ sys.path.insert(0, str(ROOT))
 logging.disable(logging.CRITICAL)
 
 from agent.core.commands import sign_command
-from agent.wire import payload
-from agent.wire.payload import Pack
+from agent.wire import formats
+from agent.wire.model import Pack
 from tests.test_commands import DOC_KEY, DOC_TOML, NOW, doc_processors
 
 procs, clock = doc_processors()
@@ -32,7 +32,7 @@ def show(title, obj=None, raw=None, mode="", cbor=False, size=True):
     pack = Pack(clock.t, 3, seq[0], res.records())
     clock.t += 2
     seq[0] += 1
-    out = json.loads(payload.encode(pack, payload.JSON))
+    out = json.loads(formats.get("senml-json").encode(pack).payload)
     tag = "request" + (" signed" if mode else "") + (" cbor" if cbor else "")
     lines = [f"<!-- {tag} -->"]
     if cbor:
@@ -43,7 +43,7 @@ def show(title, obj=None, raw=None, mode="", cbor=False, size=True):
     body = ",\n ".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) for r in out)
     lines += ["", "<!-- result -->", "```json", "[" + body + "]", "```"]
     if size:
-        lines += ["", f"({len(payload.encode(pack, payload.CBOR))} bytes as SenML CBOR.)"]
+        lines += ["", f"({len(formats.get('senml-cbor').encode(pack).payload)} bytes as SenML CBOR.)"]
     blocks[title] = "\n".join(lines)
     packs[title] = (pack, raw, clock.t - 2)
 
@@ -74,7 +74,7 @@ show("bad-id", {"id": "c 114", "cmd": "ping"})
 template = open(HERE / "commands.md.tmpl").read()
 from agent.core.commands import canonical_message
 
-extra = {"ping-hex": payload.encode(packs["ping"][0], payload.CBOR).hex(" ")}
+extra = {"ping-hex": formats.get("senml-cbor").encode(packs["ping"][0]).payload.hex(" ")}
 sd = s
 extra["canonical"] = canonical_message(sd["id"], sd["cmd"], sd["ts"], sd["nonce"], sd["args"]).decode()
 extra["skew-clock"] = str(int(packs["skew"][2]))

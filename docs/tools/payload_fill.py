@@ -8,7 +8,7 @@ import sys
 
 sys.path.insert(0, str(ROOT))
 from agent.core.aggregate import Quality
-from agent.wire import payload
+from agent.wire import formats
 from agent.wire.quantities import CATALOGUE
 
 o = json.load(open(HERE / "payload_examples.json"))
@@ -20,7 +20,8 @@ for k, v in o.items():
     t = t.replace(f"{{{{hex:{k}}}}}", hexblock(v["hex"]))
     t = t.replace(f"{{{{view:{k}}}}}", v["view"].rstrip("\n"))
     t = t.replace(f"{{{{n:{k}}}}}", str(v["n"]))
-js = payload.encode(payload.decode(bytes.fromhex(o["pms"]["hex"].replace(" ", ""))), "senml-json")
+pms = formats.get("senml-cbor").decode(bytes.fromhex(o["pms"]["hex"].replace(" ", "")))
+js = formats.get("senml-json").encode(pms).payload
 t = t.replace("{{json:pms}}", js.decode()).replace("{{n:pms_json}}", str(len(js)))
 desc = {
     "WARMING_UP": "no reading in the window because the sensor was still warming up (readings during a warm-up are always discarded, so they never taint a window)",

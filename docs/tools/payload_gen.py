@@ -12,8 +12,8 @@ sys.path.insert(0, str(ROOT))
 from agent.core import daemon
 from agent.core.aggregate import Aggregator, Quality, WindowSummary
 from agent.core.config import parse
-from agent.wire import payload
-from agent.wire.payload import Pack, Record
+from agent.wire import formats
+from agent.wire.model import Pack, Record
 from agent.wire.topics import Topics
 
 cfg = parse(open(ROOT / "deploy" / "citynode.toml").read(), "citynode.toml", check_devices=False)
@@ -37,7 +37,8 @@ show("will", will); show("birth", birth)
 node._seq = 1440
 ref = Pack(1763900000, 3, 1440, [Record("pm25", value=12), Record("pm10", value=20),
       Record("w", value=1234.5), Record("d", value=1.52), Record("fall", value=0.07)])
-msg = daemon.Message(T.telemetry, payload.encode(ref), content_type="application/senml+cbor")
+cbor, js_fmt = formats.get("senml-cbor"), formats.get("senml-json")
+msg = daemon.Message(T.telemetry, cbor.encode(ref).payload, content_type=cbor.content_type)
 show("reference", msg)
 node._seq = 1441
 agg = Aggregator("pm")
@@ -60,6 +61,6 @@ hrecs = [Record("uptime", value=86400), Record("cpu", value=1.7), Record("rss", 
          Record("reconnects", value=2), Record("historical", value=0),
          Record("cmd_ok", value=3), Record("cmd_refused", value=1)]
 show("health", node.message(T.health, hrecs, kind="health", t=1763900100))
-js = payload.encode(payload.decode(bytes.fromhex(out["pms"]["hex"])), "senml-json")
+js = js_fmt.encode(cbor.decode(bytes.fromhex(out["pms"]["hex"]))).payload
 print("JSON pms", len(js), js.decode())
 json.dump(out, open(HERE / "payload_examples.json", "w"), indent=1)

@@ -4,13 +4,12 @@ from ..lazy import exports
 
 __getattr__, __dir__, __all__ = exports(__name__, {
     "A02YYUW": ".device",
-    "Discarded": ".protocol",
-    "DistanceDevice": ".device",
-    "DistanceProtocol": ".protocol",
+    "Discarded": "..families.ranger_protocol",
+    "DistanceProtocol": "..families.ranger_protocol",
     "Frame": ".codec",
     "FrameDecoder": ".codec",
     "OUTPUTS": ".device",
     "QUANTITIES": ".device",
     "Rejected": ".codec",
-    "Sample": ".protocol",
+    "Sample": "..families.ranger_protocol",
 })

@@ -10,60 +10,21 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Unpack
 
 import serial
 
-from ..serialdev import SerialDevice, SerialFactory, check_quantities
+from ..families.ranger import QUANTITIES
+from ..families.ranger_device import DistanceDevice, RangerOptions
+from ..families.ranger_protocol import DistanceProtocol, range_classifier
 from .codec import FrameDecoder
-from .protocol import Discarded, DistanceProtocol, Sample, range_classifier
 
-__all__ = ["A02YYUW", "OUTPUTS", "QUANTITIES", "DistanceDevice"]
+__all__ = ["A02YYUW", "OUTPUTS", "QUANTITIES"]
 
 log = logging.getLogger(__name__)
 
-#: A reading carries one value: ``d``, the distance in metres.
-QUANTITIES = ("d",)
 #: Sensor RX high or floating: "processed" (steadier, 100-300 ms); RX low: "real-time" (100 ms).
 OUTPUTS = ("processed", "real-time")
-
-
-class DistanceDevice(SerialDevice):
-    """What the UART distance drivers share: readings ``{"d": metres}`` and the counters."""
-
-    query_mode = "triggered"
-    sample_type = Sample
-    discarded_type = Discarded
-    protocol: DistanceProtocol
-
-    def __init__(self, port: str, protocol: DistanceProtocol, *, name: str,
-                 quantities: tuple[str, ...], read_interval_s: float,
-                 no_data_timeout_s: float, serial_factory: SerialFactory,
-                 clock: Callable[[], float], wall_clock: Callable[[], float]) -> None:
-        check_quantities(name, quantities, QUANTITIES)
-        if read_interval_s <= 0:
-            raise ValueError("read_interval_s must be positive")
-        super().__init__(
-            port, protocol, quantities=quantities, read_interval_s=read_interval_s,
-            no_data_timeout_s=no_data_timeout_s, serial_factory=serial_factory,
-            clock=clock, wall_clock=wall_clock,
-        )
-
-    def stats(self) -> dict[str, int]:
-        c = self.protocol.decoder.counters
-        p = self.protocol
-        return {
-            "frames": c.frames,
-            "bad_frames": c.bad_frames,
-            "discarded_bytes": c.discarded_bytes,
-            "ambiguous_splits": getattr(c, "ambiguous", 0),
-            "readings": p.samples,
-            "no_echo": p.no_echo,
-            "out_of_range": p.out_of_range,
-            "triggers": p.triggers,
-        }
 
 
 class A02YYUW(DistanceDevice):
@@ -89,11 +50,7 @@ class A02YYUW(DistanceDevice):
         blind_mm: int = 30,
         max_mm: int = 4500,
         unit_mm: int = 1,
-        quantities: tuple[str, ...] = QUANTITIES,
-        no_data_timeout_s: float = 5.0,
-        serial_factory: SerialFactory = serial.Serial,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
+        **options: Unpack[RangerOptions],
     ) -> None:
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, not {output!r}")
@@ -102,11 +59,8 @@ class A02YYUW(DistanceDevice):
         self.output = output
         protocol = DistanceProtocol(FrameDecoder(scale_mm=unit_mm),
                                     range_classifier(blind_mm, max_mm), mode=mode)
-        super().__init__(
-            port, protocol, name="A02YYUW", quantities=quantities,
-            read_interval_s=read_interval_s, no_data_timeout_s=no_data_timeout_s,
-            serial_factory=serial_factory, clock=clock, wall_clock=wall_clock,
-        )
+        super().__init__(port, protocol, name="A02YYUW", read_interval_s=read_interval_s,
+                         **options)
 
     def open(self) -> None:
         super().open()

@@ -1,9 +1,7 @@
 """The A02YYUW itself, emulated: the device side, with no I/O (also used for the JSN-SR04T).
 
-A *source* gives the true distance: any callable ``source(now) -> float | None``
-returning millimetres at monotonic time ``now``, or None for "no echo" (scripted
-scenes live in :mod:`drivers.emulation.scenes`). The default is a constant
-2000 mm.
+A *source* gives the true distance (:mod:`drivers.emulation.ranger`): millimetres at
+monotonic time ``now``, or None for "no echo". The default is a constant 2000 mm.
 
 The model sends ``FF H L SUM`` frames:
 
@@ -24,30 +22,20 @@ its own chunk, so a :class:`~drivers.emulation.FaultInjector` damages frame by f
 
 from __future__ import annotations
 
-import random
 import statistics
 from collections import deque
-from collections.abc import Callable
 
 from ..emulation import uart
+from ..emulation.ranger import RangerModel, Source, constant
 from .codec import encode_frame
 
-Source = Callable[[float], "float | None"]
+__all__ = ["OUTPUTS", "A02YYUWModel", "Source", "UltrasonicModel", "constant"]
+
 OUTPUTS = ("processed", "real-time")
 SentFrame = uart.SentFrame
 
 
-def constant(mm: float | None = 2000.0) -> Source:
-    """A source that always says ``mm`` (None: never an echo)."""
-
-    def source(now: float) -> float | None:
-        return mm
-
-    source.description = f"constant {mm} mm"  # type: ignore[attr-defined]
-    return source
-
-
-class UltrasonicModel:
+class UltrasonicModel(RangerModel):
     """Device side of an ``FF H L SUM`` ultrasonic sensor (a :class:`DeviceModel`).
 
     :attr:`sent` keeps each frame sent with the value it carries (``None`` for no
@@ -73,24 +61,20 @@ class UltrasonicModel:
     ) -> None:
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, not {output!r}")
-        if interval_s <= 0:
-            raise ValueError("interval_s must be positive")
-        self.source: Source = source if source is not None else constant()
+        super().__init__(
+            source, interval_s=interval_s,
+            noise_mm=(1.0 if output == "processed" else 3.0) if noise_mm is None else noise_mm,
+            seed=seed, keep_sent=keep_sent,
+            stats={"frames": 0, "no_echo": 0, "triggers": 0, "ignored_bytes": 0, "resets": 0})
         self.output = output
-        self.interval_s = interval_s
         self.triggered = triggered
         self.trigger = trigger
-        self.noise_mm = (1.0 if output == "processed" else 3.0) if noise_mm is None else noise_mm
         self.blind_mm = blind_mm
         self.max_range_mm = max_range_mm
         self.unit_mm = unit_mm
         self.no_echo_value = no_echo_value
         self.sum_header = sum_header
-        self.rng = random.Random(seed)
-        self.sent: deque[SentFrame[int | None]] = deque(maxlen=keep_sent)
-        self.stats = {"frames": 0, "no_echo": 0, "triggers": 0, "ignored_bytes": 0, "resets": 0}
         self._history: deque[int | None] = deque(maxlen=3)
-        self._next_frame: float | None = None
 
     # -- DeviceModel ------------------------------------------------------------------
     def receive(self, data: bytes, now: float) -> list[bytes]:
@@ -104,25 +88,10 @@ class UltrasonicModel:
                 self.stats["ignored_bytes"] += 1
         return out
 
-    def tick(self, now: float) -> list[bytes]:
-        """Automatic output: one frame per ``interval_s``, never a burst after a stall."""
-        if self.triggered:
-            return []
-        if self._next_frame is None:
-            self._next_frame = now + self.interval_s
-            return []
-        if now < self._next_frame:
-            return []
-        self._next_frame += self.interval_s
-        if self._next_frame <= now:
-            self._next_frame = now + self.interval_s
-        return [self._frame(now, solicited=False)]
-
     def reset(self, now: float) -> None:
         """Power cycle: the median filter starts over."""
         self._history.clear()
-        self._next_frame = now + self.interval_s
-        self.stats["resets"] += 1
+        super().reset(now)
 
     # -- internals --------------------------------------------------------------------
     def measure(self, now: float) -> int | None:

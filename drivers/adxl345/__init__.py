@@ -3,9 +3,9 @@
 from ..lazy import exports
 
 __getattr__, __dir__, __all__ = exports(__name__, {
-    "QUANTITIES": "..accel",
-    "Sample": "..accel",
-    "WrongChip": "..accel",
+    "QUANTITIES": "..families.accel",
+    "Sample": "..families.accel",
+    "WrongChip": "..i2cdev",
     "ADDRESSES": ".codec",
     "ADXL345": ".device",
     "DEVID": ".codec",

@@ -33,7 +33,8 @@ import struct
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..accel import Record, decode_register_capture
+from ..families.accel import decode_register_capture
+from ..i2ccapture import Record
 
 ADDRESSES = (0x53, 0x1D)  # ALT ADDRESS low / high
 

@@ -13,19 +13,16 @@ rate), FIFO_CTL bypass (empties the FIFO) then stream, and POWER_CTL measure -
 configuring in standby, then measuring, as the datasheet recommends. Each FIFO
 read: INT_SOURCE (overrun bit), FIFO_STATUS (entries), then one 6-byte burst
 from 0x32 per entry (each read pops one; the register pointer cannot run past
-0x37 into the next entry). See :mod:`drivers.accel` for the poll loop.
+0x37 into the next entry). See :mod:`drivers.families.accel_fifo` for the poll loop.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Unpack
 
-from smbus2 import SMBus
-
-from ..accel import QUANTITIES, FifoAccelerometer, WrongChip
-from ..i2cdev import BusFactory
+from ..families.accel import QUANTITIES
+from ..families.accel_fifo import FifoAccelerometer
+from ..i2cdev import BusOptions, check_address
 from .codec import (
     ADDRESSES,
     DATA_LEN,
@@ -77,33 +74,20 @@ class ADXL345(FifoAccelerometer):
         range_g: int = 16,
         read_interval_s: float = 1.0,
         quantities: tuple[str, ...] = QUANTITIES,
-        gone_after: int = 3,
-        bus_factory: BusFactory = SMBus,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
+        **options: Unpack[BusOptions],
     ) -> None:
-        if address not in ADDRESSES:
-            raise ValueError(f"ADXL345 address must be 0x53 (ALT ADDRESS low) or 0x1D (high), "
-                             f"not {address:#04x}")
+        check_address(self.chip, address, ADDRESSES, "ALT ADDRESS")
         if float(rate_hz) not in DRIVER_RATES:
             raise ValueError(f"ADXL345 rate_hz must be one of {DRIVER_RATES}, not {rate_hz!r}")
         self._format = data_format(range_g, full_res=True)  # validates the range
         self._bw_rate = bw_rate(float(rate_hz))
         super().__init__(bus, address=address, rate_hz=rate_hz, range_g=range_g,
-                         read_interval_s=read_interval_s, quantities=quantities,
-                         gone_after=gone_after, bus_factory=bus_factory, clock=clock,
-                         wall_clock=wall_clock, sleep=sleep)
+                         read_interval_s=read_interval_s, quantities=quantities, **options)
         self.devid: int | None = None
 
     def _setup(self) -> None:
-        with self._errors("open", gone_on_nack=True):
-            devid = self._bus.read_byte_data(self.address, REG_DEVID)
-        self.devid = devid
-        if devid != DEVID:
-            what = CHIP_NAMES.get(devid, "an unknown chip")
-            raise WrongChip(f"{self.name}: DEVID 0x{devid:02x} is {what}, not an ADXL345 "
-                            f"(0x{DEVID:02x})")
+        self.devid = self._check_chip_id(REG_DEVID, DEVID, label="DEVID", article="an",
+                                         names=CHIP_NAMES)
         with self._errors("configuration"):
             w = self._bus.write_byte_data
             w(self.address, REG_POWER_CTL, 0x00)  # standby while configuring

@@ -35,12 +35,10 @@ in the memory benchmark.
 
 from __future__ import annotations
 
-import math
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass
 
-from ..emulation.motion import MotionSource, RestSource
+from ..emulation.accel import AccelerometerModel
+from ..emulation.motion import MotionSource
 from .codec import (
     DATA_LEN,
     DEVID,
@@ -71,16 +69,7 @@ from .codec import (
 ZEROS = bytes(DATA_LEN)
 
 
-@dataclass(frozen=True, slots=True)
-class Produced:
-    """One sample the chip took: when, which source row, and the true acceleration."""
-
-    t: float
-    index: int
-    g: tuple[float, float, float]
-
-
-class ADXL345Model:
+class ADXL345Model(AccelerometerModel):
     """Device side of an ADXL345 (implements :class:`drivers.emulation.i2c.I2CModel`).
 
     ``source``: a :class:`drivers.emulation.motion.MotionSource` (default: at rest).
@@ -88,50 +77,27 @@ class ADXL345Model:
     :attr:`fifo`, :attr:`produced`, :attr:`stats`) is public for tests and the simulator.
     """
 
-    stretch_s = 0.0  # the ADXL345 does not stretch the clock
-
     def __init__(self, source: MotionSource | None = None, *, devid: int = DEVID,
                  keep: int = 20000) -> None:
-        self.source = source or RestSource()
+        super().__init__(source, keep=keep, registers=64,
+                         stats={"transfers": 0, "samples": 0, "overruns": 0, "pops": 0,
+                                "ignored_writes": 0, "resets": 0})
         self.devid = devid
-        self.produced: deque[Produced] = deque(maxlen=keep)
-        self.stats = {"transfers": 0, "samples": 0, "overruns": 0, "pops": 0,
-                      "ignored_writes": 0, "resets": 0}
-        self.regs = bytearray(64)
-        self.pointer = 0
         self.fifo: deque[bytes] = deque()
         self._latest = ZEROS
         self._unread = False
         self._overrun = False
-        self._t0: float | None = None  # when the current measurement run started
-        self._taken = 0  # samples taken since _t0
         self._index = 0  # source row of the next sample (continues across runs)
-        self._rows: Sequence[Sequence[float]] | None = None
-        self._rows_rate = 0.0
         self._defaults()
 
-    # -- I2CModel --------------------------------------------------------------------------
-    def transfer(self, parts: list[tuple[str, bytes | int]], now: float) -> list[bytes]:
-        self.stats["transfers"] += 1
-        self._update(now)
-        out: list[bytes] = []
-        for kind, val in parts:
-            if kind == "w":
-                data = bytes(val)  # type: ignore[arg-type]
-                if not data:
-                    continue
-                self.pointer = data[0]
-                for k, byte in enumerate(data[1:]):
-                    self._write(data[0] + k, byte, now)
-            else:
-                n = int(val)  # type: ignore[arg-type]
-                start = self.pointer
-                block = bytes(self._read(start + k) for k in range(n))
-                out.append(block)
-                self.pointer = min(start + n, 0xFF)
-                if start < REG_DATA + DATA_LEN and start + n > REG_DATA:
-                    self._pop()
-        return out
+    # -- RegisterFile ----------------------------------------------------------------------
+    def _read_part(self, n: int, now: float) -> bytes:
+        """Any read that touches the data registers pops a FIFO entry."""
+        start = self.pointer
+        block = super()._read_part(n, now)
+        if start < REG_DATA + DATA_LEN and start + n > REG_DATA:
+            self._pop()
+        return block
 
     # -- power -----------------------------------------------------------------------------
     def power_cycle(self, now: float) -> None:
@@ -154,18 +120,12 @@ class ADXL345Model:
 
     # -- internals -------------------------------------------------------------------------
     def _defaults(self) -> None:
-        self.regs[:] = bytes(64)
-        for reg, val in RESET_VALUES.items():
-            self.regs[reg] = val
-        self.regs[REG_DEVID] = self.devid
-        self.pointer = 0
+        self._power_up(RESET_VALUES, REG_DEVID, self.devid)
         self.fifo.clear()
         self._latest = ZEROS
         self._unread = self._overrun = False
-        self._t0 = None
-        self._taken = 0
 
-    def _read(self, reg: int) -> int:
+    def _read(self, reg: int, now: float) -> int:
         if reg >= len(self.regs):
             return 0x00
         if REG_DATA <= reg < REG_DATA + DATA_LEN:
@@ -209,32 +169,17 @@ class ADXL345Model:
         elif not self.measuring:
             self._t0 = None
 
-    def _update(self, now: float) -> None:
-        if self._t0 is None:
-            return
-        rate = self.rate_hz
-        due = math.floor((now - self._t0) * rate + 1e-9)
-        new = due - self._taken
-        if new <= 0:
-            return
-        # Only the newest samples can still be in the chip; older ones are overrun.
-        keep = min(new, FIFO_DEPTH + 1)
-        skipped = new - keep
-        if skipped and self.fifo_mode != FIFO_BYPASS:
+    def _room(self) -> int:
+        return FIFO_DEPTH + 1  # the FIFO and the data registers
+
+    def _skip(self, n: int, rate: float) -> None:
+        if self.fifo_mode != FIFO_BYPASS:
             self._overrun = True
-            self.stats["overruns"] += skipped
-        self._index += skipped
-        self.stats["samples"] += skipped
-        for j in range(due - keep, due):
-            self._take(self._t0 + (j + 1) / rate, rate)
-        self._taken = due
+            self.stats["overruns"] += n
+        self._index += n
 
     def _take(self, t: float, rate: float) -> None:
-        if self._rows is None or self._rows_rate != rate:
-            self._rows, self._rows_rate = self.source.samples(rate), rate
-        row = self._rows[self._index % len(self._rows)]
-        g = (float(row[0]), float(row[1]), float(row[2]))
-        self.produced.append(Produced(t, self._index, g))
+        g = self._motion(t, self._index, rate)
         self._index += 1
         self.stats["samples"] += 1
         fmt = self.regs[REG_DATA_FORMAT]

@@ -10,7 +10,7 @@ __getattr__, __dir__, __all__ = exports(__name__, {
     "QUANTITIES": ".device",
     "REFERENCE_CALIBRATION": ".codec",
     "Raw": ".codec",
-    "WrongChip": ".device",
+    "WrongChip": "..i2cdev",
     "compensate": ".codec",
     "decode_capture": ".codec",
 })

@@ -16,14 +16,10 @@ bit to clear, burst-read 0xF7..0xFE and compensate with Bosch's integer code.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Any
-
-from smbus2 import SMBus
+from typing import Any, Unpack
 
 from ..base import DeviceError
-from ..i2cdev import BusFactory, SingleShotDevice
+from ..i2cdev import BusOptions, SingleShotDevice, check_address
 from .codec import (
     ADDRESSES,
     CALIB_H_LEN,
@@ -60,10 +56,10 @@ QUANTITIES = ("temp", "rh", "pressure")
 STARTUP_S = 0.002  # after power-on or soft reset
 STATUS_WAIT_S = 0.001
 STATUS_TRIES = 10
-
-
-class WrongChip(DeviceError):
-    """Something answers at the address, but it is not a BME280."""
+#: What answers with each chip id, as WrongChip says it (a BMP280 is the usual mix-up).
+CHIP_SAYS = {cid: name + (" (pressure and temperature only, no humidity)"
+                          if name.startswith("BMP280") else "")
+             for cid, name in CHIP_NAMES.items()}
 
 
 class BME280(SingleShotDevice):
@@ -90,21 +86,13 @@ class BME280(SingleShotDevice):
         oversampling: tuple[int, int, int] = (1, 1, 1),
         iir_filter: int = 0,
         quantities: tuple[str, ...] = QUANTITIES,
-        gone_after: int = 3,
-        bus_factory: BusFactory = SMBus,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
+        **options: Unpack[BusOptions],
     ) -> None:
-        if address not in ADDRESSES:
-            raise ValueError(f"BME280 address must be 0x76 (SDO low) or 0x77 (SDO high), "
-                             f"not {address:#04x}")
+        check_address(self.chip, address, ADDRESSES, "SDO")
         super().__init__(bus, address=address, read_interval_s=read_interval_s,
-                         quantities=quantities, gone_after=gone_after,
+                         quantities=quantities,
                          counters=("readings", "crc_errors", "nacks", "bus_errors", "skipped",
-                                   "bad_data"),
-                         bus_factory=bus_factory, clock=clock, wall_clock=wall_clock,
-                         sleep=sleep)
+                                   "bad_data"), **options)
         if iir_filter not in (0, 2, 4, 8, 16):
             raise ValueError("iir_filter must be 0 (off), 2, 4, 8 or 16")
         os_t, os_p, os_h = oversampling
@@ -123,15 +111,7 @@ class BME280(SingleShotDevice):
     # -- lifecycle ---------------------------------------------------------------------
     def _setup(self) -> None:
         """On open: check the chip, reset it, read its calibration, configure it."""
-        with self._errors("open", gone_on_nack=True):
-            cid = self._bus.read_byte_data(self.address, REG_CHIP_ID)
-        self.chip_id = cid
-        if cid != CHIP_ID:
-            what = CHIP_NAMES.get(cid, "an unknown chip")
-            extra = (" (pressure and temperature only, no humidity)"
-                     if what.startswith("BMP280") else "")
-            raise WrongChip(f"{self.name}: chip id 0x{cid:02x} is {what}{extra}, "
-                            f"not a BME280 (0x60)")
+        self.chip_id = self._check_chip_id(REG_CHIP_ID, CHIP_ID, names=CHIP_SAYS)
         with self._errors("reset"):
             self._bus.write_byte_data(self.address, REG_RESET, RESET_WORD)
             self._sleep(STARTUP_S)

@@ -44,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..emulation.climate import Climate, ClimateLike, as_climate_source
+from ..emulation.registers import RegisterFile
 from .codec import (
     CALIB_H_LEN,
     CALIB_TP_LEN,
@@ -139,7 +140,7 @@ class Converted:
     mode: str
 
 
-class BME280Model:
+class BME280Model(RegisterFile):
     """Device side of a BME280 (implements :class:`drivers.emulation.i2c.I2CModel`).
 
     ``chip_id`` can be set to 0x58 to play a BMP280 at the same address.
@@ -147,8 +148,6 @@ class BME280Model:
     State (:attr:`regs`, :attr:`osrs_h_active`, :attr:`converted`, :attr:`stats`)
     is public so tests and the simulator can look at it.
     """
-
-    stretch_s = 0.0  # the BME280 never stretches the clock
 
     def __init__(
         self,
@@ -175,24 +174,17 @@ class BME280Model:
         self._nvm_until = float("-inf") if powered_at is None else powered_at + STARTUP_S
         self._defaults()
 
-    # -- I2CModel ---------------------------------------------------------------------------
-    def transfer(self, parts: list[tuple[str, bytes | int]], now: float) -> list[bytes]:
-        self.stats["transfers"] += 1
-        self._update(now)
-        out: list[bytes] = []
-        for kind, val in parts:
-            if kind == "w":
-                data = bytes(val)  # type: ignore[arg-type]
-                for k in range(0, len(data) - 1, 2):
-                    self._write(data[k], data[k + 1], now)
-                if len(data) % 2:
-                    self.pointer = data[-1]
-            else:
-                n = int(val)  # type: ignore[arg-type]
-                out.append(bytes(self._read(self.pointer + k, now) for k in range(n)))
-                self.pointer = min(self.pointer + n, 0xFF)
-                self.stats["reads"] += 1
-        return out
+    # -- RegisterFile -----------------------------------------------------------------------
+    def _write_part(self, data: bytes, now: float) -> None:
+        """(register, value) pairs; a lone register byte at the end sets the read pointer."""
+        for k in range(0, len(data) - 1, 2):
+            self._write(data[k], data[k + 1], now)
+        if len(data) % 2:
+            self.pointer = data[-1]
+
+    def _read_part(self, n: int, now: float) -> bytes:
+        self.stats["reads"] += 1
+        return super()._read_part(n, now)
 
     # -- power --------------------------------------------------------------------------------
     def power_cycle(self, now: float) -> None:

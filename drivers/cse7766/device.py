@@ -142,9 +142,6 @@ class CSE7766(SerialDevice):
         return bool(frame.fault)
 
     def stats(self) -> dict[str, int]:
-        c = self.protocol.decoder.counters
-        return {
-            "frames": c.frames, "bad_frames": c.bad_frames, "implausible": c.implausible,
-            "discarded_bytes": c.discarded_bytes, "cf_pulses": self.protocol.energy.pulses,
-            "energy_rejected": self.protocol.energy.rejected,
-        }
+        p = self.protocol
+        return self._frame_stats(implausible=p.decoder.counters.implausible,
+                                 cf_pulses=p.energy.pulses, energy_rejected=p.energy.rejected)

@@ -17,11 +17,13 @@ Three pieces:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
 import os
 import select
+import termios
 import threading
 import time
 import tty
@@ -31,6 +33,8 @@ from pathlib import Path
 from typing import Protocol, Self, runtime_checkable
 
 log = logging.getLogger(__name__)
+#: How often an emulated port is put back to raw 38400 8N1 (PtyLink.reset_line).
+LINE_RESET_S = 0.5
 
 #: What a model returns: one chunk, or several. A chunk is the unit the fault
 #: injector damages, so models should emit one frame per chunk.
@@ -123,6 +127,24 @@ class PtyLink:
         self.master_fd, self.slave_fd, self.slave_name = master, slave, name
         self.plugs += 1
         log.debug("pty %s -> %s plugged", self.path, name)
+
+    def reset_line(self) -> None:
+        """Put the host side back to 38400 baud, as a fresh pty starts.
+
+        A pty keeps the last host's line settings but cannot take parity, and Linux refuses
+        (EINVAL) a ``tcsetattr`` that changes nothing it can apply: a host that opened the
+        port at 4800 8E1 once could not open it again. A real UART takes any setting, so
+        the emulator undoes what the pty kept; the data path of a pty ignores the speed."""
+        if self.slave_fd is None:
+            return
+        with contextlib.suppress(OSError, termios.error):  # unplugged under us: a replug
+            attrs = termios.tcgetattr(self.slave_fd)      # starts fresh anyway
+            if attrs[4] == attrs[5] == termios.B38400:
+                return
+            # Only the speed, and TCSANOW: no flush, so a host that has the port open
+            # loses nothing (the data path of a pty ignores the speed).
+            attrs[4] = attrs[5] = termios.B38400
+            termios.tcsetattr(self.slave_fd, termios.TCSANOW, attrs)
 
     def unplug(self) -> None:
         """Pull the cable: close both ends we hold and remove the symlink."""
@@ -303,7 +325,7 @@ class SerialEmulator(threading.Thread):
         now = self.clock()
         if self.unplug_every_s is not None:
             self._next_unplug = now + self.unplug_every_s
-        next_tick = now
+        next_tick = next_reset = now
         while not self._stopping.is_set():
             now = self.clock()
             self._serve_requests(now)
@@ -328,6 +350,9 @@ class SerialEmulator(threading.Thread):
                     out = self.model.tick(now)
                 self._send(out)
                 next_tick = now + self.tick_s
+            if now >= next_reset:
+                self.link.reset_line()
+                next_reset = now + LINE_RESET_S
 
     def _read(self, fd: int) -> None:
         try:

@@ -464,3 +464,12 @@ def random_bin(seed: int, *, start: float = 0.0, duration_s: float = 86400.0,
             due = t + rng.uniform(3600, 3 * 3600)
     truth = BinTruth(depth_mm=depth_mm, steps=steps, lid_open=lid, collections=collections)
     return bin_scene(truth, seed=rng.getrandbits(32)), truth
+
+
+def scene_for(name: str) -> Scene:
+    """A day of parking under an emulated ranger, seeded by the sensor's name (so a rehearsal
+    replays the same day), starting now."""
+    import time
+    import zlib
+
+    return random_day(zlib.crc32(name.encode()), name, start=time.monotonic()).scene

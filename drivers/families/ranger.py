@@ -13,6 +13,10 @@ import msgspec
 
 from ..schema import Problem, ReadInterval, Sensor, Table
 
+#: A ranger's reading carries one value: ``d``, the distance in metres. The drivers are
+#: in :mod:`drivers.families.ranger_device`.
+QUANTITIES = ("d",)
+
 
 class RangerUse(Table):
     """What a distance sensor watches (docs/parking.md): a parking bay or a bin."""

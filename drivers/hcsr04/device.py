@@ -50,7 +50,12 @@ class _CountingDistanceSensor(DistanceSensor):
         super().__init__(*args, **kw)
 
     def _read(self) -> float | None:
-        value = super()._read()
+        try:
+            value = super()._read()
+        except AttributeError:
+            if getattr(self, "_trigger", None) is None:
+                return None  # closed while gpiozero's queue thread was still pinging
+            raise
         with self._count_lock:
             if value is None:
                 self.missed += 1

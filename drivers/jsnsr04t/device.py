@@ -9,14 +9,11 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+from typing import Unpack
 
-import serial
-
-from ..a02yyuw.device import QUANTITIES, DistanceDevice
-from ..a02yyuw.protocol import DistanceProtocol, range_classifier
-from ..serialdev import SerialFactory
+from ..families.ranger import QUANTITIES
+from ..families.ranger_device import DistanceDevice, RangerOptions
+from ..families.ranger_protocol import DistanceProtocol, range_classifier
 from .codec import TRIGGER, FrameDecoder
 
 __all__ = ["JSNSR04T", "QUANTITIES", "VARIANTS"]
@@ -45,19 +42,12 @@ class JSNSR04T(DistanceDevice):
         blind_mm: int = 250,
         max_mm: int = 6000,
         variant: str = "jsn-sr04t",
-        quantities: tuple[str, ...] = QUANTITIES,
-        no_data_timeout_s: float = 5.0,
-        serial_factory: SerialFactory = serial.Serial,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
+        **options: Unpack[RangerOptions],
     ) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, not {variant!r}")
         decoder = FrameDecoder(sum_header=variant == "jsn-sr04t")
         protocol = DistanceProtocol(decoder, range_classifier(blind_mm, max_mm), mode=mode,
                                     trigger=TRIGGER)
-        super().__init__(
-            port, protocol, name="JSN-SR04T", quantities=quantities,
-            read_interval_s=read_interval_s, no_data_timeout_s=no_data_timeout_s,
-            serial_factory=serial_factory, clock=clock, wall_clock=wall_clock,
-        )
+        super().__init__(port, protocol, name="JSN-SR04T", read_interval_s=read_interval_s,
+                         **options)

@@ -7,7 +7,8 @@ the range ≈ 6 m; the raw measurement is sent (no median filter).
 
 from __future__ import annotations
 
-from ..a02yyuw.emulator import Source, UltrasonicModel, constant
+from ..a02yyuw.emulator import UltrasonicModel
+from ..emulation.ranger import Source, constant
 from .codec import TRIGGER
 
 __all__ = ["JSNSR04TModel", "Source", "constant"]

@@ -9,15 +9,11 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Unpack
 
-import serial
-
-from ..a02yyuw.device import QUANTITIES, DistanceDevice
-from ..a02yyuw.protocol import Classifier, DistanceProtocol
-from ..serialdev import SerialFactory
+from ..families.ranger import QUANTITIES
+from ..families.ranger_device import DistanceDevice, RangerOptions
+from ..families.ranger_protocol import Classifier, DistanceProtocol
 from .codec import UNITS, FrameDecoder
 
 __all__ = ["LIMITS", "QUANTITIES", "MaxBotix", "classifier"]
@@ -60,21 +56,14 @@ class MaxBotix(DistanceDevice):
         units: str = "auto",
         max_value: int | None = None,
         read_interval_s: float = 1.0,
-        quantities: tuple[str, ...] = QUANTITIES,
-        no_data_timeout_s: float = 5.0,
-        serial_factory: SerialFactory = serial.Serial,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
+        **options: Unpack[RangerOptions],
     ) -> None:
         if units != "auto" and units not in UNITS:
             raise ValueError(f"units must be 'auto' or one of {sorted(UNITS)}, not {units!r}")
         protocol = DistanceProtocol(FrameDecoder(units), classifier(max_value), mode="auto")
         self._units_seen: str | None = None
-        super().__init__(
-            port, protocol, name="MaxBotix", quantities=quantities,
-            read_interval_s=read_interval_s, no_data_timeout_s=no_data_timeout_s,
-            serial_factory=serial_factory, clock=clock, wall_clock=wall_clock,
-        )
+        super().__init__(port, protocol, name="MaxBotix", read_interval_s=read_interval_s,
+                         **options)
 
     @property
     def units(self) -> str | None:

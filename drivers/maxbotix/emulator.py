@@ -10,18 +10,15 @@ Host bytes are ignored (the serial input pin only starts a reading on a pulse).
 
 from __future__ import annotations
 
-import random
-from collections import deque
-
-from ..a02yyuw.emulator import Source, constant
 from ..emulation import uart
+from ..emulation.ranger import RangerModel, Source, constant
 from .codec import UNITS, encode_frame
 from .device import LIMITS
 
 __all__ = ["MaxBotixModel", "Source", "constant"]
 
 
-class MaxBotixModel:
+class MaxBotixModel(RangerModel):
     """Device side of a free-running MaxSonar (a :class:`drivers.emulation.DeviceModel`)."""
 
     def __init__(self, source: Source | None = None, *, units: str = "mm",
@@ -30,38 +27,17 @@ class MaxBotixModel:
                  keep_sent: int = 1000) -> None:
         if units not in UNITS:
             raise ValueError(f"units must be one of {sorted(UNITS)}, not {units!r}")
-        if interval_s <= 0:
-            raise ValueError("interval_s must be positive")
-        self.source: Source = source if source is not None else constant()
+        super().__init__(source, interval_s=interval_s, noise_mm=noise_mm, seed=seed,
+                         keep_sent=keep_sent,
+                         stats={"frames": 0, "no_echo": 0, "ignored_bytes": 0, "resets": 0})
         self.units = units
-        self.interval_s = interval_s
-        self.noise_mm = noise_mm
         self.min_value, self.max_value = LIMITS[units]
         if max_value is not None:
             self.max_value = max_value
-        self.rng = random.Random(seed)
-        self.sent: deque[uart.SentFrame[int]] = deque(maxlen=keep_sent)
-        self.stats = {"frames": 0, "no_echo": 0, "ignored_bytes": 0, "resets": 0}
-        self._next_frame: float | None = None
 
     def receive(self, data: bytes, now: float) -> list[bytes]:
         self.stats["ignored_bytes"] += len(data)
         return []
-
-    def tick(self, now: float) -> list[bytes]:
-        if self._next_frame is None:
-            self._next_frame = now + self.interval_s
-            return []
-        if now < self._next_frame:
-            return []
-        self._next_frame += self.interval_s
-        if self._next_frame <= now:
-            self._next_frame = now + self.interval_s
-        return [self._frame(now)]
-
-    def reset(self, now: float) -> None:
-        self._next_frame = now + self.interval_s
-        self.stats["resets"] += 1
 
     def measure(self, now: float) -> int:
         """What the sensor reports for the distance now, in its units."""
@@ -73,11 +49,11 @@ class MaxBotixModel:
         value = round(mm / UNITS[self.units][1])
         return max(self.min_value, min(self.max_value, value))
 
-    def _frame(self, now: float) -> bytes:
+    def _frame(self, now: float, solicited: bool = False) -> bytes:
         value = self.measure(now)
         if value >= self.max_value:
             self.stats["no_echo"] += 1
         raw = encode_frame(value, self.units)
-        self.sent.append(uart.SentFrame(now, value, raw, False, False))
+        self.sent.append(uart.SentFrame(now, value, raw, False, solicited))
         self.stats["frames"] += 1
         return raw

@@ -16,15 +16,11 @@ goes up. The Pi's I2C controller does not handle clock stretching well: run the 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-from smbus2 import SMBus
+from typing import Any, Unpack
 
 from ..base import Reading
-from ..i2cdev import BusFactory, SingleShotDevice
+from ..i2cdev import BusOptions, SingleShotDevice
 from .codec import (
     MAX_CM,
     RANGE_WAIT_S,
@@ -36,8 +32,6 @@ from .codec import (
 
 #: The value an I2CXL reading carries: distance in metres.
 QUANTITIES = ("d",)
-RETRY_WAIT_S = 0.01
-READ_RETRIES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +60,7 @@ class I2CXL(SingleShotDevice):
     chip = "I2CXL-MaxSonar"
     QUANTITIES = QUANTITIES
     BAD_FRAMES = ()
+    RETRY_WAIT_S = 0.01  # a NACKed read: still ranging (a far target, a slow chip)
 
     def __init__(
         self,
@@ -74,11 +69,7 @@ class I2CXL(SingleShotDevice):
         address: int = 0x70,
         read_interval_s: float = 0.2,
         max_cm: int = MAX_CM,
-        gone_after: int = 3,
-        bus_factory: BusFactory = SMBus,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
+        **options: Unpack[BusOptions],
     ) -> None:
         if not 0 < address < 0x80:
             raise ValueError(f"I2C address must be 7-bit, not {address!r}")
@@ -86,11 +77,9 @@ class I2CXL(SingleShotDevice):
             raise ValueError(f"read_interval_s must be at least {RANGE_WAIT_S} s "
                              "(the chip ranges for up to 100 ms)")
         super().__init__(bus, address=address, read_interval_s=read_interval_s,
-                         quantities=QUANTITIES, gone_after=gone_after,
+                         quantities=QUANTITIES,
                          counters=("readings", "no_target", "nacks", "bus_errors",
-                                   "crc_errors"),
-                         bus_factory=bus_factory, clock=clock, wall_clock=wall_clock,
-                         sleep=sleep)
+                                   "crc_errors"), **options)
         self.max_cm = max_cm
         self.last_cm: int | None = None
 
@@ -130,16 +119,3 @@ class I2CXL(SingleShotDevice):
         with self._errors("change address"):
             self._write(data)
         self.address = new_address
-
-    # -- I/O ------------------------------------------------------------------------
-    def _read_retrying(self, n: int) -> bytes:
-        """Read; a NACK means "still ranging" (a far target, a slow chip): wait, retry."""
-        for attempt in range(READ_RETRIES + 1):
-            try:
-                return self._read(n)
-            except OSError as exc:
-                if not self._is_nack(exc) or attempt == READ_RETRIES:
-                    raise
-                self.counters["nacks"] += 1
-                self._sleep(RETRY_WAIT_S)
-        raise AssertionError("unreachable")

@@ -22,14 +22,13 @@ is not a multiple of 6): the FIFO is reset and its contents counted as lost.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Unpack
 
-from smbus2 import SMBus, i2c_msg
+from smbus2 import i2c_msg
 
-from ..accel import QUANTITIES, FifoAccelerometer, WrongChip
-from ..i2cdev import BusFactory
+from ..families.accel import QUANTITIES
+from ..families.accel_fifo import FifoAccelerometer
+from ..i2cdev import BusOptions, check_address
 from .codec import (
     ADDRESSES,
     CHIP_NAMES,
@@ -89,34 +88,21 @@ class MPU6050(FifoAccelerometer):
         range_g: int = 8,
         read_interval_s: float = 1.0,
         quantities: tuple[str, ...] = QUANTITIES,
-        gone_after: int = 3,
-        bus_factory: BusFactory = SMBus,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
+        **options: Unpack[BusOptions],
     ) -> None:
-        if address not in ADDRESSES:
-            raise ValueError(f"MPU-6050 address must be 0x68 (AD0 low) or 0x69 (AD0 high), "
-                             f"not {address:#04x}")
+        check_address(self.chip, address, ADDRESSES, "AD0")
         if float(rate_hz) not in DRIVER_RATES:
             raise ValueError(f"MPU-6050 rate_hz must be one of {DRIVER_RATES}, not {rate_hz!r}")
         self._accel_cfg = accel_config(range_g)  # validates the range
         self._div = smplrt_div_for(float(rate_hz))
         self._dlpf = dlpf_for(float(rate_hz))
         super().__init__(bus, address=address, rate_hz=rate_hz, range_g=range_g,
-                         read_interval_s=read_interval_s, quantities=quantities,
-                         gone_after=gone_after, bus_factory=bus_factory, clock=clock,
-                         wall_clock=wall_clock, sleep=sleep)
+                         read_interval_s=read_interval_s, quantities=quantities, **options)
         self.who_am_i: int | None = None
 
     def _setup(self) -> None:
-        with self._errors("open", gone_on_nack=True):
-            who = self._bus.read_byte_data(self.address, REG_WHO_AM_I)
-        self.who_am_i = who
-        if who != WHO_AM_I:
-            what = CHIP_NAMES.get(who, "an unknown chip")
-            raise WrongChip(f"{self.name}: WHO_AM_I 0x{who:02x} is {what}, not an MPU-6050 "
-                            f"(0x{WHO_AM_I:02x})")
+        self.who_am_i = self._check_chip_id(REG_WHO_AM_I, WHO_AM_I, label="WHO_AM_I",
+                                            article="an", names=CHIP_NAMES)
         with self._errors("configuration"):
             w = self._bus.write_byte_data
             w(self.address, REG_PWR_MGMT_1, PWR_DEVICE_RESET)

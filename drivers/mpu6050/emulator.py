@@ -38,11 +38,9 @@ from __future__ import annotations
 
 import math
 import struct
-from collections import deque
-from collections.abc import Sequence
 
-from ..adxl345.emulator import Produced
-from ..emulation.motion import MotionSource, RestSource
+from ..emulation.accel import AccelerometerModel
+from ..emulation.motion import MotionSource
 from .codec import (
     FIFO_BYTES,
     FIFO_EN_ACCEL,
@@ -80,59 +78,37 @@ TEMP_25C = round((25.0 - 36.53) * 340)  # temperature register: T = raw / 340 + 
 RATE_AFFECTING = (REG_SMPLRT_DIV, REG_CONFIG, REG_PWR_MGMT_1)
 
 
-class MPU6050Model:
+class MPU6050Model(AccelerometerModel):
     """Device side of an MPU-6050 (implements :class:`drivers.emulation.i2c.I2CModel`).
 
     ``who_am_i`` can be set to play a relative (0x70: MPU-6500...). State
     (:attr:`regs`, :attr:`fifo`, :attr:`produced`, :attr:`stats`) is public.
     """
 
-    stretch_s = 0.0
+    LAST_REGISTER = 0x7F
 
     def __init__(self, source: MotionSource | None = None, *, who_am_i: int = WHO_AM_I,
                  keep: int = 20000) -> None:
-        self.source = source or RestSource()
+        super().__init__(source, keep=keep, registers=128,
+                         stats={"transfers": 0, "samples": 0, "overflows": 0, "resets": 0,
+                                "fifo_resets": 0, "ignored_writes": 0})
         self.who_am_i = who_am_i
-        self.produced: deque[Produced] = deque(maxlen=keep)
-        self.stats = {"transfers": 0, "samples": 0, "overflows": 0, "resets": 0,
-                      "fifo_resets": 0, "ignored_writes": 0}
-        self.regs = bytearray(128)
-        self.pointer = 0
         self.fifo = bytearray()
         self._last_fifo_byte = 0
         self._data = bytes(14)  # 0x3B..0x48: accel, temp, gyro
         self._oflow = False
         self._data_rdy = False
-        self._t0: float | None = None
-        self._taken = 0
         self._pos = 0.0  # source row of the next sample (continues across runs)
-        self._rows: Sequence[Sequence[float]] | None = None
-        self._rows_rate = 0.0
         self._defaults()
 
-    # -- I2CModel --------------------------------------------------------------------------
-    def transfer(self, parts: list[tuple[str, bytes | int]], now: float) -> list[bytes]:
-        self.stats["transfers"] += 1
-        self._update(now)
-        out: list[bytes] = []
-        for kind, val in parts:
-            if kind == "w":
-                data = bytes(val)  # type: ignore[arg-type]
-                if not data:
-                    continue
-                self.pointer = data[0]
-                for k, byte in enumerate(data[1:]):
-                    reg = data[0] if data[0] == REG_FIFO_R_W else data[0] + k
-                    self._write(reg, byte, now)
-            else:
-                n = int(val)  # type: ignore[arg-type]
-                if self.pointer == REG_FIFO_R_W:
-                    out.append(self._pop(n))
-                    continue
-                start = self.pointer
-                out.append(bytes(self._read(start + k) for k in range(n)))
-                self.pointer = min(start + n, 0x7F)
-        return out
+    # -- RegisterFile ----------------------------------------------------------------------
+    def _register_at(self, first: int, k: int) -> int:
+        return first if first == REG_FIFO_R_W else first + k  # FIFO_R_W does not increment
+
+    def _read_part(self, n: int, now: float) -> bytes:
+        if self.pointer == REG_FIFO_R_W:
+            return self._pop(n)  # a byte per byte read; the pointer stays
+        return super()._read_part(n, now)
 
     # -- power -----------------------------------------------------------------------------
     def power_cycle(self, now: float) -> None:
@@ -150,18 +126,12 @@ class MPU6050Model:
 
     # -- internals -------------------------------------------------------------------------
     def _defaults(self) -> None:
-        self.regs[:] = bytes(128)
-        for reg, val in RESET_VALUES.items():
-            self.regs[reg] = val
-        self.regs[REG_WHO_AM_I] = self.who_am_i
-        self.pointer = 0
+        self._power_up(RESET_VALUES, REG_WHO_AM_I, self.who_am_i)
         self.fifo.clear()
         self._data = bytes(14)
         self._oflow = self._data_rdy = False
-        self._t0 = None
-        self._taken = 0
 
-    def _read(self, reg: int) -> int:
+    def _read(self, reg: int, now: float) -> int:
         if reg >= len(self.regs):
             return 0x00
         if REG_ACCEL_XOUT_H <= reg < REG_ACCEL_XOUT_H + 14:
@@ -205,25 +175,14 @@ class MPU6050Model:
             if self.rate_hz != before[1]:
                 self._pos = 0.0  # a new rate replays the source from its start
 
-    def _update(self, now: float) -> None:
-        if self._t0 is None:
-            return
-        rate = self.rate_hz
-        due = math.floor((now - self._t0) * rate + 1e-9)
-        new = due - self._taken
-        if new <= 0:
-            return
-        size = max(1, self._frame_len())
-        keep = min(new, FIFO_BYTES // size + 2)  # older samples are overwritten anyway
-        skipped = new - keep
-        if skipped and self._fifo_on():
+    def _room(self) -> int:
+        return FIFO_BYTES // max(1, self._frame_len()) + 2
+
+    def _skip(self, n: int, rate: float) -> None:
+        if self._fifo_on():
             self._oflow = True
             self.stats["overflows"] += 1
-        self._pos += skipped * min(1.0, 1000.0 / rate)
-        self.stats["samples"] += skipped
-        for j in range(due - keep, due):
-            self._take(self._t0 + (j + 1) / rate, rate)
-        self._taken = due
+        self._pos += n * min(1.0, 1000.0 / rate)
 
     def _fifo_on(self) -> bool:
         return bool(self.regs[REG_USER_CTRL] & USER_FIFO_EN) and self._frame_len() > 0
@@ -234,13 +193,7 @@ class MPU6050Model:
                 + 2 * sum(1 for b in (FIFO_EN_XG, FIFO_EN_YG, FIFO_EN_ZG) if en & b))
 
     def _take(self, t: float, rate: float) -> None:
-        accel_hz = min(rate, 1000.0)
-        if self._rows is None or self._rows_rate != accel_hz:
-            self._rows, self._rows_rate = self.source.samples(accel_hz), accel_hz
-        index = math.floor(self._pos + 1e-9)
-        row = self._rows[index % len(self._rows)]
-        g = (float(row[0]), float(row[1]), float(row[2]))
-        self.produced.append(Produced(t, index, g))
+        g = self._motion(t, math.floor(self._pos + 1e-9), min(rate, 1000.0))
         self._pos += min(1.0, 1000.0 / rate)  # the accelerometer updates at most at 1 kHz
         self.stats["samples"] += 1
         cfg = self.regs[REG_ACCEL_CONFIG]

@@ -71,12 +71,6 @@ class PMS5003(SerialDevice):
         return frame.error != 0
 
     def stats(self) -> dict[str, int]:
-        c = self.protocol.decoder.counters
-        return {
-            "frames": c.frames,
-            "bad_frames": c.bad_frames,
-            "discarded_bytes": c.discarded_bytes,
-            "acks": c.acks,
-            "warmup_discarded": self.protocol.discarded_warmup,
-            "mode_reasserts": self.protocol.reasserts,
-        }
+        p = self.protocol
+        return self._frame_stats(acks=p.decoder.counters.acks,
+                                 warmup_discarded=p.discarded_warmup, mode_reasserts=p.reasserts)

@@ -91,21 +91,11 @@ class SDS011(SerialDevice):
         self._log_problems(events)
 
     def stats(self) -> dict[str, int]:
-        c = self.protocol.decoder.counters
         p = self.protocol
-        return {
-            "frames": c.frames,
-            "bad_frames": c.bad_frames,
-            "discarded_bytes": c.discarded_bytes,
-            "replies": c.replies,
-            "replies_confirmed": p.confirmed,
-            "reply_mismatches": p.mismatches,
-            "no_reply": p.no_replies,
-            "resends": p.resends,
-            "warmup_discarded": p.discarded_warmup,
-            "zero_discarded": p.discarded_zero,
-            "mode_reasserts": p.reasserts,
-        }
+        return self._frame_stats(replies=p.decoder.counters.replies, replies_confirmed=p.confirmed,
+                                 reply_mismatches=p.mismatches, no_reply=p.no_replies,
+                                 resends=p.resends, warmup_discarded=p.discarded_warmup,
+                                 zero_discarded=p.discarded_zero, mode_reasserts=p.reasserts)
 
     def _log_problems(self, events: list[ProtocolEvent]) -> None:
         for ev in events:

@@ -30,12 +30,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-
-from smbus2 import SMBus
+from typing import Any, TypeVar, Unpack
 
 from ..base import DeviceError, DeviceGone, Reading
-from ..i2cdev import BusFactory, SingleShotDevice
+from ..files import write_atomic
+from ..i2cdev import BusOptions, SingleShotDevice
 from ..sensirion import CRCError
 from . import codec as c
 from .codec import AirQuality, Baseline, FeatureSet, RawSignals
@@ -50,10 +49,8 @@ BASELINE_MAX_AGE_S = 7 * 86400.0  # datasheet: do not restore an older baseline
 BASELINE_RELIABLE_AFTER_S = 12 * 3600.0  # datasheet: first baseline after a fresh start
 BASELINE_SAVE_S = 3600.0  # datasheet: read and store the baseline every hour
 CLOCK_SKEW_S = 86400.0  # a file dated this far in the future: the clock is wrong, skip
-#: Extra time after the datasheet's maximum before reading, and between read retries.
+#: Extra time after the datasheet's maximum before reading.
 MARGIN_S = 0.001
-RETRY_WAIT_S = 0.005
-READ_RETRIES = 3
 CRC_RETRIES_ON_OPEN = 2
 
 T = TypeVar("T")
@@ -113,28 +110,10 @@ def load_baseline_file(path: Path) -> SavedBaseline:
 
 
 def write_baseline_file(path: Path, saved: SavedBaseline) -> None:
-    """Atomically: write a temporary file beside it, fsync, rename over, fsync the folder,
-    so a power cut leaves the old file or the new one, never half of one."""
+    """Atomically and durably (:func:`drivers.files.write_atomic`), so a power cut leaves
+    the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    data = (json.dumps(saved.to_json(), indent=1) + "\n").encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
+    write_atomic(path, json.dumps(saved.to_json(), indent=1) + "\n")
 
 
 class SGP30(SingleShotDevice):
@@ -166,23 +145,17 @@ class SGP30(SingleShotDevice):
         baseline_path: str | os.PathLike[str] | None = None,
         humidity_source: HumiditySource | None = None,
         baseline_save_s: float = BASELINE_SAVE_S,
-        gone_after: int = 3,
-        bus_factory: BusFactory = SMBus,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
+        **options: Unpack[BusOptions],
     ) -> None:
         if address != c.ADDRESS:
             raise ValueError(f"the SGP30's address is fixed at 0x58, not {address:#04x}")
         if raw_every < 1 or baseline_save_s <= 0:
             raise ValueError("raw_every must be >= 1 and baseline_save_s positive")
         super().__init__(bus, address=address, read_interval_s=read_interval_s,
-                         quantities=quantities, gone_after=gone_after,
+                         quantities=quantities,
                          counters=("readings", "crc_errors", "nacks", "bus_errors",
                                    "warmup_discarded", "humidity_sets", "baseline_saves",
-                                   "baseline_restores", "baseline_file_errors"),
-                         bus_factory=bus_factory, clock=clock, wall_clock=wall_clock,
-                         sleep=sleep)
+                                   "baseline_restores", "baseline_file_errors"), **options)
         if read_interval_s != 1.0:
             log.warning("SGP30: read_interval_s=%s; the chip's baseline algorithm expects "
                         "measure_iaq every 1 s", read_interval_s)
@@ -473,16 +446,4 @@ class SGP30(SingleShotDevice):
                 if attempt == crc_retries:
                     raise  # counted by _errors
                 self.counters["crc_errors"] += 1
-        raise AssertionError("unreachable")
-
-    def _read_retrying(self, n: int) -> bytes:
-        """Read; a NACK means "not finished yet" (a slow chip): wait and try again."""
-        for attempt in range(READ_RETRIES + 1):
-            try:
-                return self._read(n)
-            except OSError as exc:
-                if not self._is_nack(exc) or attempt == READ_RETRIES:
-                    raise
-                self.counters["nacks"] += 1
-                self._sleep(RETRY_WAIT_S)
         raise AssertionError("unreachable")

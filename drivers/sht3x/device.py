@@ -16,19 +16,17 @@ once; the chip holds the clock until the result is ready.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Any
-
-from smbus2 import SMBus
+from typing import Any, Unpack
 
 from ..i2cdev import (
     GONE_ERRNOS,
     IDLE_WAIT_S,
     BusFactory,
+    BusOptions,
     I2CErrors,
     SingleShotDevice,
     bus_label,
+    check_address,
 )
 from .codec import (
     ADDRESSES,
@@ -58,10 +56,8 @@ __all__ = ["GONE_ERRNOS", "IDLE_WAIT_S", "QUANTITIES", "BusFactory", "I2CErrors"
 #: The values an SHT3x reading carries, named as in docs/payload.md.
 QUANTITIES = ("temp", "rh")
 
-#: Extra time after the datasheet's maximum before the first read, and between read retries.
+#: Extra time after the datasheet's maximum before the first read.
 MARGIN_S = 0.0005
-RETRY_WAIT_S = 0.005
-READ_RETRIES = 3
 
 
 class SHT3x(SingleShotDevice):
@@ -88,22 +84,14 @@ class SHT3x(SingleShotDevice):
         read_interval_s: float = 2.0,
         repeatability: str = "high",
         quantities: tuple[str, ...] = QUANTITIES,
-        gone_after: int = 3,
-        bus_factory: BusFactory = SMBus,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
+        **options: Unpack[BusOptions],
     ) -> None:
-        if address not in ADDRESSES:
-            raise ValueError(f"SHT3x address must be 0x44 (ADDR low) or 0x45 (ADDR high), "
-                             f"not {address:#04x}")
+        check_address(self.chip, address, ADDRESSES, "ADDR")
         if repeatability not in MEASURE_TIME_S:
             raise ValueError(f"repeatability must be one of {sorted(MEASURE_TIME_S)}")
         super().__init__(bus, address=address, read_interval_s=read_interval_s,
-                         quantities=quantities, gone_after=gone_after,
-                         counters=("readings", "crc_errors", "nacks", "bus_errors"),
-                         bus_factory=bus_factory, clock=clock, wall_clock=wall_clock,
-                         sleep=sleep)
+                         quantities=quantities,
+                         counters=("readings", "crc_errors", "nacks", "bus_errors"), **options)
         self.clock_stretching = clock_stretching
         self.repeatability = repeatability
         self.heater = False
@@ -173,15 +161,3 @@ class SHT3x(SingleShotDevice):
     # -- I/O ------------------------------------------------------------------------
     def _command(self, code: int) -> None:
         self._write(command(code))
-
-    def _read_retrying(self, n: int) -> bytes:
-        """Read; a NACK means "not ready yet" (slow chip, low supply): wait and try again."""
-        for attempt in range(READ_RETRIES + 1):
-            try:
-                return self._read(n)
-            except OSError as exc:
-                if not self._is_nack(exc) or attempt == READ_RETRIES:
-                    raise
-                self.counters["nacks"] += 1
-                self._sleep(RETRY_WAIT_S)
-        raise AssertionError("unreachable")

@@ -19,14 +19,13 @@ import errno
 import logging
 import math
 import threading
-import time
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, Unpack
 
-from smbus2 import SMBus, i2c_msg
+from smbus2 import i2c_msg
 
 from ..base import DeviceError, DeviceGone, Reading
-from ..i2cdev import I2CDevice
+from ..i2cdev import BusIO, I2CDevice
 from ..sensirion import CRCError
 from . import codec as c
 from .codec import QUANTITIES, Measurement
@@ -75,10 +74,7 @@ class SPS30(I2CDevice):
         quantities: tuple[str, ...] = DEFAULT_QUANTITIES,
         no_data_timeout_s: float = 10.0,
         max_nacks: int = 6,
-        bus_factory: Callable[[int], SMBusLike] = SMBus,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
+        **io: Unpack[BusIO],
     ) -> None:
         unknown = set(quantities) - set(QUANTITIES)
         if unknown:
@@ -87,9 +83,7 @@ class SPS30(I2CDevice):
             raise ValueError("read_interval_s must be positive, warmup_s >= 0, max_nacks >= 1")
         super().__init__(bus, address=address, gone_after=max_nacks,
                          counters=("frames", "crc_errors", "bad_replies", "nacks", "not_ready",
-                                   "warmup_discarded", "opens"),
-                         bus_factory=bus_factory, clock=clock, wall_clock=wall_clock,
-                         sleep=sleep)
+                                   "warmup_discarded", "opens"), **io)
         self.warmup_s = warmup_s
         self.read_interval_s = read_interval_s
         self.quantities = tuple(quantities)

@@ -28,7 +28,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.tools.simulate import Mosquitto, find_mosquitto, free_port, write_config
-from agent.wire import payload
+from agent.wire import formats
+from agent.wire.model import Pack, Record
 from agent.wire.spool import Spool
 from drivers.emulation import SerialEmulator
 from drivers.pms5003.emulator import PMS5003Model
@@ -68,8 +69,8 @@ class DurableSubscriber:
 
     def _on_message(self, client, userdata, msg) -> None:
         try:
-            pack = payload.decode(msg.payload)
-        except payload.PayloadError:
+            pack = formats.decode(msg.payload)
+        except formats.PayloadError:
             return
         leaf = msg.topic.rsplit("/", 1)[-1]
         with self.lock:
@@ -177,13 +178,19 @@ def test_sigkill_during_backlog_drain_loses_nothing(tmp_path):
     # A backlog of earlier boot sessions, as the agent itself would have stored it.
     spool = Spool(state / "spool.db", batch_s=0)
     backlog = set()
+    cbor = formats.get("senml-cbor")
+
+    def put(lane: str, leaf: str, pack: Pack) -> None:
+        enc = cbor.encode(pack)
+        spool.put(lane, f"citynode/fault-2/{leaf}", enc.payload, content_type=cbor.content_type,
+                  mark=enc.mark)
+
     for i in range(1500):
-        pack = payload.Pack(1_700_000_000 + i, 999, i, [payload.Record("pm25", value=i % 90)])
-        spool.put("telemetry", "citynode/fault-2/telemetry", payload.encode(pack))
+        put("telemetry", "telemetry",
+            Pack(1_700_000_000 + i, 999, i, [Record("pm25", value=i % 90)]))
         backlog.add((999, i))
     for i in range(1500, 1520):
-        pack = payload.Pack(1_700_000_000 + i, 999, i, [payload.Record("x:health", text="ok")])
-        spool.put("event", "citynode/fault-2/event", payload.encode(pack))
+        put("event", "event", Pack(1_700_000_000 + i, 999, i, [Record("x:health", text="ok")]))
         backlog.add((999, i))
     spool.close()
     cfg = tmp_path / "c.toml"

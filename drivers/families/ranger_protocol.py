@@ -1,6 +1,7 @@
-"""The host side of a UART distance sensor, as a state machine with the clock passed in.
+"""The host side of a UART distance ranger, as a state machine with the clock passed in.
 
-Shared by the A02YYUW, JSN-SR04T and MaxBotix drivers. The codec knows frames;
+Shared by the A02YYUW, JSN-SR04T and MaxBotix drivers (:mod:`drivers.families.ranger_device`
+drives it over pyserial). The codec knows frames;
 this knows what a frame means: a distance the sensor cannot have measured
 (inside the blind zone, the sensor's "no echo" encoding, beyond its range) is
 not a reading. It is reported as :class:`Discarded` with the reason and counted

@@ -20,47 +20,26 @@ needs one small summary per window. So :class:`FifoAccelerometer` does both:
   (``overruns``, in ``bad_frames`` so the window is flagged, and
   ``lost_samples``, estimated from the elapsed time).
 
-Also here: :func:`decode_register_capture`, the walk over a capture of I2C
-transfers both chips' ``citynode frames`` decoders use.
+The family's configuration, its quantities, :class:`Sample` and the capture walk are in
+:mod:`drivers.families.accel`, which a device spec can import without loading smbus2.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, ClassVar, NamedTuple, Protocol
+from collections.abc import Callable
+from typing import Any, ClassVar, Unpack
 
-from .base import DeviceError, Reading
-from .i2ccapture import CaptureWalk, Record
-from .i2cdev import IDLE_WAIT_S, BusFactory, I2CDevice
+from ..base import Reading
+from ..i2cdev import IDLE_WAIT_S, BusOptions, PolledChip
+from .accel import QUANTITIES, Sample
 
-#: What a reading of an accelerometer carries (docs/payload.md): the latest sample and
-#: the peak magnitude since the previous reading, all in g.
-QUANTITIES = ("ax", "ay", "az", "amag")
 #: Longest wait between FIFO reads, whatever the FIFO depth.
 MAX_FIFO_INTERVAL_S = 0.25
 #: Samples kept for :meth:`FifoAccelerometer.drain_samples` (at least this many seconds).
 BUFFER_S = 30.0
-
-
-class Sample(NamedTuple):
-    """One accelerometer sample: monotonic time in s and acceleration in g."""
-
-    t: float
-    ax: float
-    ay: float
-    az: float
-
-    @property
-    def magnitude(self) -> float:
-        return math.sqrt(self.ax * self.ax + self.ay * self.ay + self.az * self.az)
-
-
-class WrongChip(DeviceError):
-    """Something answers at the address, but it is not the chip configured."""
 
 
 def spread_back(t_read: float, n: int, rate_hz: float) -> list[float]:
@@ -70,7 +49,7 @@ def spread_back(t_read: float, n: int, rate_hz: float) -> list[float]:
     return [t_read - (n - 1 - i) * period for i in range(n)]
 
 
-class FifoAccelerometer(I2CDevice, ABC):
+class FifoAccelerometer(PolledChip, ABC):
     """Poll loop of an accelerometer streaming into its FIFO (implements
     :class:`drivers.base.Device`).
 
@@ -85,24 +64,15 @@ class FifoAccelerometer(I2CDevice, ABC):
     BAD_FRAMES = ("overruns", "bad_data")
 
     def __init__(self, bus: Any, *, address: int, rate_hz: float, range_g: int,
-                 read_interval_s: float, quantities: tuple[str, ...], gone_after: int,
-                 bus_factory: BusFactory, clock: Callable[[], float],
-                 wall_clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
-        unknown = set(quantities) - set(self.QUANTITIES)
-        if unknown or not quantities:
-            raise ValueError(f"{self.chip} quantities are {self.QUANTITIES}, got {quantities}")
-        if read_interval_s <= 0 or gone_after < 1:
-            raise ValueError("read_interval_s must be positive and gone_after at least 1")
-        super().__init__(bus, address=address, gone_after=gone_after,
+                 read_interval_s: float, quantities: tuple[str, ...],
+                 **options: Unpack[BusOptions]) -> None:
+        super().__init__(bus, address=address, read_interval_s=read_interval_s,
+                         quantities=quantities,
                          counters=("readings", "samples", "overruns", "lost_samples",
                                    "bad_data", "reconfigured", "reanchored", "nacks", "bus_errors",
-                                   "crc_errors"),
-                         bus_factory=bus_factory, clock=clock, wall_clock=wall_clock,
-                         sleep=sleep)
+                                   "crc_errors"), **options)
         self.rate_hz = float(rate_hz)
         self.range_g = range_g
-        self.read_interval_s = read_interval_s
-        self.quantities = tuple(quantities)
         #: Seconds between FIFO reads: half the FIFO's fill time, at most 0.25 s.
         self.fifo_interval_s = min(MAX_FIFO_INTERVAL_S, 0.5 * self.FIFO_DEPTH / self.rate_hz)
         #: Called with every batch of new samples, on the sampling thread (exceptions
@@ -121,13 +91,7 @@ class FifoAccelerometer(I2CDevice, ABC):
     # -- lifecycle ---------------------------------------------------------------------
     def open(self) -> None:
         """Open the bus, check and configure the chip, start its FIFO; a failure closes."""
-        self._open_bus()
-        try:
-            self._setup()
-        except DeviceError:
-            self.close()
-            raise
-        self._no_answer = 0
+        super().open()
         now = self._clock()
         self._next_fifo = now + self.fifo_interval_s
         self._next_reading = now + self.read_interval_s
@@ -135,14 +99,12 @@ class FifoAccelerometer(I2CDevice, ABC):
         self._latest, self._peak = None, 0.0
         self._prev_t = None
 
-    def close(self) -> None:
-        self._close_bus()
-
-    @property
-    def warming_up(self) -> bool:
-        return False  # samples flow a few ms after the measure/wake write
-
     # -- the detector's stream -----------------------------------------------------------
+    def read_samples_within(self, seconds: float) -> None:
+        """Read the FIFO at least every ``seconds`` (:class:`drivers.base.Device`): a sample
+        waits in the chip until the next read, and a fall alarm has a latency budget."""
+        self.fifo_interval_s = min(self.fifo_interval_s, seconds)
+
     def drain_samples(self) -> list[Sample]:
         """Every sample since the previous call (thread-safe; the oldest beyond
         ``max(4096, 30 s)`` are dropped if nobody drains). Empty while :attr:`on_samples`
@@ -228,48 +190,3 @@ class FifoAccelerometer(I2CDevice, ABC):
     @abstractmethod
     def _configured(self) -> bool:
         """Is the chip still measuring into its FIFO as set up?"""
-
-
-# -- captures -------------------------------------------------------------------------------
-
-
-class CaptureChip(Protocol):
-    """What one chip's capture decoder knows so far; the walk feeds it transfers."""
-
-    pointer: int | None
-
-    def write(self, head: dict[str, Any], reg: int, data: bytes) -> Iterable[dict[str, Any]]:
-        """A write of ``data`` starting at register ``reg`` (the pointer is then set)."""
-        ...
-
-    def read(self, head: dict[str, Any], reg: int, data: bytes) -> Iterable[dict[str, Any]]:
-        """A read of ``data`` starting at register ``reg``."""
-        ...
-
-
-def decode_register_capture(records: Iterable[Record], addresses: tuple[int, ...],
-                            new_chip: Callable[[], CaptureChip]) -> Iterator[dict[str, Any]]:
-    """Walk captured transfers of register-file chips: a write's first byte sets the
-    register pointer (the rest are data), a read starts at the pointer. NACKs, reads with no
-    pointer and transfers to other addresses become ``rejected`` events. Never raises."""
-    chips: dict[int, CaptureChip] = {}
-    walk = CaptureWalk(addresses)
-    for addr, kind, data, head in walk(records):
-        chip = chips.setdefault(addr, new_chip())
-        if data is None:
-            what = "write" if kind == "W" else "read"
-            yield {**head, "type": "rejected",
-                   "reason": f"{what} NACKed (no device at this address, or a bus fault)"}
-        elif kind == "W":
-            if not data:
-                yield {**head, "type": "probe", "reason": "empty write (address probe)"}
-                continue
-            chip.pointer = data[0]
-            if len(data) > 1:
-                yield from chip.write(head, data[0], data[1:])
-        elif chip.pointer is None:
-            yield {**head, "type": "rejected", "bytes": data.hex(" "),
-                   "reason": "read with no register address written before it in the capture"}
-        else:
-            yield from chip.read(head, chip.pointer, data)
-    yield from walk.summary()

@@ -1,7 +1,7 @@
-"""The payload codec: SenML (RFC 8428) packs in CBOR (default) or JSON.
+"""What SenML's two representations share: labels, compact numbers, record maps, decoding.
 
-Platforms decode these with any SenML library. Three choices keep a pack small
-enough for 50,000 nodes (docs/payload.md has the byte-level walk-through):
+SenML (RFC 8428) packs are read by any SenML library. Three choices keep a pack
+small enough for 50,000 nodes (docs/payload.md has the byte-level walk-through):
 
 * names are short and their units implicit (the catalogue in
   :mod:`agent.wire.quantities` fixes them), and the node id lives in the topic, not
@@ -11,7 +11,11 @@ enough for 50,000 nodes (docs/payload.md has the byte-level walk-through):
   whichever is coarser (finer than any of these sensors' accuracy);
 * the boot session and sequence number ride as two one-letter extension fields
   (``"b"`` and ``"q"``) on the first record, which RFC 8428 section 4.4 lets any
-  parser ignore; longer labels would cost 4 bytes a message.
+  parser ignore; longer labels would cost 4 bytes a message. A pack that waited
+  through an outage gets ``"h": true`` there too.
+
+The modules :mod:`.senml_cbor` and :mod:`.senml_json` serialise these maps and know
+where ``"h"`` goes in their bytes.
 """
 
 from __future__ import annotations
@@ -20,17 +24,13 @@ import io
 import json
 import math
 import struct
-from dataclasses import dataclass, field
 from typing import Any
 
 import cbor2
 
 from agent.wire import quantities
-
-CBOR = "senml-cbor"
-JSON = "senml-json"
-FORMATS = (CBOR, JSON)
-CONTENT_TYPES = {CBOR: "application/senml+cbor", JSON: "application/senml+json"}
+from agent.wire.formats import PayloadError
+from agent.wire.model import MAX_PAYLOAD, Pack, Record
 
 # RFC 8428 table 4: JSON label -> CBOR integer label.
 LABELS = {
@@ -40,40 +40,6 @@ LABELS = {
 LABEL_NAMES = {v: k for k, v in LABELS.items()}
 #: Extension fields (string labels in both representations; not must-understand).
 SESSION, SEQUENCE, HISTORICAL = "b", "q", "h"
-
-MAX_PAYLOAD = 256 * 1024
-
-
-class PayloadError(ValueError):
-    """A payload that is not a SenML pack this codec understands."""
-
-
-@dataclass(slots=True)
-class Record:
-    """One SenML record; exactly one of value, text or flag is set."""
-
-    name: str
-    value: float | None = None
-    text: str | None = None
-    flag: bool | None = None
-    t: float | None = None  # seconds relative to the pack's base time
-
-    def __post_init__(self) -> None:
-        if sum(x is not None for x in (self.value, self.text, self.flag)) != 1:
-            raise ValueError(f"record {self.name!r} needs exactly one of value, text, flag")
-        if self.value is not None and not math.isfinite(self.value):
-            raise ValueError(f"record {self.name!r} has a non-finite value {self.value}")
-
-
-@dataclass(slots=True)
-class Pack:
-    """A message: base time (Unix s), boot session, sequence number and records."""
-
-    time: float
-    session: int
-    seq: int | None  # None only for the last will, which may never be published
-    records: list[Record] = field(default_factory=list)
-    historical: bool = False
 
 
 def compact_number(value: float, resolution: float | None, relative: float = 0.001) -> int | float:
@@ -115,19 +81,22 @@ def _time(t: float) -> int | float:
     return int(t) if float(t).is_integer() else t
 
 
-def _record_map(rec: Record, first: bool, pack: Pack, cbor: bool) -> dict[Any, Any]:
+def head(pack: Pack, cbor: bool) -> dict[Any, Any]:
+    """The pack's fields on its first record, in the order JSON writes them: base time,
+    session, sequence, then ``"h"`` if historical."""
+    m: dict[Any, Any] = {LABELS["bt"] if cbor else "bt": _time(pack.time), SESSION: pack.session}
+    if pack.seq is not None:
+        m[SEQUENCE] = pack.seq
+    if pack.historical:
+        m[HISTORICAL] = True
+    return m
+
+
+def _record_map(rec: Record, cbor: bool) -> dict[Any, Any]:
     def label(name: str) -> Any:
         return LABELS[name] if cbor else name
 
-    m: dict[Any, Any] = {}
-    if first:
-        m[label("bt")] = _time(pack.time)
-        m[SESSION] = pack.session
-        if pack.seq is not None:
-            m[SEQUENCE] = pack.seq
-        if pack.historical:
-            m[HISTORICAL] = True
-    m[label("n")] = rec.name
+    m: dict[Any, Any] = {label("n"): rec.name}
     if rec.value is not None:
         m[label("v")] = compact_number(rec.value, quantities.resolution(rec.name))
     elif rec.text is not None:
@@ -139,17 +108,25 @@ def _record_map(rec: Record, first: bool, pack: Pack, cbor: bool) -> dict[Any, A
     return m
 
 
-def encode(pack: Pack, fmt: str = CBOR) -> bytes:
-    """Encode a pack as SenML CBOR or minified SenML JSON."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown payload format {fmt!r}; use one of {FORMATS}")
+def record_maps(pack: Pack, cbor: bool) -> list[dict[Any, Any]]:
+    """The pack as SenML records, with integer labels for CBOR and text labels for JSON."""
     if not pack.records:
         raise ValueError("a pack needs at least one record")
-    cbor = fmt == CBOR
-    maps = [_record_map(r, i == 0, pack, cbor) for i, r in enumerate(pack.records)]
+    maps = [_record_map(r, cbor) for r in pack.records]
+    maps[0] = head(pack, cbor) | maps[0]
+    return maps
+
+
+def dumps(maps: list[dict[Any, Any]], cbor: bool) -> bytes:
+    """Canonical CBOR (deterministic key order) or minified JSON."""
     if cbor:
         return cbor2.dumps(maps, canonical=True)
     return json.dumps(maps, separators=(",", ":"), allow_nan=False).encode()
+
+
+def is_json(payload: bytes) -> bool:
+    """SenML JSON is an array, so it starts with ``[`` (or white space); CBOR never does."""
+    return payload[:1] in (b"[", b" ", b"\n")
 
 
 def _normalise(raw: Any) -> list[dict[str, Any]]:
@@ -175,13 +152,13 @@ def _normalise(raw: Any) -> list[dict[str, Any]]:
 
 
 def decode(payload: bytes) -> Pack:
-    """Decode SenML CBOR or JSON (detected from the first byte) into a :class:`Pack`."""
+    """Decode SenML CBOR or JSON (told apart by the first byte) into a :class:`Pack`."""
     if len(payload) > MAX_PAYLOAD:
         raise PayloadError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
     if not payload:
         raise PayloadError("empty payload")
     try:
-        if payload[:1] in (b"[", b" ", b"\n"):
+        if is_json(payload):
             raw = json.loads(payload)
         else:
             fp = io.BytesIO(payload)
@@ -191,13 +168,13 @@ def decode(payload: bytes) -> Pack:
     except (ValueError, cbor2.CBORDecodeError, RecursionError) as exc:
         raise PayloadError(f"not SenML CBOR or JSON: {exc}") from None
     recs = _normalise(raw)
-    head = recs[0]
+    first = recs[0]
     try:
         pack = Pack(
-            time=float(head.get("bt", 0.0)),
-            session=int(head.get(SESSION, 0)),
-            seq=int(head[SEQUENCE]) if SEQUENCE in head else None,
-            historical=bool(head.get(HISTORICAL, False)),
+            time=float(first.get("bt", 0.0)),
+            session=int(first.get(SESSION, 0)),
+            seq=int(first[SEQUENCE]) if SEQUENCE in first else None,
+            historical=bool(first.get(HISTORICAL, False)),
         )
         base_name = ""
         for r in recs:
@@ -215,34 +192,13 @@ def decode(payload: bytes) -> Pack:
     return pack
 
 
-def to_readable(pack: Pack) -> dict[str, Any]:
-    """A resolved, human-readable view for ``citynode decode`` and logs."""
-    recs = []
-    for r in pack.records:
-        d: dict[str, Any] = {"n": r.name}
-        if r.value is not None:
-            res = quantities.resolution(r.name)
-            if res and res >= 1 and r.value.is_integer():
-                d["v"] = int(r.value)
-            elif res:
-                d["v"] = round(r.value, max(0, -math.floor(math.log10(res))))
-            else:
-                d["v"] = int(r.value) if r.value.is_integer() else r.value
-            unit = quantities.unit(r.name)
-            if unit:
-                d["u"] = unit
-        elif r.text is not None:
-            d["vs"] = r.text
-        else:
-            d["vb"] = r.flag
-        if r.t:
-            d["t"] = round(pack.time + r.t, 3)
-        recs.append(d)
-    out: dict[str, Any] = {"time": round(pack.time, 3), "session": pack.session}
-    if pack.seq is not None:
-        out["seq"] = pack.seq
-    out["records"] = recs
-    if pack.historical:
-        out["historical"] = True
-    return out
-
+def remark(payload: bytes) -> bytes:
+    """Mark a pack historical by decoding and re-encoding it in the representation it came
+    in: for rows spooled without a mark. Unreadable payloads come back unchanged."""
+    try:
+        pack = decode(payload)
+    except PayloadError:
+        return payload
+    pack.historical = True
+    cbor = not is_json(payload)
+    return dumps(record_maps(pack, cbor), cbor)

@@ -1,0 +1,153 @@
+"""The broker connection as every part of the node makes it: the client id, paho's client
+settings, and MQTT 5 with the fall back to 3.1.1.
+
+The uplink keeps its connection; ``citynode doctor`` and ``citynode provision`` only
+check that the broker accepts one (:func:`handshake`). All three must connect the same
+way, or a check would pass where the daemon fails (or the other way round), so the rules
+are here once:
+
+* the daemon's client id is ``mqtt.client_id``, else the topic prefix (slashes as
+  dashes) and the node id; a tool uses that id with its own suffix, never the id
+  itself, or the broker would disconnect the running daemon;
+* a fresh paho 2.x client per connection (callback API 2, no automatic reconnect);
+* ``mqtt.protocol = "auto"`` tries MQTT 5 first and falls back to 3.1.1 when the
+  broker answers that it does not speak 5 (CONNACK 1 from a 3.1.1 broker, 132 from
+  one that parses the 5 CONNECT).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+
+if TYPE_CHECKING:
+    from agent.core.config import MqttConfig
+
+MQTTv5, MQTTv311 = MQTTProtocolVersion.MQTTv5, MQTTProtocolVersion.MQTTv311
+#: CONNACK codes of a broker that does not speak MQTT 5: "unacceptable protocol version"
+#: (3.1.1) and "unsupported protocol version" (5).
+NO_MQTT5 = (1, 132)
+#: Longest client id a tool makes (the daemon's own is at most 64, ``mqtt.client_id``).
+TOOL_ID_MAX = 63
+
+
+def node_client_id(m: MqttConfig, node_id: str) -> str:
+    """The daemon's client id."""
+    return m.client_id or f"{m.prefix.replace('/', '-')}-{node_id}"
+
+
+def tool_client_id(m: MqttConfig, node_id: str, tool: str) -> str:
+    """A tool's client id: the daemon's, shortened, with ``-tool`` after it, so that a
+    check does not disconnect the running daemon and the broker's log shows whose it is."""
+    return f"{node_client_id(m, node_id)[:TOOL_ID_MAX - len(tool) - 1]}-{tool}"
+
+
+def first_protocol(setting: str) -> MQTTProtocolVersion:
+    """The version to try first for ``mqtt.protocol`` ("auto" starts with 5)."""
+    return MQTTv311 if setting == "3.1.1" else MQTTv5
+
+
+def fall_back(setting: str, protocol: MQTTProtocolVersion,
+              connack: int | None) -> MQTTProtocolVersion | None:
+    """The version to try next after CONNACK ``connack`` to ``protocol``, or None: 3.1.1
+    when ``mqtt.protocol`` is "auto" and the broker does not speak 5."""
+    if setting == "auto" and protocol == MQTTv5 and connack in NO_MQTT5:
+        return MQTTv311
+    return None
+
+
+def version_name(protocol: MQTTProtocolVersion) -> str:
+    """"5" or "3.1.1", as logs and reports name the version."""
+    return "5" if protocol == MQTTv5 else "3.1.1"
+
+
+def connack_code(reason_code: Any) -> int:
+    """The number of a CONNACK's reason code (paho gives a ReasonCode, or an int)."""
+    return int(getattr(reason_code, "value", reason_code))
+
+
+def new_client(client_id: str, protocol: MQTTProtocolVersion) -> mqtt.Client:
+    """A fresh client for one connection: no state of a dead session leaks into the next,
+    and reconnecting is the caller's business (paho's own retry is off)."""
+    return mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
+                       reconnect_on_failure=False)
+
+
+@dataclass(slots=True)
+class Handshake:
+    """How the broker answered a CONNECT (:func:`handshake`)."""
+
+    protocol: MQTTProtocolVersion
+    code: int | None = None  # the CONNACK's reason code; None: no CONNACK came
+    text: str = ""  # paho's name for the code
+    error: str = ""  # paho's first error log line (a TLS alert after the handshake shows
+    #                  only there)
+    closed: bool = False  # the broker closed the connection
+
+    @property
+    def version(self) -> str:
+        return version_name(self.protocol)
+
+
+def handshake(m: MqttConfig, client_id: str, timeout_s: float) -> Handshake:
+    """Connect as the uplink would (its client settings, TLS and credentials), wait up to
+    ``timeout_s`` for the CONNACK, and disconnect; with ``mqtt.protocol = "auto"`` again
+    in 3.1.1 when the broker does not speak 5. Raises what ``security.apply`` raises
+    (SecurityError) and, when the connection cannot be made, OSError or ValueError."""
+    protocol = first_protocol(m.protocol)
+    while True:
+        answer = _handshake_once(m, client_id, protocol, timeout_s)
+        after = fall_back(m.protocol, protocol, answer.code)
+        if after is None:
+            return answer
+        protocol = after
+
+
+def _handshake_once(m: MqttConfig, client_id: str, protocol: MQTTProtocolVersion,
+                    timeout_s: float) -> Handshake:
+    from agent.wire.security import apply
+
+    answer = Handshake(protocol)
+    client = new_client(client_id, protocol)
+    client.connect_timeout = timeout_s
+
+    def on_connect(client: Any, userdata: Any, flags: Any, reason_code: Any,
+                   properties: Any) -> None:
+        answer.code, answer.text = connack_code(reason_code), str(reason_code)
+
+    def on_disconnect(client: Any, userdata: Any, flags: Any, reason_code: Any,
+                      properties: Any) -> None:
+        answer.closed = True
+
+    def on_log(client: Any, userdata: Any, level: int, text: str) -> None:
+        if level == mqtt.MQTT_LOG_ERR and not answer.error:
+            answer.error = text
+
+    client.on_connect, client.on_disconnect, client.on_log = on_connect, on_disconnect, on_log
+    try:
+        apply(client, m)
+        client.connect(m.host, m.port, keepalive=m.keepalive_s)
+        deadline = time.monotonic() + timeout_s
+        while answer.code is None and not answer.closed and time.monotonic() < deadline:
+            if client.loop(timeout=0.1) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                break
+    finally:
+        _close(client, connected=answer.code == 0)
+    return answer
+
+
+def _close(client: mqtt.Client, *, connected: bool) -> None:
+    """Say goodbye when connected, and never leave the socket open."""
+    try:
+        if connected:
+            client.disconnect()
+            client.loop(timeout=0.1)
+        sock = client.socket()
+        if sock is not None:
+            sock.close()
+    except (OSError, ValueError):
+        pass
