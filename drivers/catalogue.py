@@ -29,6 +29,7 @@ DEVICES = (
     "pzem004t",      # Peacefair PZEM-004T v3 power meter (UART, Modbus)
     "adxl345",       # Analog Devices ADXL345 accelerometer (I2C)
     "mpu6050",       # InvenSense MPU-6050 accelerometer (I2C)
+    "bh1750",        # ROHM BH1750 ambient light (I2C)
 )
 
 
