@@ -30,6 +30,7 @@ DEVICES = (
     "adxl345",       # Analog Devices ADXL345 accelerometer (I2C)
     "mpu6050",       # InvenSense MPU-6050 accelerometer (I2C)
     "bh1750",        # ROHM BH1750 ambient light (I2C)
+    "ltr390",        # Lite-On LTR390 ambient light and UV index (I2C)
 )
 
 
