@@ -147,6 +147,9 @@ sdcard-kit: venv
 		$(if $(NODE_HOSTNAME),--hostname "$(NODE_HOSTNAME)") $(if $(FORCE),--force)
 
 test-arm64: venv deps-system
+	@if [ "$$(id -u)" = 0 ] && ! command -v qemu-aarch64-static >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			qemu-user-static binfmt-support debootstrap >/dev/null; fi
 	$(PYTEST) -q -m arm64 --timeout 1200
 
 clean:

@@ -550,7 +550,8 @@ def bytes_per_day(work: Path, day: list[tuple[float, str, str, bytes]]) -> dict[
     payload_bytes = sum(len(m[3]) + len(m[2]) for m in day)
     worst = max(wchar, wbytes, growth)
     print(f"\n4. Bytes written per day at default settings (batch_s={DEFAULT_SPOOL.batch_s:g}, "
-          f"ack_flush_s=60, report every {REPORT_S:g} s, health every {HEALTH_S:g} s, "
+          f"deletions within batch_s, report every {REPORT_S:g} s, health every "
+          f"{HEALTH_S:g} s, "
           f"{EVENTS_PER_DAY} events)")
     print(f"   spool folder {db.parent} is on {mount} ({fstype}, {dev})"
           + ("  WARNING: not a block device, figures are meaningless"

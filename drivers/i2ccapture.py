@@ -11,11 +11,44 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["CaptureWalk", "Record"]
+__all__ = ["BadLine", "CaptureWalk", "Record", "parse_line"]
 
 Record = tuple[int, str, "bytes | None"]
+
+#: The highest 7-bit I2C address: a capture line naming a larger one is not a transfer.
+MAX_ADDRESS = 0x7F
+
+
+class BadLine(NamedTuple):
+    """A capture line that is not a transfer (``line`` counts from 1): reported as a
+    rejected entry, never handed to a decoder."""
+
+    line: int
+    reason: str
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """A line as an error message quotes it: a 50 MB line must not become the message."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def parse_line(line: str) -> Record | None:
+    """One ``ADDR W|R HEX`` capture line (``R NACK`` for a refused read); None for a blank
+    line or a comment. ValueError says what is wrong with anything else."""
+    text = line.split("#", 1)[0].strip()
+    if not text:
+        return None
+    parts = text.split(None, 2)
+    if len(parts) < 2 or parts[1].upper() not in ("W", "R"):
+        raise ValueError(f"expected 'ADDR W|R HEX', got {_shown(line.strip())!r}")
+    addr = int(parts[0], 16)
+    if not 0 <= addr <= MAX_ADDRESS:
+        raise ValueError(f"address {_shown(parts[0])} is not a 7-bit I2C address (00..7f)")
+    rest = parts[2] if len(parts) > 2 else ""
+    data = None if rest.strip().upper() == "NACK" else bytes.fromhex(rest)
+    return addr, parts[1].upper(), data
 
 
 class CaptureWalk:
@@ -43,7 +76,10 @@ class CaptureWalk:
         self.others[addr] += 1
 
     def summary(self) -> Iterator[dict[str, Any]]:
+        """One ``rejected`` event for every transfer to another address; ``ignored`` counts
+        them by address, so ``citynode frames`` accounts for every transfer."""
         if self.others:
             where = ", ".join(f"0x{a:02x} ({n})" for a, n in sorted(self.others.items()))
             yield {"type": "rejected", "reason": f"transfers to addresses other than "
-                   f"{'/'.join(f'0x{a:02x}' for a in self.addresses)} ignored: {where}"}
+                   f"{'/'.join(f'0x{a:02x}' for a in self.addresses)} ignored: {where}",
+                   "ignored": {f"0x{a:02x}": n for a, n in sorted(self.others.items())}}

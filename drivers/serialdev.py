@@ -90,8 +90,11 @@ class SerialDevice:
     def open(self) -> None:
         self.close()
         try:
+            # exclusive: an flock, so a second opener (citynode doctor, a second daemon)
+            # fails cleanly instead of stealing bytes from the one reading the sensor
             self._ser = self.serial_factory(
-                self.port, baudrate=9600, bytesize=8, parity="N", stopbits=1, timeout=0.2
+                self.port, baudrate=9600, bytesize=8, parity="N", stopbits=1, timeout=0.2,
+                exclusive=True,
             )
             self._ser.reset_input_buffer()
         except (serial.SerialException, OSError, termios.error, ValueError) as exc:

@@ -176,7 +176,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Any:
             [sys.executable, "-m", "agent", "doctor", "--config", str(path), "--json",
              "--only", "config,i2c,serial,gpio", "--listen-s", "4"],
             capture_output=True, text=True, cwd=ROOT, timeout=120, stdin=subprocess.DEVNULL)
-        rows = json.loads(doctor.stdout or "[]")
+        rows = json.loads(doctor.stdout or '{"rows": []}')["rows"]  # docs/doctor.md --json
         env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
         proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(path)],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

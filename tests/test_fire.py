@@ -255,6 +255,9 @@ def test_replay_cli_errors_name_the_line(tmp_path, text, message):
 def test_replay_cli_missing_file_and_bad_model(tmp_path):
     out, err = io.StringIO(), io.StringIO()
     assert run_cli(str(tmp_path / "nope.csv"), out, err) == 66 and "nope.csv" in err.getvalue()
-    code, out, err = cli(tmp_path, "t,temperature_c\n0,20\n",
-                         model=str(tmp_path / "other.tflite"))
-    assert code == 0 and "rules only" in err
+    missing = str(tmp_path / "other.tflite")
+    code, out, err = cli(tmp_path, "t,temperature_c\n0,20\n", model=missing)
+    # like detect fall: one line naming the .tflite, exit 66 (it used to warn twice,
+    # naming the .json, and exit 0)
+    assert code == 66 and out == "" and err.count("\n") == 1
+    assert err.startswith("error: ") and "other.tflite" in err and ".json" not in err

@@ -48,7 +48,7 @@ def factory():
 
 
 def make(tmp_path):
-    cfg = config.parse(CFG.format(state=tmp_path))
+    cfg = config.parse(CFG.format(state=tmp_path), check_devices=False)  # /dev/null ports
     sent: list[list[Record]] = []
     return Household(cfg, context(tmp_path, sent.append)), sent
 
@@ -110,7 +110,7 @@ def test_activity_settings_reach_the_detector(tmp_path, factory):
     text = CFG.format(state=tmp_path).replace(
         "min_inactivity_s = 3600\n", "min_inactivity_s = 7200\nmargin = 1.5\n"
         "max_wait_s = 36000\nutc_offset_h = 9\n")
-    cfg = config.parse(text)
+    cfg = config.parse(text, check_devices=False)
     hh = Household(cfg, context(tmp_path, lambda recs: None))
     det = hh.activity
     assert det is not None

@@ -15,7 +15,8 @@ def test_walk_keeps_the_chips_transfers_and_reports_the_rest_once() -> None:
                     (0x44, "R", None, {"transfer": 2, "addr": "0x44"})]
     assert list(walk.summary()) == [{
         "type": "rejected",
-        "reason": "transfers to addresses other than 0x44/0x45 ignored: 0x50 (2), 0x68 (1)"}]
+        "reason": "transfers to addresses other than 0x44/0x45 ignored: 0x50 (2), 0x68 (1)",
+        "ignored": {"0x50": 2, "0x68": 1}}]
     assert list(CaptureWalk((0x44,)).summary()) == []
 
 

@@ -10,8 +10,10 @@ code as ``make bundle``. The real aarch64 bundle is installed in tests/test_arm6
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import importlib.util
+import io
 import os
 import shutil
 import subprocess
@@ -22,6 +24,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from file_kinds import KINDS, WRITABLE, check_outcome, make
+from file_kinds import snapshot as entries
 
 from agent.tools import sdcard
 
@@ -571,3 +575,90 @@ def test_bundle_fetches_requirements_marked_for_the_target_only(tmp_path: Path) 
         pytest.skip("on an aarch64 host the marker holds here too")
     assert bundle.target_only_requirements(whl, "", "aarch64", "3.11") == ["lgpio<1,>=0.2"]
     assert bundle.target_only_requirements(whl, "", "x86_64", "3.11") == []
+
+
+# -- sdcard-kit writes only its own files; special files are refused, links followed ---------------
+def kit_quietly(boot: Path, bundle: Path, cfg: Path, creds: Path, *extra: str
+                ) -> tuple[int, str]:
+    """sdcard-kit in this process (fast enough for many cases); a traceback fails the test."""
+    from agent.tools.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["sdcard-kit", "--out", str(boot), "--bundle", str(bundle), "--config",
+                     str(cfg), "--credentials", str(creds), *extra])
+    return code, out.getvalue() + err.getvalue()
+
+
+@pytest.fixture
+def kit_inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
+    boot, cfg, creds = tmp_path / "bootfs", tmp_path / "node.toml", tmp_path / "mqtt.toml"
+    boot.mkdir()
+    cfg.write_text(NODE_TOML)
+    creds.write_text('username = "pole-0042"\npassword = "s3cret"\n')
+    return boot, cfg, creds
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sdcard_kit_cmdline_of_every_kind(kit_inputs, bundle: Path, kind: str) -> None:
+    """cmdline.txt is replaced atomically, through a symlink to its target, and never when
+    it is a directory, a FIFO (reading it would hang), a device or a socket."""
+    boot, cfg, creds = kit_inputs
+    make(boot / "cmdline.txt", kind, STOCK_CMDLINE.encode())
+    before = entries(boot)
+    code, out = kit_quietly(boot, bundle, cfg, creds)
+    if kind == "missing":  # not a boot partition: the kit only, and how to hook it
+        assert code == 0 and sdcard.HOOK_RUN in out and not (boot / "cmdline.txt").exists()
+    elif kind in WRITABLE - {"dangling"}:
+        assert code == 0, out
+        check_outcome(boot, "cmdline.txt", kind, before, True)  # the kit is new: not compared
+        tokens = (boot / "cmdline.txt").read_text().split()
+        assert tokens[-3:] == [sdcard.HOOK_RUN, *sdcard.HOOK_EXTRA]
+        assert (boot / "citynode" / "cmdline.txt.orig").read_text() == STOCK_CMDLINE
+        if os.path.islink(boot / "cmdline.txt"):
+            assert "through the symlink cmdline.txt" in out
+    else:  # a dangling link has nothing to read (66); the rest is not ours to replace (73)
+        assert code == (66 if kind == "dangling" else 73), out
+        assert out.count("\n") == 1 and "Traceback" not in out
+        assert entries(boot) == before
+
+
+@pytest.mark.parametrize("kind", ["link_to_dir", "regular", "fifo", "chardev"])
+@pytest.mark.parametrize("where", ["citynode", ".citynode.new"])
+def test_sdcard_kit_replaces_only_its_own_folder(kit_inputs, bundle: Path, kind: str,
+                                                 where: str) -> None:
+    """`citynode/` (with --force) and the staging folder are removed only when they are real
+    directories: a symlink there once had rmtree fail with a traceback, or the kit written
+    into the link's target."""
+    if kind == "chardev" and "chardev" not in KINDS:
+        pytest.skip("cannot make a device node here")
+    boot, cfg, creds = kit_inputs
+    (boot / "cmdline.txt").write_text(STOCK_CMDLINE)
+    make(boot / where, kind)
+    before = entries(boot)
+    code, out = kit_quietly(boot, bundle, cfg, creds, "--force")
+    assert code == 73 and "not a directory" in out and out.count("\n") == 1, out
+    assert entries(boot) == before
+
+
+@pytest.mark.parametrize("option", ["--config", "--credentials"])
+def test_sdcard_kit_bounded_inputs(kit_inputs, bundle: Path, option: str) -> None:
+    boot, cfg, creds = kit_inputs
+    args = {"--config": cfg, "--credentials": creds}
+    args[option] = Path("/dev/zero")
+    code, out = kit_quietly(boot, bundle, args["--config"], args["--credentials"])
+    assert code == 65 and "larger than" in out and not (boot / "citynode").exists()
+
+
+def test_sdcard_kit_secret_from_a_pipe(kit_inputs, bundle: Path, tmp_path: Path) -> None:
+    """Each input is read once: a secret may come from a pipe (<(pass show ...))."""
+    boot, cfg, creds = kit_inputs
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(["sh", "-c", f"cat {creds} > {fifo}"])
+    try:
+        code, out = kit_quietly(boot, bundle, cfg, fifo)
+    finally:
+        writer.wait(10)
+    assert code == 0, out
+    assert (boot / "citynode" / "secrets" / "mqtt.toml").read_bytes() == creds.read_bytes()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -157,12 +158,33 @@ def test_set_config_applies_and_rolls_back(running):
     assert proc.poll() is None
 
 
-def test_rollback_when_new_sensor_cannot_open(running):
-    """The port exists (validation passes) but is no serial device: rolled back."""
+def test_a_port_that_is_no_serial_device_is_refused_before_anything_changes(running):
+    """A regular file passes an existence check, never a serial port's: validation
+    refuses it, naming the key, and the running sensor is not touched."""
     _proc, platform, cfg, tmp_path = running
     text = cfg.read_text()
     fake = tmp_path / "not-a-tty"
     fake.write_text("")
+    new = text.replace(f'port = "{tmp_path}/dev/pms0"', f'port = "{fake}"')
+    assert new != text
+    platform.send({"id": "f1", "cmd": "set-config", "args": {"toml": new}})
+    r = platform.wait(lambda: platform.results.get("f1"), 40)
+    assert r["status"] == "error" and "port" in r["error"], r
+    assert "not a serial device" in r["error"] and "rolled back" not in r["error"], r
+    assert cfg.read_text() == text
+    platform.send({"id": "f2", "cmd": "sample-now"})
+    assert platform.wait(lambda: platform.results.get("f2"))["status"] == "ok"
+
+
+def test_rollback_when_new_sensor_cannot_open(running):
+    """A serial device node (validation passes) whose UART is not there: rolled back."""
+    _proc, platform, cfg, tmp_path = running
+    text = cfg.read_text()
+    fake = tmp_path / "ttyDEAD"
+    try:  # a character device of the serial major with no UART behind it (ENXIO)
+        os.mknod(fake, stat.S_IFCHR | 0o600, os.makedev(4, 250))
+    except OSError as exc:
+        pytest.skip(f"cannot make a device node here: {exc.strerror}")
     new = text.replace(f'port = "{tmp_path}/dev/pms0"', f'port = "{fake}"')
     assert new != text
     platform.send({"id": "r1", "cmd": "set-config", "args": {"toml": new}})

@@ -3,6 +3,7 @@ agent/wire/security.py demands, a config rewritten section by section, one real 
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import io
 import os
@@ -12,12 +13,16 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from file_kinds import KINDS, WRITABLE, check_outcome, make, snapshot
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.core import config
 from agent.tools import provision
@@ -372,3 +377,172 @@ def test_parse_broker():
     assert provision.parse_broker("[::1]:1883") == ("::1", 1883)
     with pytest.raises(provision.Fail):
         provision.parse_broker("a:b:c")
+
+
+# -- only regular files are replaced; symlinks are written through ----------------------------
+MINIMAL = b'[node]\nid = "old-id"\n'
+
+
+def provision_quietly(*args: str) -> tuple[int, str, str]:
+    """main(["provision", ...]) in this process, without pytest's capture fixtures (so it
+    can run under hypothesis); an exception (a traceback) fails the test."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["provision", "--node-id", NODE, "--broker", "127.0.0.1", "--owner", ME,
+                     "--no-check", *args])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_config_of_every_kind(tmp_path: Path, kind: str) -> None:
+    """--config /dev/null once printed "updated /dev/null" and put a file in its place; a
+    symlink was replaced by a file (its target unchanged); a directory gave a traceback."""
+    cfg = tmp_path / "citynode.toml"
+    make(cfg, kind, MINIMAL)
+    before = snapshot(tmp_path)
+    code, out, err = provision_quietly("--config", str(cfg), "--secrets-dir",
+                                       str(tmp_path / "etc"))
+    if kind in WRITABLE:
+        assert code == 0, err
+        check_outcome(tmp_path, cfg.name, kind, before, True)
+        assert config.load(cfg, check_devices=False).node.id == NODE
+        if os.path.islink(cfg):
+            assert f"{os.path.realpath(cfg)} through the symlink {cfg}" in out
+    else:
+        assert code == 73, err
+        assert err.startswith(f"citynode provision: error: --config {cfg}: ")
+        assert err.count("\n") == 1 and "nothing was written" in err
+        check_outcome(tmp_path, cfg.name, kind, before, False)
+
+
+@pytest.mark.skipif("chardev" not in KINDS, reason="needs root to make a device node")
+def test_a_device_node_is_named(tmp_path: Path, capsys) -> None:
+    """A /dev/null of our own (mknod 1,3): were the refusal to break, the machine's
+    /dev/null would not be the casualty."""
+    null = tmp_path / "null"
+    make(null, "chardev")
+    code = main(["provision", "--node-id", NODE, "--broker", "127.0.0.1", "--owner", ME,
+                 "--no-check", "--config", str(null), "--secrets-dir", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert code == 73 and f"{null}: is a character device, not a regular file" in err
+    assert stat.S_ISCHR(os.stat(null).st_mode)
+
+
+def test_password_from_standard_input_with_a_dash(site: Path, capsys,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"s3cret\n")))
+    code, _, err = run(site, capsys, "--broker", "127.0.0.1:1", "--no-check",
+                       "--username", "u", "--password-file", "-")
+    assert code == 0, err
+    creds = next((site / "secrets").glob("mqtt-credentials.toml"), None) or next(
+        site.rglob("mqtt-credentials.toml"))
+    assert tomllib.loads(creds.read_text())["password"] == "s3cret"
+
+
+def test_a_certificate_cannot_come_from_standard_input(site: Path, capsys) -> None:
+    code, _, err = run(site, capsys, "--broker", "127.0.0.1:8883", "--no-check", "--ca", "-")
+    assert code == 64 and "--ca -: give a file" in err
+
+
+def test_secret_symlink_leading_out_of_the_secrets_dir_is_refused(site: Path, pki: Path,
+                                                                  capsys) -> None:
+    (site / "etc").mkdir()
+    elsewhere = site / "shadow"
+    elsewhere.write_text("root:*:19000::::::\n")
+    (site / "etc" / "mqtt-credentials.toml").symlink_to(elsewhere)
+    code, _, err = run(site, capsys, "--broker", "127.0.0.1", "--password-file",
+                       str(pki / "pw"), "--no-check", "--force")
+    assert code == 73 and f"is a symlink to {elsewhere}, outside {site / 'etc'}" in err
+    assert elsewhere.read_text() == "root:*:19000::::::\n"
+    assert (site / "citynode.toml").read_text() == EXISTING
+
+
+def test_config_must_not_be_a_secret(site: Path, pki: Path, capsys) -> None:
+    cfg = site / "etc" / "mqtt-credentials.toml"
+    code = main(["provision", "--node-id", NODE, "--broker", "127.0.0.1", "--owner", ME,
+                 "--no-check", "--config", str(cfg), "--secrets-dir", str(site / "etc"),
+                 "--password-file", str(pki / "pw")])
+    assert code == 64 and "is where" in capsys.readouterr().err and not cfg.exists()
+
+
+@pytest.mark.parametrize("option, make_input, code, words", [
+    ("--ca", lambda p: os.mkfifo(p), 66, "is a FIFO (named pipe), not a regular file"),
+    ("--ca", lambda p: p.mkdir(), 66, "--ca"),
+    ("--password-file", lambda p: os.mkfifo(p), 65, "password: empty"),  # no writer: no wait
+    ("--password-file", lambda p: p.symlink_to("/dev/zero"), 65, "larger than 4096 bytes"),
+])
+def test_special_inputs(site: Path, capsys, option, make_input, code, words) -> None:
+    src = site / "input"
+    make_input(src)
+    got, _, err = run(site, capsys, "--broker", "127.0.0.1", option, str(src), "--no-check")
+    assert got == code and words in err and err.count("\n") == 1
+    assert (site / "citynode.toml").read_text() == EXISTING
+
+
+def test_config_that_is_not_text(site: Path, capsys) -> None:
+    (site / "citynode.toml").write_bytes(b"[node]\nid = \"\xff\"\n")
+    code, _, err = run(site, capsys, "--broker", "127.0.0.1", "--no-check")
+    assert code == 78 and "is not UTF-8 text" in err
+
+
+def test_uncommenting_the_sensor_example_gives_a_valid_config(tmp_path: Path, capsys) -> None:
+    """The new configuration invites uncommenting its [[sensor]] example: that must give
+    valid TOML (the example comes before [mqtt], not after its keys)."""
+    cfg = tmp_path / "citynode.toml"
+    assert provision_quietly("--config", str(cfg), "--secrets-dir", str(tmp_path))[0] == 0
+    lines = cfg.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line == "# [[sensor]]")
+    end = next(i for i, line in enumerate(lines) if line == "[mqtt]")
+    assert start < end
+    lines[start:end] = [line[2:] if line.startswith("# ") else line.removeprefix("#")
+                        for line in lines[start:end]]
+    cfg.write_text("\n".join(lines) + "\n")
+    assert main(["config", "check", "--no-devices", str(cfg)]) == 0, capsys.readouterr().err
+    c = config.load(cfg, check_devices=False)
+    assert len(c.sensor) == 1 and c.mqtt.host == "127.0.0.1" and c.node.id == NODE
+
+
+SECRET_KINDS = [*KINDS, "outside"]  # outside: a symlink to a file beside the configuration
+
+
+@settings(max_examples=80, deadline=None)
+@given(cfg_kind=st.sampled_from(KINDS), cred_kind=st.sampled_from(SECRET_KINDS))
+def test_provision_never_replaces_what_is_not_a_regular_file(cfg_kind: str,
+                                                              cred_kind: str) -> None:
+    """Whatever the configuration and the credentials file are, provision writes through
+    symlinks to regular files or refuses (73) with one line, changing nothing."""
+    with tempfile.TemporaryDirectory() as d:
+        site, secrets = Path(d, "site"), Path(d, "etc")
+        site.mkdir()
+        secrets.mkdir()
+        (Path(d) / "pw").write_text(PASSWORD + "\n")
+        cfg, cred = site / "citynode.toml", secrets / "mqtt-credentials.toml"
+        make(cfg, cfg_kind, MINIMAL)
+        if cred_kind == "outside":
+            (site / "theirs").write_text("not ours\n")
+            cred.symlink_to(site / "theirs")
+        else:
+            make(cred, cred_kind, b'username = "x"\npassword = "y"\n')
+        before = {f: snapshot(f) for f in (site, secrets)}
+        code, _, err = provision_quietly("--config", str(cfg), "--secrets-dir", str(secrets),
+                                         "--password-file", str(Path(d) / "pw"), "--force")
+        wrote = cfg_kind in WRITABLE and cred_kind in WRITABLE
+        assert code == (0 if wrote else 73), err
+        assert "Traceback" not in err and (wrote or err.count("\n") == 1)
+        check_outcome(site, cfg.name, cfg_kind, before[site], wrote)
+        if cred_kind == "outside":
+            return
+        check_outcome(secrets, cred.name, cred_kind, before[secrets], wrote)
+        if wrote:
+            assert security.read_credentials(str(cred)) == (NODE, PASSWORD)
+            assert config.load(cfg, check_devices=False).mqtt.credentials_file == str(cred)
+
+
+@given(st.text())
+def test_credentials_round_trip_any_password(password: str) -> None:
+    """Any text a password file can hold (emoji beyond U+FFFF, control characters, quotes)
+    comes back unchanged from the credentials file provision writes."""
+    from agent.tools.provision import credentials_toml
+
+    assert tomllib.loads(credentials_toml("node", password).decode()) == {
+        "username": "node", "password": password}

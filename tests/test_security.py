@@ -8,10 +8,15 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
+from unittest import mock
 
 import paho.mqtt.client as mqtt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.core.config import MqttConfig
@@ -334,3 +339,116 @@ def test_validate_security_refuses_and_warns(pem: Path, tmp_path: Path,
     os.chmod(creds, 0o640)
     with pytest.raises(SecurityError, match="chmod 600"):
         security.validate_security(cfg(credentials_file=creds))
+
+
+# -- no chmod or chown advice for files that are not the node's ---------------------------------
+CRED_WHAT = "MQTT credentials file (mqtt.credentials_file)"
+
+
+def test_etc_passwd_is_not_a_citynode_secret() -> None:
+    """credentials_file = "/etc/passwd" once got "Fix: chmod 600 /etc/passwd; chown citynode:
+    /etc/passwd", which would lock every user out of the machine."""
+    with pytest.raises(SecurityError) as err:
+        read_credentials("/etc/passwd")
+    msg = str(err.value)
+    assert "/etc/passwd: is not a citynode secret but a system file (under /etc/)" in msg
+    assert "chmod" not in msg and "chown" not in msg
+    assert "leave its mode and owner alone; point mqtt.credentials_file at" in msg
+    assert err.value.key == "mqtt.credentials_file"
+
+
+def test_the_setting_and_its_line_are_named(tmp_path: Path) -> None:
+    text = ('[node]\nid = "n"\n\n[mqtt]\nhost = "broker"\n# secrets\n'
+            'credentials_file = "/etc/passwd"\n')
+    path = tmp_path / "citynode.toml"
+    path.write_text(text)
+    with pytest.raises(SecurityError) as err:
+        security.validate_security(cfg(credentials_file="/etc/passwd"), config_path=path)
+    assert str(err.value).startswith(f"{path}:7: {CRED_WHAT} /etc/passwd: is not a citynode ")
+    with pytest.raises(SecurityError, match=r"^x\.toml:7: "):  # the text at hand: not re-read
+        security.validate_security(cfg(credentials_file="/etc/passwd"), config_path="x.toml",
+                                   config_text=text)
+    # What the daemon prints when it refuses to start.
+    proc = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 78, proc.stderr
+    assert f"{path}:7: {CRED_WHAT} /etc/passwd: is not a citynode secret" in proc.stderr
+    assert "chmod" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_the_nodes_own_files_keep_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                          ) -> None:
+    """In citynode's own folder inside a system one (like /etc/citynode in /etc), the
+    chmod is the right fix; next to it, in the system folder, it is not."""
+    monkeypatch.setattr(security, "SYSTEM_DIRS", (str(tmp_path),))
+    monkeypatch.setattr(security, "OWN_DIRS", (str(tmp_path / "citynode"),))
+    (tmp_path / "citynode").mkdir()
+    own = _file(tmp_path / "citynode" / "c.toml", 'username = "u"\npassword = "p"\n', 0o644)
+    with pytest.raises(SecurityError, match=rf"Fix: chmod 600 {own}; chown \S+: {own}$"):
+        read_credentials(own)
+    system = _file(tmp_path / "c.toml", 'username = "u"\npassword = "p"\n', 0o644)
+    with pytest.raises(SecurityError, match="not a citynode secret") as err:
+        read_credentials(system)
+    assert "chmod" not in str(err.value)
+    # A link from citynode's folder into the system's is judged by where it leads.
+    link = tmp_path / "citynode" / "link.toml"
+    link.symlink_to(system)
+    with pytest.raises(SecurityError, match=rf"not a citynode secret but a symlink to {system}"):
+        read_credentials(str(link))
+    # systemd's StateDirectory= is the node's too.
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    with pytest.raises(SecurityError, match="Fix: chmod 600"):
+        read_credentials(system)
+
+
+@pytest.mark.skipif(not ROOT, reason="chown to a system account needs root")
+def test_file_of_another_system_account(tmp_path: Path) -> None:
+    """A key of www-data or postgres is theirs: chown-ing it to citynode breaks them."""
+    service = {0, os.geteuid()}
+    try:
+        import pwd
+
+        service.add(pwd.getpwnam("citynode").pw_uid)
+    except KeyError:
+        pass
+    uid = next(u for u in range(101, 999) if u not in service)
+    path = _file(tmp_path / "node.key", mode=0o600)
+    os.chown(path, uid, uid)
+    with pytest.raises(SecurityError, match="not a citynode secret but a file of the system "
+                                            "account") as err:
+        check_private(path, WHAT)
+    assert "chown" not in str(err.value) and "point mqtt.key_file at" in str(err.value)
+
+
+SYSTEM_FILES = [p for p in ("/etc/passwd", "/etc/shadow", "/etc/hostname", "/etc/ssl/private",
+                            "/usr/bin/env", "/bin/sh", "/root/.bashrc", "/root",
+                            "/proc/self/status", "/sys/kernel/mm", "/dev/null", "/dev/zero",
+                            "/var/log", "/run") if os.path.lexists(p)]
+
+
+@settings(max_examples=80, deadline=None)
+@given(target=st.sampled_from(SYSTEM_FILES), via_link=st.booleans(),
+       euid=st.sampled_from([0, 4242]),
+       check=st.sampled_from(["private", "public", "credentials", "ca", "key"]))
+def test_never_advises_changing_a_system_file(target: str, via_link: bool, euid: int,
+                                              check: str) -> None:
+    """Whatever system file a setting names (directly or through a symlink), as root or as
+    the service user: refused or accepted, but never "chmod" or "chown" it."""
+    with tempfile.TemporaryDirectory() as d, \
+            mock.patch.object(os, "geteuid", return_value=euid):
+        path = target
+        if via_link:
+            path = os.path.join(d, "link")
+            os.symlink(target, path)
+        calls = {
+            "private": lambda: check_private(path, WHAT),
+            "public": lambda: security._check_public(path, "CA certificate (mqtt.ca_file)"),
+            "credentials": lambda: read_credentials(path),
+            "ca": lambda: tls_context(cfg(tls=True, ca_file=path)),
+            "key": lambda: tls_context(cfg(tls=True, cert_file=path, key_file=path)),
+        }
+        try:
+            calls[check]()
+        except SecurityError as exc:
+            assert "chmod" not in str(exc) and "chown" not in str(exc), str(exc)

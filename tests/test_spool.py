@@ -10,6 +10,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agent.wire.spool import EVENT, TELEMETRY, Spool
 
@@ -276,3 +278,112 @@ def test_disk_full_keeps_accepting_and_sending(tiny_fs):
     assert not s.disk_full
     assert [m.payload for m in s.iter_ready(EVENT)] == [b"after"]
     s.close()
+
+
+# -- item 12 of issue 14: bounded duplicates, exact eviction, reading past acknowledgements --
+def crash(s: Spool) -> None:
+    """Like SIGKILL: what is committed stays, what waits in memory (a telemetry batch,
+    acknowledgements not yet deleted) is gone."""
+    s._db.close()
+
+
+def test_acknowledged_rows_are_deleted_within_batch_s(tmp_path):
+    """A kill re-sends only what was acknowledged in the last batch window, not the last
+    minute (the old default deferred deletions up to 60 s)."""
+    clock = Clock()
+    s = Spool(tmp_path / "s.db", batch_s=1.0, clock=clock)
+    for i in range(5):
+        s.put(EVENT, "e", bytes([i]))
+    for m in s.iter_ready(EVENT):
+        s.ack(EVENT, m.id)
+    commits = s.commits
+    s.maintain()
+    assert s.commits == commits  # not at once: it rides with a commit within the window
+    clock.t += 1.0
+    s.maintain()
+    assert s.commits == commits + 1
+    crash(s)
+    s = Spool(tmp_path / "s.db")
+    assert ids(s, EVENT) == [] and s.depth() == 0  # nothing to send again
+    s.close()
+
+
+def test_batch_s_zero_deletes_at_the_next_maintain_not_one_commit_per_ack(tmp_path):
+    s = Spool(tmp_path / "s.db", batch_s=0)
+    for i in range(50):
+        s.put(TELEMETRY, "t", bytes([i]))
+    commits = s.commits
+    for m in s.iter_ready(TELEMETRY):
+        s.ack(TELEMETRY, m.id)
+    assert s.commits == commits
+    s.maintain()
+    assert s.commits == commits + 1 and ids(s, TELEMETRY) == []
+    s.close()
+
+
+def test_reading_goes_past_acknowledged_rows_awaiting_deletion(tmp_path):
+    """After a reconnect the uplink reads from the start; a read-ahead batch made only of
+    acknowledged rows must not make the lane look empty."""
+    s = Spool(tmp_path / "s.db", batch_s=5.0, clock=Clock())
+    for i in range(100):
+        s.put(EVENT, "e", bytes([i]))
+    for i in range(1, 61):
+        s.ack(EVENT, i)
+    assert [m.id for m in s.iter_ready(EVENT, limit=32)] == list(range(61, 93))
+    assert [m.id for m in s.iter_ready(EVENT, 0, limit=10, upto=65)] == list(range(61, 66))
+    assert s.last_id(EVENT) == 100 and s.last_id(TELEMETRY) == 0
+    s.close()
+
+
+def test_one_eviction_round_stops_at_ninety_percent(tmp_path):
+    """A small spool and big rows: the old minimum of 64 rows a round emptied the whole
+    telemetry backlog at once."""
+    row = 1000
+    s = Spool(tmp_path / "s.db", max_bytes=64 * 1024, batch_s=0)
+    size = row + 1 + 48  # payload + topic + ROW_OVERHEAD
+    fits = s.max_bytes // size
+    for i in range(fits):
+        s.put(TELEMETRY, "t", i.to_bytes(4, "big") + b"T" * (row - 4))
+    assert s.evicted[TELEMETRY] == 0
+    s.put(TELEMETRY, "t", fits.to_bytes(4, "big") + b"T" * (row - 4))  # one over the bound
+    target = int(s.max_bytes * 0.9)
+    assert target - size < s.bytes <= target
+    assert s.evicted[TELEMETRY] == (fits + 1) - s.counts[TELEMETRY]
+    assert s.counts[TELEMETRY] >= fits * 0.85  # about a tenth went, not the backlog
+    left = s.iter_ready(TELEMETRY, limit=10_000)
+    assert int.from_bytes(left[0].payload[:4], "big") == s.evicted[TELEMETRY]  # the oldest
+    s.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(max_kib=st.integers(64, 96),
+       puts=st.lists(st.tuples(st.sampled_from([EVENT, TELEMETRY, TELEMETRY]),
+                               st.integers(1, 6000)), min_size=40, max_size=200))
+def test_eviction_takes_the_shortest_run_of_oldest_rows(tmp_path, max_kib, puts):
+    """Against a model: after every commit the counted size is within the bound, and an
+    eviction removed the oldest telemetry (events only when no telemetry is left), no
+    more rows than needed to get back to 90 %."""
+    path = tmp_path / f"evict-{uuid.uuid4().hex}.db"
+    s = Spool(path, max_bytes=max_kib * 1024, batch_s=0)
+    model: dict[str, list[int]] = {EVENT: [], TELEMETRY: []}
+    target = int(s.max_bytes * 0.9)
+    try:
+        for lane, n in puts:
+            before = dict(s.evicted)
+            s.put(lane, "t", b"x" * n)
+            model[lane].append(n + 1 + 48)
+            gone = {k: s.evicted[k] - before[k] for k in model}
+            last = 0
+            for k in (TELEMETRY, EVENT):
+                if gone[k]:
+                    assert k == TELEMETRY or not model[TELEMETRY]
+                    last = model[k][gone[k] - 1]
+                    del model[k][:gone[k]]
+            assert s.bytes == sum(model[EVENT]) + sum(model[TELEMETRY])
+            assert s.counts == {k: len(v) for k, v in model.items()}
+            assert s.bytes <= s.max_bytes
+            if last:
+                assert s.bytes <= target < s.bytes + last  # not a row more than needed
+    finally:
+        s.close()

@@ -528,7 +528,7 @@ def test_cli_frames_decodes_real_frame(capsys):
     doc = json.loads(line)
     assert doc["type"] == "read_measured_values" and doc["format"] == "float"
     assert doc["tps"] == 1.63 and doc["pm25"] == 0.0
-    assert "1 decoded, 0 rejected" in err
+    assert "2 transfers: 2 decoded, 0 rejected" in err  # the command write with its read
 
 
 def test_cli_frames_rejects_bad_crc_and_nack(capsys):

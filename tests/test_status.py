@@ -420,3 +420,245 @@ def test_status_after_sigkill_says_the_process_is_gone(tmp_path):
     res = subprocess.run([sys.executable, "-m", "agent", "status", "--config", str(cfg)],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=20)
     assert res.returncode == 3 and f"process {proc.pid} is gone" in res.stdout
+
+
+# -- hostile snapshots: every malformed one is exit 4, never a traceback --------------------
+def _cli_out(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["status", *args])
+    got = capsys.readouterr()
+    return code, got.out, got.err
+
+
+def _json_paths(value: object, path: tuple = ()) -> list[tuple]:
+    """Every place in a JSON document: the keys and indexes leading to it."""
+    out = [path]
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += _json_paths(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += _json_paths(v, (*path, i))
+    return out
+
+
+def _at(doc: object, path: tuple) -> object:
+    for p in path:
+        doc = doc[p]  # type: ignore[index]
+    return doc
+
+
+def _json_class(v: object) -> str:
+    if v is None or isinstance(v, bool | str | list | dict):
+        return type(v).__name__
+    return "number"
+
+
+#: Keys whose absence makes a snapshot unusable (docs/status.md "Snapshot fields").
+REQUIRED_AT = {(): set(status.REQUIRED), ("sensors", "*"): {"name", "health"},
+               ("uplink",): {"connected"}, ("spool",): {"mode"}}
+#: Objects with a fixed set of fields, where an unknown field is tolerated (a newer daemon).
+OBJECTS = {(), ("sensors", "*"), ("uplink",), ("spool",)}
+
+
+def _shape(path: tuple) -> tuple:
+    return tuple("*" if isinstance(p, int) else p for p in path)
+
+
+def full_snapshot(node) -> dict:
+    """A real snapshot with every part filled in: sensors, uplink, spool, models, features."""
+    node.features = [SimpleNamespace(name="safety", status=lambda: {
+        "models": {"fire": "fire 2026.11.1"}, "fire_alarms": 0, "fire_model_ok": True,
+        "per_room": {"hall": 1.5, "attic": None}})]
+    node.spool.put("telemetry", "t/t", b"z" * 10, created=time.time() - 5)
+    return json.loads(json.dumps(snap_of(node, last_disconnect=time.time() - 60)))
+
+
+@pytest.mark.parametrize("text, why", [
+    ("", "empty"),
+    ("   \n", "empty"),
+    ("{half", "not JSON"),
+    ("[]", "not a citynode status snapshot"),
+    ('"written_at"', "not a citynode status snapshot"),
+    ("[" * 100_000 + "]" * 100_000, "not a snapshot"),  # nesting beyond the recursion limit
+    ('{"written_at": 1' + "0" * 5000 + "}", "not a snapshot"),  # past int's digit limit
+])
+def test_unparseable_snapshots_exit_4(tmp_path, capsys, text, why):
+    f = tmp_path / "status.json"
+    f.write_text(text)
+    code, out, err = _cli_out(capsys, "--file", str(f))
+    assert code == 4 and why in out and out.startswith("citynode status: cannot read"), out
+    assert "Traceback" not in out + err
+
+
+def test_snapshot_file_that_is_not_a_file_exits_4_without_hanging(tmp_path, capsys):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # no writer: reading must not block
+    code, out, _ = _cli_out(capsys, "--file", str(fifo))
+    assert code == 4 and "empty" in out
+    code, out, _ = _cli_out(capsys, "--file", str(tmp_path))
+    assert code == 4 and "is a directory" in out
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * (status.MAX_SNAPSHOT_BYTES + 1))
+    code, out, _ = _cli_out(capsys, "--file", str(big))
+    assert code == 4 and "larger than 1 MiB" in out
+    code, out, _ = _cli_out(capsys, "--file", "/dev/zero")  # endless: bounded by the limit
+    assert code == 4 and "larger than" in out
+    (tmp_path / "bin.json").write_bytes(b"\xff\xfe{}")
+    code, out, _ = _cli_out(capsys, "--file", str(tmp_path / "bin.json"))
+    assert code == 4 and "not UTF-8" in out
+
+
+@pytest.mark.parametrize("change, why", [
+    (lambda s: s.update(pid=0), "snapshot.pid: expected a process id"),  # 0 is our group
+    (lambda s: s.update(pid=-1), "snapshot.pid"),  # kill(-1, 0) would ask every process
+    (lambda s: s.update(pid=True), "snapshot.pid"),
+    (lambda s: s.update(written_at=1e300), "snapshot.written_at: expected a Unix time"),
+    (lambda s: s.update(written_at=float("nan")), "snapshot.written_at"),
+    (lambda s: s.update(started_at=-5), "snapshot.started_at"),
+    (lambda s: s.update(period_s=0), "snapshot.period_s"),
+    (lambda s: s.update(uptime_s=float("inf")), "snapshot.uptime_s"),
+    (lambda s: s.update(state="exploded"), "snapshot.state: expected one of starting"),
+    (lambda s: s.update(format=2), "format 2 comes from a newer citynode"),
+    (lambda s: s.update(sensors={"sht": {}}), "snapshot.sensors: expected a list"),
+    (lambda s: s["sensors"][0].pop("name"), "snapshot.sensors[0].name: missing"),
+    (lambda s: s["sensors"][0].update(health="fine"), "snapshot.sensors[0].health"),
+    (lambda s: s["sensors"][0]["values"].update(temp="21"), "sensors[0].values.temp"),
+    (lambda s: s["sensors"][0]["values"].update(temp=10**400), "sensors[0].values.temp"),
+    (lambda s: s["uplink"].update(connected="yes"), "snapshot.uplink.connected"),
+    (lambda s: s["spool"].update(lanes=[1, 2]), "snapshot.spool.lanes"),
+    (lambda s: s.update(features={"safety": 3}), "snapshot.features.safety"),
+    (lambda s: s.update(node_id="\ud800"), "not valid Unicode"),
+    (lambda s: s.pop("uplink"), "snapshot.uplink: missing"),
+])
+def test_malformed_fields_exit_4_naming_the_field(node, tmp_path, capsys, change, why):
+    snap = full_snapshot(node)
+    change(snap)
+    f = tmp_path / "status.json"
+    f.write_text(json.dumps(snap))
+    code, out, err = _cli_out(capsys, "--file", str(f))
+    assert code == 4 and why in out, out
+    assert not err
+    code, out, _ = _cli_out(capsys, "--file", str(f), "--json")
+    doc = json.loads(out)
+    assert code == 4 and doc["exit"] == 4 and doc["ok"] is False and why in doc["summary"]
+    assert doc["command"] == "status" and doc["assessment"]["exit_code"] == 4
+
+
+def test_every_field_mutated(node, tmp_path, capsys):
+    """Property: whatever one field of a real snapshot becomes (another type, missing, an
+    extra field, anything nested), the exit is one docs/status.md lists, never a traceback,
+    the JSON output keeps its shape; a missing required field or a wrong type is exit 4,
+    an unknown extra field is not."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    base = full_snapshot(node)
+    paths = [p for p in _json_paths(base) if p]
+    f = tmp_path / "status.json"
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=8)
+        | st.floats(allow_nan=True, allow_infinity=True),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5),
+                                                                      inner, max_size=3),
+        max_leaves=6)
+
+    @settings(max_examples=400, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(path=st.sampled_from(paths), op=st.sampled_from(["delete", "replace", "extra"]),
+           value=json_values, key=st.text(min_size=1, max_size=6))
+    def mutate(path: tuple, op: str, value: object, key: str) -> None:
+        snap = json.loads(json.dumps(base))
+        snap["written_at"] = round(time.time(), 3)  # fresh, unless the mutation says not
+        parent, last = _at(snap, path[:-1]), path[-1]
+        old = _at(snap, path)
+        expect: set[int] = {0, 1, 3, 4}
+        if op == "delete":
+            if isinstance(parent, list):
+                parent.pop(last)  # one sensor fewer: still a snapshot
+            else:
+                del parent[last]
+                if last in REQUIRED_AT.get(_shape(path[:-1]), set()):
+                    expect = {4}
+        elif op == "replace":
+            parent[last] = value
+            under_features = path[0] == "features" and len(path) > 2
+            if (None not in (old, value) and not under_features
+                    and _json_class(old) != _json_class(value)):
+                expect = {4}
+        else:
+            target = _at(snap, path) if isinstance(old, dict) else parent
+            where = path if isinstance(old, dict) else path[:-1]
+            if not isinstance(target, dict) or _shape(where) not in OBJECTS:
+                return
+            known = {"sensors", "uplink", "spool", "features", "models", "values", "units",
+                     "lanes", "evicted", *status.REQUIRED, *base, *base["sensors"][0],
+                     *base["uplink"], *base["spool"]}
+            if key in known:
+                return
+            target[key] = value
+            expect = {0, 1, 3}
+        f.write_text(json.dumps(snap))
+        code, out, err = _cli_out(capsys, "--file", str(f))
+        assert code in expect, (path, op, value, code, out)
+        assert "Traceback" not in out + err and "internal error" not in err, (path, op, err)
+        jcode, jout, jerr = _cli_out(capsys, "--file", str(f), "--json")
+        doc = json.loads(jout)
+        assert jcode == code and doc["exit"] == code and doc["ok"] is (code == 0)
+        assert doc["command"] == "status" and isinstance(doc["summary"], str)
+        assert "internal error" not in jerr
+
+    mutate()
+
+
+def test_json_shape_is_the_shared_one(node, tmp_path, capsys):
+    """docs/status.md and docs/doctor.md: command, ok, exit, summary, then the snapshot
+    (with its assessment); the same envelope when there is no snapshot to show."""
+    from agent.tools.machine import ENVELOPE_KEYS
+
+    f = tmp_path / "status.json"
+    status_file.write_snapshot(f, snap_of(node))
+    code, out, _ = _cli_out(capsys, "--file", str(f), "--json")
+    doc = json.loads(out)
+    assert list(doc)[:4] == list(ENVELOPE_KEYS)
+    assert (doc["command"], doc["ok"], doc["exit"], doc["summary"]) == (
+        "status", True, 0, "running, all ok")
+    assert doc["node_id"] == "st-1" and doc["assessment"]["exit_code"] == 0
+    code, out, _ = _cli_out(capsys, "--file", str(tmp_path / "none.json"), "--json")
+    doc = json.loads(out)
+    assert code == 3 and doc["exit"] == 3 and doc["ok"] is False
+    assert doc["summary"].startswith("not running: no status file")
+
+
+def test_standard_input_and_watch_bounds(node, tmp_path, capsys):
+    snap = json.dumps(snap_of(node))
+    res = subprocess.run([sys.executable, "-m", "agent", "status", "--file", "-"], cwd=ROOT,
+                         input=snap, capture_output=True, text=True, timeout=20)
+    assert res.returncode == 0 and "status file standard input" in res.stdout, res
+    res = subprocess.run([sys.executable, "-m", "agent", "status", "--file", "-"], cwd=ROOT,
+                         input="{", capture_output=True, text=True, timeout=20)
+    assert res.returncode == 4 and "cannot read standard input: not JSON" in res.stdout
+    assert "Traceback" not in res.stderr
+    f = tmp_path / "status.json"
+    f.write_text(snap)
+    for bad in ("0", "-1", "nan", "inf", "1e9"):
+        code, _, err = _cli_out(capsys, "--file", str(f), "--watch", bad)
+        assert code == 64 and "--watch" in err and err.count("\n") == 1, (bad, err)
+
+
+def test_control_characters_do_not_reach_the_terminal(node, tmp_path, capsys):
+    snap = snap_of(node)
+    snap["node_id"] = "evil\x1b[2J\x07"
+    snap["sensors"][0]["detail"] = "x\ry"
+    f = tmp_path / "status.json"
+    f.write_text(json.dumps(snap))
+    code, out, _ = _cli_out(capsys, "--file", str(f))
+    assert code == 0 and "\x1b" not in out and "\r" not in out and "evil?[2J?" in out
+
+
+def test_unreadable_directory_and_broken_config_are_survived(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(status, "SYSTEMD_RUNTIME_DIR", tmp_path / "run")
+    monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
+    fifo = tmp_path / "c.toml"
+    os.mkfifo(fifo)  # a configuration that would block a reader: not read at all
+    code, out, _ = _cli_out(capsys, "--config", str(fifo))
+    assert code in (3, 4) and "Traceback" not in out

@@ -1,10 +1,24 @@
 """The node's one TOML file: schema, validation, and errors an installer can act on.
 
-Everything is checked before any port or socket is opened: unknown keys, wrong
-types, out-of-range values, duplicate names and missing device paths. A problem
-raises :class:`ConfigError` naming the key and, where it can be found, the line;
-the daemon then exits with 78 (EX_CONFIG), which the systemd unit treats as
-"do not restart" (a restart cannot fix a typo).
+Everything is checked before any port or socket is opened, in three steps:
+
+1. the schema, strictly (``msgspec.convert(..., strict=True)``): TOML has real numbers and
+   booleans, so ``interval_s = "60"`` or ``tls = "false"`` is an error, while a whole number
+   where a number is expected stays fine; unknown keys ("did you mean"), out-of-range
+   values and values outside a key's choices (listed) are errors;
+2. what no single table can see: duplicate names and records, I2C addresses, references
+   between tables, and every GPIO the file claims (:func:`pin_uses`: the devices' specs,
+   the relays, the fall alarm's pins, and the header's I2C and UART pins when those buses
+   are in use), one list that ``citynode doctor`` uses too;
+3. unless ``check_devices`` is false (``config check --no-devices``): this machine
+   (:mod:`agent.core.hostcheck`): serial ports are serial devices, I2C buses exist, the
+   files the configuration names exist, and the state and spool directories are writable
+   by the user who will write them.
+
+A problem is a :class:`ConfigError` naming the key and the line it is written on (inside
+inline tables, dotted keys and arrays of tables too: :mod:`agent.core.tomlkeys`). The
+daemon exits with 78 (EX_CONFIG) on the first, which the systemd unit treats as "do not
+restart" (a restart cannot fix a typo); ``citynode config check`` lists them all.
 """
 
 from __future__ import annotations
@@ -12,14 +26,20 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import types
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Union, get_args, get_origin
 
 import msgspec
 
+from agent.core import tomlkeys
 from agent.wire import formats
 from drivers import catalogue
 from drivers.schema import Gpio
+
+if TYPE_CHECKING:
+    from agent.core import hostcheck
 
 EX_CONFIG = 78
 DEFAULT_PATH = "/etc/citynode/citynode.toml"
@@ -174,46 +194,519 @@ class Config(_Table):
 class ConfigError(Exception):
     """A configuration problem, phrased for the person holding the file."""
 
-    def __init__(self, message: str, *, path: str = "", key: str = "", line: int | None = None):
+    def __init__(self, message: str, *, path: str = "", key: str = "", line: int | None = None,
+                 hint: str = "", code: int = EX_CONFIG) -> None:
         self.message, self.path, self.key, self.line = message, path, key, line
+        self.hint = hint
+        #: The exit code a tool gives: 78 (EX_CONFIG), or 66 (EX_NOINPUT) when the file
+        #: itself is missing or unreadable (``run`` exits 78 for both: do not restart).
+        self.code = code
         where = path + (f":{line}" if line else "")
         lead = ": ".join(p for p in (where, key) if p)
         super().__init__(f"{lead}: {message}" if lead else message)
 
 
-# -- locating keys in the TOML text -------------------------------------------------
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\"-]+)\s*\]\]?")
-_KEYLINE = re.compile(r"^\s*([A-Za-z0-9_\"-]+)\s*=")
+#: Largest configuration file read (a real one is a few KiB; /dev/zero is not one).
+MAX_BYTES = 1 << 20
+_README = "see the configuration reference in README.md"
 
 
-def _locate(text: str, key: str) -> int | None:
-    """Line number of ``key`` (like ``sensor[1].port``) in TOML text, or of its table."""
-    parts = re.findall(r"[^.\[\]]+|\[\d+\]", key)
-    want: list[str] = [p for p in parts]
-    table: list[str] = []
-    arrays: dict[str, int] = {}
-    table_line: dict[str, int] = {}
-    for no, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0]
-        m = _HEADER.match(line)
-        if m:
-            name = m.group(2).replace('"', "")
-            table = name.split(".")
-            if m.group(1) == "[[":
-                idx = arrays.get(name, -1) + 1
-                arrays[name] = idx
-                table = [*table, f"[{idx}]"]
-            table_line[".".join(table)] = no
+# -- the types behind a key ---------------------------------------------------------------
+def _unwrap(tp: Any) -> Any:
+    """``tp`` without ``Annotated`` constraints and without ``| None``."""
+    while True:
+        if get_origin(tp) is Annotated:
+            tp = get_args(tp)[0]
             continue
-        m = _KEYLINE.match(line)
-        if m and [*table, m.group(1).replace('"', "")] == want:
-            return no
-    # Fall back to the closest enclosing table that exists.
-    for n in range(len(want), 0, -1):
-        hit = table_line.get(".".join(want[:n]))
-        if hit:
-            return hit
+        if get_origin(tp) in (Union, types.UnionType):
+            rest = [a for a in get_args(tp) if a is not type(None)]
+            if len(rest) == 1:
+                tp = rest[0]
+                continue
+        return tp
+
+
+def _struct(tp: Any, node: Any) -> type | None:
+    """The table class ``tp`` stands for; for the ``[[sensor]]`` union, the one the
+    table's ``type`` selects."""
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return tp
+    if get_origin(tp) in (Union, types.UnionType) and isinstance(node, dict):
+        return SENSOR_TYPES.get(str(node.get("type")))
     return None
+
+
+def _value_at(parts: tomlkeys.Path, data: Any) -> Any:
+    """The value the file gave key ``parts`` (None if absent)."""
+    node = data
+    for p in parts:
+        if isinstance(p, int):
+            node = node[p] if isinstance(node, list) and p < len(node) else None
+        else:
+            node = node.get(p) if isinstance(node, dict) else None
+    return node
+
+
+def _resolve(parts: tomlkeys.Path, data: Any) -> tuple[Any, Any]:
+    """The declared type at key ``parts`` (None if unknown) and the value the file gave it."""
+    tp: Any = Config
+    node: Any = data
+    for p in parts:
+        if tp is None:
+            break
+        if isinstance(p, int):
+            inner = _unwrap(tp)
+            ok = get_origin(inner) in (list, tuple) and get_args(inner)
+            tp = get_args(inner)[0] if ok else None
+            node = node[p] if isinstance(node, list) and p < len(node) else None
+            continue
+        cls = _struct(tp, node)
+        field = {f.encode_name: f for f in msgspec.structs.fields(cls)}.get(p) if cls else None
+        tp = field.type if field is not None else None
+        node = node.get(p) if isinstance(node, dict) else None
+    return tp, _value_at(parts, data)
+
+
+def _keys_of(parts: tomlkeys.Path, data: Any) -> list[str]:
+    """The keys a table may have (for "did you mean")."""
+    tp, node = _resolve(parts, data)
+    cls = _struct(tp, node)
+    if cls is None:
+        return []
+    names = [f.encode_name for f in msgspec.structs.fields(cls)]
+    return ["type", *names] if cls in SENSOR_TYPES.values() else names
+
+
+def _choices(tp: Any) -> list[Any]:
+    """The values a ``Literal`` (inside lists and unions) allows."""
+    tp = _unwrap(tp)
+    if get_origin(tp) is Literal:
+        return list(get_args(tp))
+    if get_origin(tp) in (list, tuple, Union, types.UnionType):
+        return [c for a in get_args(tp) for c in _choices(a)]
+    return []
+
+
+def _describe(tp: Any) -> str:
+    """What a declared type accepts, in words."""
+    tp = _unwrap(tp)
+    origin = get_origin(tp)
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "a whole number"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (list, tuple):
+        return "a list"
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in get_args(tp) if a is not type(None))
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return "a table"
+    return "another type"
+
+
+def _what(value: Any) -> str:
+    """A TOML value, as the person sees it in the file."""
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, int):
+        return f"the whole number {value}"
+    if isinstance(value, float):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the string {_short(value)}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return f"the date/time {value}"
+
+
+def _short(value: Any) -> str:
+    import json
+
+    text = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _unquoted(value: str, tp: Any) -> str | None:
+    """``value`` as it should be written, when the string holds what ``tp`` wants."""
+    tp = _unwrap(tp)
+    v = value.strip()
+    if tp is bool and v in ("true", "false"):
+        return v
+    if tp is int and re.fullmatch(r"[+-]?\d+", v):
+        return v
+    if tp is float and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", v):
+        return v
+    return None
+
+
+def _did_you_mean(word: Any, choices: list[Any]) -> str:
+    """The closest of ``choices`` to ``word`` (ignoring case), as a hint, or ""."""
+    import difflib
+
+    names = {str(c).lower(): str(c) for c in choices}
+    close = difflib.get_close_matches(str(word).lower(), list(names), n=1, cutoff=0.7)
+    return f"; did you mean {names[close[0]]!r}?" if close else ""
+
+
+def _friendly(msg: str, key: str, data: Any) -> tuple[str, str]:
+    """A msgspec validation message as (key, sentence) for the person with the file."""
+    parts = tomlkeys.split_key(key)
+    leaf = str(parts[-1]) if parts and isinstance(parts[-1], str) else key
+    m = re.match(r"Object contains unknown field `([^`]+)`", msg)
+    if m:
+        name = m.group(1)
+        full = f"{key}.{name}" if key else name
+        return full, f"unknown key{_did_you_mean(name, _keys_of(parts, data))} ({_README})"
+    m = re.match(r"Object missing required field `([^`]+)`", msg)
+    if m:
+        name = m.group(1)
+        return (f"{key}.{name}" if key else name), "required key is missing"
+    tp, value = _resolve(parts, data)
+    if leaf == "type" and msg.startswith("Invalid value"):
+        known = sorted(SENSOR_TYPES)
+        return key, (f"unknown sensor type {_short(value)}"
+                     f"{_did_you_mean(str(value), [*known, *catalogue.aliases()])}: "
+                     f"known sensor types are {', '.join(known)}")
+    if msg.startswith("Invalid enum value"):
+        allowed = _choices(tp)
+        listed = ", ".join(repr(a) for a in allowed) or "the documented values"
+        shown = repr(value) if len(repr(value)) <= 40 else _short(value)
+        return key, f"{shown} is not one of {listed}{_did_you_mean(value, allowed)}"
+    if msg.startswith("Expected `str` matching regex"):
+        if key.startswith("node.id"):
+            return key, "must be 1-64 letters, digits, '-' or '_' (it becomes part of MQTT " \
+                "topics)"
+        if leaf == "name":
+            return key, "must be 1-16 lower-case letters, digits or '_', starting with a " \
+                "letter"
+        if leaf == "prefix" and key.startswith("sensor"):
+            return key, "must be empty or up to 8 lower-case letters/digits followed by '.'"
+        if leaf == "prefix":
+            return key, "must be topic levels of letters, digits, '-' or '_' separated by '/'"
+    m = re.match(r"Expected `([^`]+)`, got `([^`]+)`", msg)
+    if m:
+        want = _describe(tp) if tp is not None else m.group(1)
+        if m.group(1) == "array" and m.group(2) == "object" and leaf == "sensor":
+            return key, "must be an array of tables: write [[sensor]] (two brackets) for " \
+                "each sensor"
+        sentence = f"must be {want}, not {_what(value)}"
+        fixed = _unquoted(value, tp) if isinstance(value, str) and tp is not None else None
+        if fixed is not None:
+            sentence += f" (write {leaf} = {fixed}, without quotes)"
+        return key, sentence
+    m = re.match(r"Expected `[^`]+` (>=|<=|>|<) (\S+)", msg)
+    if m:
+        return key, f"must be {m.group(1)} {m.group(2)}, not {_short(value)}"
+    text = msg.replace("Expected", "must be").replace("`", "")
+    return key, text
+
+
+# -- GPIO pins: one list for config check, doctor and the daemon --------------------------
+#: GPIOs the buses use; a sensor or relay there clashes with the bus when the bus is in use.
+BUS_PINS = {2: ("i2c", "I2C1 SDA"), 3: ("i2c", "I2C1 SCL"),
+            14: ("uart", "UART TX"), 15: ("uart", "UART RX")}
+#: The Pi's primary UART (GPIO 14/15) under its usual names.
+PRIMARY_UARTS = ("/dev/serial0", "/dev/ttyAMA0", "/dev/ttyS0")
+
+
+class PinClaim(NamedTuple):
+    """A GPIO the configuration claims, and where it says so."""
+
+    pin: int
+    owner: str  # the sensor's name, or "fall"
+    role: str  # "trigger", "echo", "relay", "button", "buzzer", "led"
+    key: str  # the configuration key: sensor[0].trigger, sensor[2].plug.relay_pin, ...
+    direction: str  # "input" or "output"
+    emulated: bool  # gpiozero mock pins of this owner alone: they clash only with its own
+    table: Any  # the table the pin is set in (the plug's for a relay)
+
+
+class PinClash(NamedTuple):
+    """Uses of one GPIO that cannot coexist: two or more uses, or one on a bus in use."""
+
+    pin: int
+    uses: list[PinClaim]
+    bus: str  # "I2C1 SDA" when the clash is with a bus in use, else ""
+    bus_user: str  # who uses that bus
+
+
+def pin_uses(cfg: Config) -> list[PinClaim]:
+    """Every GPIO the configuration claims: what each device's spec declares (``pins``),
+    the relays of ``[sensor.plug]`` and the fall alarm's button, buzzer and LED."""
+    uses: list[PinClaim] = []
+    for i, s in enumerate(cfg.sensor):
+        pins = catalogue.spec_of(s).pins
+        names = {f.encode_name for f in msgspec.structs.fields(type(s))}
+        for p in pins(s) if pins is not None else ():
+            key = f"sensor[{i}].{p.role}" if p.role in names else f"sensor[{i}]"
+            uses.append(PinClaim(p.pin, s.name, p.role, key, p.direction, p.emulated, s))
+        plug = getattr(s, "plug", None)
+        if plug is not None and getattr(plug, "relay_pin", None) is not None:
+            uses.append(PinClaim(plug.relay_pin, s.name, "relay", f"sensor[{i}].plug.relay_pin",
+                                 "output", False, plug))
+    f = cfg.fall
+    if f.enabled:
+        for role, direction in (("button", "input"), ("buzzer", "output"), ("led", "output")):
+            pin = getattr(f, f"{role}_pin")
+            if pin is not None:
+                uses.append(PinClaim(pin, "fall", role, f"fall.{role}_pin", direction,
+                                     f.pins == "emulator", f))
+    return uses
+
+
+def buses_in_use(cfg: Config) -> dict[str, str]:
+    """The header buses a configured sensor uses ("i2c", "uart") and who uses them."""
+    out: dict[str, str] = {}
+    for s in cfg.sensor:
+        if getattr(s, "bus", None) == 1:
+            out.setdefault("i2c", f"sensor '{s.name}' (bus = 1)")
+        if getattr(s, "port", None) in PRIMARY_UARTS:
+            out.setdefault("uart", f"sensor '{s.name}' ({s.port})")
+    return out
+
+
+def pin_clashes(cfg: Config, uses: list[PinClaim] | None = None) -> list[PinClash]:
+    """Pins claimed twice (emulated pins only within their owner) or on a bus in use,
+    by pin number."""
+    uses = pin_uses(cfg) if uses is None else uses
+    groups: dict[tuple[str, int], list[PinClaim]] = {}
+    for u in uses:
+        groups.setdefault((u.owner if u.emulated else "", u.pin), []).append(u)
+    buses = buses_in_use(cfg)
+    out: list[PinClash] = []
+    for (domain, pin), group in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        bus = BUS_PINS.get(pin)
+        if len(group) > 1:
+            out.append(PinClash(pin, group, "", ""))
+        elif not domain and bus and bus[0] in buses:
+            out.append(PinClash(pin, group, bus[1], buses[bus[0]]))
+    return out
+
+
+# -- the checks after the schema's ---------------------------------------------------------
+Problem = tuple[str, str]  # (key, sentence)
+
+
+def _semantics(cfg: Config, locate: Callable[[str], int | None]) -> Iterator[Problem]:
+    """What one table's schema cannot see: consistency across keys and tables."""
+    if cfg.mqtt.backoff_max_s < cfg.mqtt.backoff_initial_s:
+        yield "mqtt.backoff_max_s", "must not be smaller than mqtt.backoff_initial_s"
+    names_all = [x.name for x in cfg.sensor]
+    for i, n in enumerate(cfg.fire.sensors):
+        if n not in names_all:
+            yield f"fire.sensors[{i}]", f"no sensor named {n!r}{_did_you_mean(n, names_all)}"
+    if cfg.activity.max_wait_s < cfg.activity.min_inactivity_s:
+        yield "activity.max_wait_s", "must not be smaller than activity.min_inactivity_s"
+    names: dict[str, int] = {}
+    records: dict[str, str] = {}
+    i2c: dict[tuple[object, int], str] = {}
+    for i, s in enumerate(cfg.sensor):
+        if s.name in names:
+            yield f"sensor[{i}].name", f"'{s.name}' is already used by sensor[{names[s.name]}]"
+        names.setdefault(s.name, i)
+        if len(set(s.quantities)) != len(s.quantities):
+            yield f"sensor[{i}].quantities", "lists a quantity twice"
+        for key, message in s.problems(cfg.sensor):
+            yield f"sensor[{i}].{key}", message
+        for q in s.reported():  # bays and bins report states and fill levels, not distances
+            rec = s.prefix + q
+            if rec in records:
+                yield (f"sensor[{i}].prefix",
+                       f"'{rec}' is already reported by sensor '{records[rec]}': give one of "
+                       "them a prefix such as \"b.\"")
+            records.setdefault(rec, s.name)
+        spec = catalogue.spec_of(s)
+        if spec.bus != "i2c":
+            continue
+        if s.address not in spec.addresses:
+            yield (f"sensor[{i}].address", f"0x{s.address:02x} is not an address a {spec.type} "
+                   f"can take ({', '.join(f'0x{a:02x}' for a in spec.addresses)})")
+        if s.emulator_faults:
+            if s.bus != "emulator":
+                yield f"sensor[{i}].emulator_faults", 'only for bus = "emulator"'
+            from drivers.emulation.i2c import parse_i2c_faults
+
+            try:
+                parse_i2c_faults(s.emulator_faults)
+            except ValueError as exc:
+                yield f"sensor[{i}].emulator_faults", str(exc)
+        where = (s.bus, s.address)
+        if where in i2c:
+            yield (f"sensor[{i}].address", f"bus {s.bus} address 0x{where[1]:02x} is already "
+                   f"used by sensor '{i2c[where]}'")
+        i2c.setdefault(where, s.name)
+    for clash in pin_clashes(cfg):
+        # The use written last is the one at fault: it names the first.
+        uses = sorted(clash.uses, key=lambda u: locate(u.key) or 0)
+        first = uses[0]
+        if clash.bus:
+            yield (first.key, f"GPIO {clash.pin} is the {clash.bus} pin, and "
+                   f"{clash.bus_user} uses that bus")
+            continue
+        at = locate(first.key)
+        for u in uses[1:]:
+            also = ": button_pin, buzzer_pin and led_pin must be different GPIOs" \
+                if u.owner == first.owner == "fall" else ""
+            yield (u.key, f"GPIO {clash.pin} is already {_pin_owner(first)} "
+                   f"({first.key}{f', line {at}' if at else ''}){also}")
+
+
+def _pin_owner(u: PinClaim) -> str:
+    return f"the fall {u.role}" if u.owner == "fall" else f"the {u.role} of sensor '{u.owner}'"
+
+
+def _model_files(setting: str) -> list[str]:
+    """The files a ``[fall]``/``[fire]`` ``model`` setting needs: the model and its .json."""
+    if setting in ("",) or setting.lower() == "none":
+        return []
+    p = Path(setting)
+    return [str(p), str(p.with_suffix(".json"))] if p.name else [setting]  # "/" has no name
+
+
+def _machine(cfg: Config, user: hostcheck.User | None) -> Iterator[Problem]:
+    """What the configuration needs from this machine (``--no-devices`` skips it)."""
+    from agent.core import hostcheck
+
+    user = hostcheck.current_user() if user is None else user
+    buses: set[object] = set()
+    for i, s in enumerate(cfg.sensor):
+        bus = catalogue.spec_of(s).bus
+        if bus == "i2c" and s.bus != "emulator" and s.bus not in buses:
+            buses.add(s.bus)
+            why = hostcheck.i2c_bus_problem(s.bus)
+            if why:
+                yield f"sensor[{i}].bus", why
+        elif bus == "uart":
+            why = hostcheck.serial_port_problem(s.port)
+            if why:
+                yield f"sensor[{i}].port", why
+    files = [(f"{t}.model", path) for t in ("fall", "fire")
+             if getattr(cfg, t).enabled for path in _model_files(getattr(cfg, t).model)]
+    files += [(f"mqtt.{k}", getattr(cfg.mqtt, k))
+              for k in ("ca_file", "cert_file", "key_file", "credentials_file")]
+    files.append(("commands.hmac_key_file", cfg.commands.hmac_key_file))
+    failed: set[str] = set()
+    for key, path in files:
+        why = hostcheck.file_problem(path) if path and key not in failed else None
+        if why:
+            failed.add(key)  # a missing model: its missing .json says nothing more
+            yield key, why
+    state = cfg.node.resolved_state_dir()
+    # An empty state_dir is systemd's StateDirectory=, which systemd creates for the
+    # service user at start: a missing one is fine then.
+    state_given = bool(cfg.node.state_dir) or state.exists()
+    state_ok = True
+    if state_given:
+        why = hostcheck.dir_problem(str(state), user)
+        if why:
+            state_ok = False
+            yield "node.state_dir", why
+    if cfg.spool.path:
+        spool = Path(cfg.spool.path)
+        why = hostcheck.dir_problem(str(spool.parent), user) \
+            or hostcheck.writable_file_problem(str(spool), user)
+        if why:
+            yield "spool.path", why
+    elif state_given and state_ok:  # <state_dir>/spool.db
+        why = hostcheck.writable_file_problem(str(state / "spool.db"), user)
+        if why:
+            yield "spool.path", why
+
+
+# -- parsing ----------------------------------------------------------------------------------
+class Checked(NamedTuple):
+    """The result of :func:`check`: the configuration (None when the schema refused it)
+    and every problem found, in the order the checks found them."""
+
+    config: Config | None
+    errors: list[ConfigError]
+
+
+def _normalise(data: dict[str, Any]) -> None:
+    """Sensor types by alias or in capitals (``pms7003``, ``PMS5003``) as their type."""
+    sensors = data.get("sensor")
+    if not isinstance(sensors, list):
+        return
+    for table in sensors:
+        if isinstance(table, dict) and isinstance(table.get("type"), str):
+            name = table["type"].lower()
+            name = catalogue.aliases().get(name, name)
+            if name in SENSOR_TYPES:
+                table["type"] = name
+
+
+def check(text: str, path: str = "<config>", *, check_devices: bool = True,
+          user: hostcheck.User | None = None) -> Checked:
+    """Validate TOML text; every problem found, each naming its key and line.
+
+    The schema stops at its first problem (the rest may hang on it); the checks after it
+    report all they find. ``check_devices``: also ask this machine (device nodes, files,
+    writable directories) as ``user`` (default: the current user).
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"\(at line (\d+)", str(exc))
+        return Checked(None, [ConfigError(f"not valid TOML: {exc}", path=path,
+                                          line=int(m.group(1)) if m else None)])
+    except RecursionError:
+        return Checked(None, [ConfigError("not valid TOML: nested too deeply", path=path)])
+    lines: dict[tomlkeys.Path, int] = {}
+
+    def line_of(key: str) -> int | None:  # scanned only when there is something to say
+        if not lines:
+            lines.update(tomlkeys.key_lines(text))
+        return tomlkeys.locate(lines, key)
+
+    nul = _nul_key(data)
+    if nul is not None:  # no key takes one, and paths with it crash os calls
+        return Checked(None, [ConfigError("contains a NUL character (\\u0000)", path=path,
+                                          key=nul, line=line_of(nul))])
+    _normalise(data)
+    try:
+        cfg = msgspec.convert(data, Config, strict=True)
+    except msgspec.ValidationError as exc:
+        msg, _, where = str(exc).partition(" - at ")
+        key, sentence = _friendly(msg, _key_from_msgspec(where.strip("`")), data)
+        return Checked(None, [ConfigError(sentence, path=path, key=key, line=line_of(key))])
+    found = list(_semantics(cfg, line_of))
+    if check_devices:
+        found += _machine(cfg, user)
+    errors = [ConfigError(message, path=path, key=key, line=line_of(key)) for key, message in found]
+    return Checked(cfg, errors)
+
+
+def _nul_key(value: Any, key: str = "") -> str | None:
+    """The first key (``sensor[0].port``) whose string value contains a NUL character."""
+    if isinstance(value, str):
+        return key if "\x00" in value else None
+    items = (value.items() if isinstance(value, dict)
+             else ((f"[{i}]", v) for i, v in enumerate(value)) if isinstance(value, list)
+             else ())
+    for k, v in items:
+        sub = f"{key}{k}" if k.startswith("[") else f"{key}.{k}" if key else k
+        found = _nul_key(v, sub)
+        if found is not None:
+            return found
+    return None
+
+
+def locate(text: str, key: str) -> int | None:
+    """The line of ``key`` (like ``sensor[1].plug.relay_pin``) in TOML text, else of the
+    nearest enclosing key or table that is written there."""
+    return tomlkeys.locate(tomlkeys.key_lines(text), key)
+
+
+_locate = locate  # the name agent/wire/security.py knows
 
 
 def _key_from_msgspec(path: str) -> str:
@@ -221,153 +714,36 @@ def _key_from_msgspec(path: str) -> str:
     return path.removeprefix("$").removeprefix(".")
 
 
-def _friendly(msg: str, key: str, data: Any) -> tuple[str, str]:
-    """Turn a msgspec validation message into (key, sentence)."""
-    m = re.match(r"Object contains unknown field `([^`]+)`", msg)
-    if m:
-        key = f"{key}.{m.group(1)}" if key else m.group(1)
-        return key, "unknown key (see the configuration reference in README.md)"
-    m = re.match(r"Object missing required field `([^`]+)`", msg)
-    if m:
-        key = f"{key}.{m.group(1)}" if key else m.group(1)
-        return key, "required key is missing"
-    if key.endswith(".type") and msg.startswith("Invalid value"):
-        return key, f"{msg.split(' - ')[0].lower()}: known sensor types are {sorted(SENSOR_TYPES)}"
-    if msg.startswith("Expected `str` matching regex"):
-        if key.startswith("node.id"):
-            return key, "must be 1-64 letters, digits, '-' or '_' (it becomes part of MQTT topics)"
-        if key.endswith(".name"):
-            return key, "must be 1-16 lower-case letters, digits or '_', starting with a letter"
-        if key.endswith(".prefix") and key.startswith("sensor"):
-            return key, "must be empty or up to 8 lower-case letters/digits followed by '.'"
-        if key.endswith("prefix"):
-            return key, "must be topic levels of letters, digits, '-' or '_' separated by '/'"
-    m = re.match(r"Invalid enum value (.+)", msg)
-    if m:
-        return key, f"{m.group(1)} is not one of {_allowed(key)}"
-    text = msg.replace("Expected", "must be").replace("`", "")
-    return key, text
-
-
-def _allowed(key: str) -> str:
-    """The choices for a Literal-typed key, for error messages."""
-    import typing
-
-    leaf = key.rsplit(".", 1)[-1]
-    for cls in _tables():
-        hint = typing.get_type_hints(cls).get(leaf)
-        if hint is not None and typing.get_origin(hint) is Literal:
-            return ", ".join(repr(a) for a in typing.get_args(hint))
-    return "the documented values"
-
-
-def _tables() -> list[type]:
-    """Every table class a key can sit in: the node's tables, each device's, and the
-    tables nested in them (a ranger's ``use``, a meter's ``plug``)."""
-    import typing
-
-    out: list[type] = []
-    todo: list[type] = [*typing.get_args(typing.get_type_hints(Config)["sensor"])[0].__args__,
-                        *(h for h in typing.get_type_hints(Config).values()
-                          if isinstance(h, type) and issubclass(h, msgspec.Struct))]
-    while todo:
-        cls = todo.pop(0)
-        if cls in out:
-            continue
-        out.append(cls)
-        todo += [f.type for f in msgspec.structs.fields(cls)
-                 if isinstance(f.type, type) and issubclass(f.type, msgspec.Struct)]
-    return out
-
-
-def parse(text: str, path: str = "<config>", *, check_devices: bool = True) -> Config:
-    """Validate TOML text into a :class:`Config`, or raise :class:`ConfigError`."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        m = re.search(r"\(at line (\d+)", str(exc))
-        raise ConfigError(f"not valid TOML: {exc}", path=path,
-                          line=int(m.group(1)) if m else None) from None
-    try:
-        cfg = msgspec.convert(data, Config, strict=False)
-    except msgspec.ValidationError as exc:
-        msg, _, where = str(exc).partition(" - at ")
-        key, sentence = _friendly(msg, _key_from_msgspec(where.strip("`")), data)
-        raise ConfigError(sentence, path=path, key=key, line=_locate(text, key)) from None
-    _check_semantics(cfg, text, path, check_devices)
+def parse(text: str, path: str = "<config>", *, check_devices: bool = True,
+          user: hostcheck.User | None = None) -> Config:
+    """Validate TOML text into a :class:`Config`, or raise its first :class:`ConfigError`."""
+    cfg, errors = check(text, path, check_devices=check_devices, user=user)
+    if errors:
+        raise errors[0]
+    assert cfg is not None
     return cfg
 
 
-def _check_semantics(cfg: Config, text: str, path: str, check_devices: bool) -> None:
-    def fail(key: str, message: str) -> None:
-        raise ConfigError(message, path=path, key=key, line=_locate(text, key))
+def read_text(path: str | os.PathLike[str]) -> str:
+    """A configuration file's text (``-``: standard input), UTF-8, at most :data:`MAX_BYTES`
+    (agent.core.inputs: a directory is refused by name, /dev/zero or a pipe never read
+    beyond the limit)."""
+    from agent.core import inputs
 
-    if cfg.mqtt.backoff_max_s < cfg.mqtt.backoff_initial_s:
-        fail("mqtt.backoff_max_s", "must not be smaller than mqtt.backoff_initial_s")
-    names_all = {x.name for x in cfg.sensor}
-    for i, n in enumerate(cfg.fire.sensors):
-        if n not in names_all:
-            fail(f"fire.sensors[{i}]", f"no sensor named {n!r}")
-    pins = [(k, getattr(cfg.fall, k)) for k in ("button_pin", "buzzer_pin", "led_pin")]
-    used = [(k, v) for k, v in pins if v is not None]
-    if len({v for _, v in used}) != len(used):
-        fail("fall", "button_pin, buzzer_pin and led_pin must be different GPIOs")
-    if cfg.activity.max_wait_s < cfg.activity.min_inactivity_s:
-        fail("activity.max_wait_s", "must not be smaller than activity.min_inactivity_s")
-    names: dict[str, int] = {}
-    records: dict[str, str] = {}
-    i2c: dict[tuple[object, int], str] = {}
-    for i, s in enumerate(cfg.sensor):
-        if s.name in names:
-            fail(f"sensor[{i}].name", f"'{s.name}' is already used by sensor[{names[s.name]}]")
-        names[s.name] = i
-        if len(set(s.quantities)) != len(s.quantities):
-            fail(f"sensor[{i}].quantities", "lists a quantity twice")
-        for key, message in s.problems(cfg.sensor):
-            fail(f"sensor[{i}].{key}", message)
-        for q in s.reported():  # bays and bins report states and fill levels, not distances
-            rec = s.prefix + q
-            if rec in records:
-                fail(f"sensor[{i}].prefix",
-                     f"'{rec}' is already reported by sensor '{records[rec]}': give one of them "
-                     "a prefix such as \"b.\"")
-            records[rec] = s.name
-        spec = catalogue.spec_of(s)
-        bus = spec.bus
-        if bus == "i2c":
-            if s.address not in spec.addresses:
-                fail(f"sensor[{i}].address", f"0x{s.address:02x} is not an address a {spec.type} "
-                     f"can take ({', '.join(f'0x{a:02x}' for a in spec.addresses)})")
-            if s.emulator_faults:
-                if s.bus != "emulator":
-                    fail(f"sensor[{i}].emulator_faults", 'only for bus = "emulator"')
-                from drivers.emulation.i2c import parse_i2c_faults
-
-                try:
-                    parse_i2c_faults(s.emulator_faults)
-                except ValueError as exc:
-                    fail(f"sensor[{i}].emulator_faults", str(exc))
-            where = (s.bus, s.address)
-            if where in i2c:
-                fail(f"sensor[{i}].address", f"bus {s.bus} address 0x{where[1]:02x} is "
-                     f"already used by sensor '{i2c[where]}'")
-            i2c[where] = s.name
-            if check_devices and s.bus != "emulator" and not os.path.exists(f"/dev/i2c-{s.bus}"):
-                fail(f"sensor[{i}].bus", f"/dev/i2c-{s.bus} does not exist (enable I2C: "
-                     "dtparam=i2c_arm=on in config.txt, or raspi-config)")
-        elif bus == "uart" and check_devices and not os.path.exists(s.port):
-            fail(f"sensor[{i}].port", f"device {s.port} does not exist (is the sensor wired "
-                 "and the UART enabled?)")
-
-
-def load(path: str | os.PathLike[str], *, check_devices: bool = True) -> Config:
-    """Read and validate a configuration file."""
     p = os.fspath(path)
     try:
-        text = Path(p).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("file not found (use --config to name another)", path=p) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read: {exc}", path=p) from None
-    return parse(text, p, check_devices=check_devices)
+        return inputs.read_text(p, limit=MAX_BYTES)
+    except inputs.InputError as exc:
+        code = exc.code if exc.code == inputs.EX_NOINPUT else EX_CONFIG
+        if exc.message == "no such file":
+            raise ConfigError("file not found (use --config to name another)", path=p,
+                              code=code) from None
+        raise ConfigError(f"cannot read: {exc.message}", path=exc.name, code=code) from None
 
+
+def load(path: str | os.PathLike[str], *, check_devices: bool = True,
+         user: hostcheck.User | None = None) -> Config:
+    """Read and validate a configuration file (``-``: standard input)."""
+    p = os.fspath(path)
+    name = "<stdin>" if p == "-" else p
+    return parse(read_text(p), name, check_devices=check_devices, user=user)

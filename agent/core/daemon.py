@@ -9,6 +9,7 @@ thread.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ import queue
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +25,7 @@ import msgspec
 
 from agent import __version__
 from agent.core.aggregate import Aggregator, Quality
-from agent.core.config import Config
+from agent.core.config import EX_CONFIG, Config, ConfigError
 from agent.core.health import HealthReporter
 from agent.core.sampling import DutyCycle, Health, SensorLoop
 from agent.core.sensors import build_device, latest_values, type_name, valid_range
@@ -34,7 +36,7 @@ from agent.features.registry import start_features
 from agent.wire import formats
 from agent.wire.model import Kind, NodeInfo, Pack, Record, to_readable
 from agent.wire.mqtt import node_client_id
-from agent.wire.spool import Spool, SpoolError
+from agent.wire.spool import Spool, SpoolError, SpoolLocationError
 from agent.wire.topics import Topics
 from agent.wire.uplink import Message, Uplink
 from drivers.files import write_atomic
@@ -45,8 +47,43 @@ HUMID_RH = 70.0
 PM_QUANTITIES = ("pm1", "pm25", "pm10", "pm4")
 
 EX_OK = 0
+EX_SOFTWARE = 70  # an unexpected error (a bug): systemd retries, within its start limit
 EX_CANTCREAT = 73
 EX_TEMPFAIL = 75  # e.g. another citynode holds the spool: systemd retries later
+# EX_CONFIG (78): a path, file or permission the configuration names cannot be used;
+# the unit does not restart on it (RestartPreventExitStatus=78), since a restart cannot help.
+
+#: OSError numbers that mean a configured path cannot be used as it is (EX_CONFIG).
+_PATH_ERRNOS = frozenset({
+    errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EROFS,
+    errno.ELOOP, errno.ENAMETOOLONG, errno.EEXIST, errno.ENXIO, errno.ENODEV, errno.ETXTBSY})
+
+
+def exit_for(exc: BaseException) -> tuple[int, str]:
+    """The exit code and the one line for an error that ends the daemon.
+
+    78 when the configuration names something unusable (a restart cannot fix it), 75 when
+    it may pass (another daemon holds the spool, the disk is full), 70 for anything else:
+    a bug, whose line says where it happened instead of a traceback on the console.
+    """
+    if isinstance(exc, (SpoolLocationError, ConfigError)):
+        return EX_CONFIG, str(exc)
+    if isinstance(exc, SpoolError):
+        return EX_TEMPFAIL, str(exc)
+    if isinstance(exc, OSError) and exc.errno in _PATH_ERRNOS:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return EX_CONFIG, f"{where}{exc.strerror}"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return EX_TEMPFAIL, f"{where}{exc.strerror}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    at = ""
+    if frames:
+        f = frames[-1]
+        at = f" at {'/'.join(Path(f.filename).parts[-3:])}:{f.lineno} in {f.name}"
+    text = " ".join(str(exc).split())[:300]
+    return EX_SOFTWARE, (f"internal error{at}: {type(exc).__name__}"
+                         + (f": {text}" if text else "") + " (a bug: please report this line)")
 
 
 class StateDirError(Exception):
@@ -86,6 +123,7 @@ class Node:
         self._processor = None
         self._commands: queue.Queue[tuple[bytes, bytes | None, str | None]] = queue.Queue(64)
         self._watchdog: Watchdog | None = None
+        self._main_beat: Callable[[], None] = lambda: None  # the main loop's, at start-up
         self._health: HealthReporter | None = None
         self.features: list[Feature] = []  # built with the sensors, from the configuration
         self._next_report = clock() + cfg.report.interval_s
@@ -97,7 +135,9 @@ class Node:
         self.content_type = self.format.content_type
         self.session = 0
         self._seq = 0
-        self._seq_lock = threading.Lock()
+        # Held while a message is numbered and handed to the uplink (which holds it while
+        # a connection's birth is made): acceptance order is q order (docs/spool.md).
+        self._seq_lock = threading.RLock()
         self._stop = threading.Event()
         self.loops: list[SensorLoop] = []
         self.uplink: Uplink | None = None
@@ -135,6 +175,15 @@ class Node:
             log.info("%s %s", msg.topic, json.dumps(readable, separators=(",", ":")),
                      extra={"EVENT": "local_message"})
 
+    def emit(self, topic: str, records: list[Record], *, kind: Kind,
+             correlation: bytes | None = None) -> None:
+        """Number, encode and hand over in one step: no message numbered later can be
+        accepted (and delivered) before this one, so a crash leaves no gap in ``q``."""
+        with self._seq_lock:
+            msg = self.message(topic, records, kind=kind)
+            msg.correlation = correlation
+            self.send(msg)
+
     def birth(self) -> Message:
         sensors = ",".join(f"{s.name}:{type_name(s)}" for s in self.cfg.sensor)
         return self.message(self.topics.state, [
@@ -151,11 +200,13 @@ class Node:
                         tuple((s.name, type_name(s)) for s in self.cfg.sensor))
         return [self.birth()] + [
             Message(p.topic, p.payload, retain=p.retain, content_type=p.content_type,
-                    kind="state") for p in self.format.on_connect(node)]
+                    kind="state", per_connection=True) for p in self.format.on_connect(node)]
 
     def offline(self, reason: str, *, will: bool = False) -> Message:
         """The goodbye, or (``will``) the last will: unnumbered, since the broker
-        publishes it only if this connection dies, and a number would leave a gap."""
+        publishes it only if this connection dies, and a number would leave a gap.
+        The goodbye is built by the uplink when it is about to go, after everything
+        else: the last number of the session."""
         return self.message(self.topics.state, [
             Record("status", text="offline"), Record("reason", text=reason),
         ], kind="state", retain=True, numbered=not will)
@@ -168,8 +219,8 @@ class Node:
                 f" ({detail})" if detail else "",
                 extra={"SENSOR": sensor, "EVENT": "health", "HEALTH": new.value})
         if new is not Health.STOPPED:
-            self.send(self.message(self.topics.event, [
-                Record(f"{sensor}:health", text=new.value)], kind="event"))
+            self.emit(self.topics.event, [Record(f"{sensor}:health", text=new.value)],
+                      kind="event")
 
     def status_line(self) -> str:
         parts = []
@@ -217,7 +268,7 @@ class Node:
         for f in self.features:
             records += f.summary_records()
         if records:
-            self.send(self.message(self.topics.telemetry, records, kind="telemetry"))
+            self.emit(self.topics.telemetry, records, kind="telemetry")
 
     # -- lifecycle ---------------------------------------------------------------
     def request_stop(self, *_: object) -> None:
@@ -255,7 +306,7 @@ class Node:
 
     def _publish_event(self, kind: Kind, records: list[Record]) -> None:
         """A feature's event or alarm (any thread)."""
-        self.send(self.message(self.topics.event, records, kind=kind))
+        self.emit(self.topics.event, records, kind=kind)
 
     def _model_health(self, task: str, ok: bool, message: str) -> None:
         """A model that cannot load or run is the health of a pseudo-sensor."""
@@ -325,7 +376,8 @@ class Node:
         return False, f"rolled back: {bad_msg}"
 
     def resend_state(self) -> str:
-        self.send(self.birth())
+        with self._seq_lock:
+            self.send(self.birth())
         return "birth sent"
 
     def sample_now(self, sensor: str | None = None) -> tuple[bool, str]:
@@ -361,9 +413,7 @@ class Node:
             result = self._processor.handle(data, correlation=correlation,
                                             response_topic=response_topic)
             topic = result.response_topic or self.topics.result
-            msg = self.message(topic, result.records(), kind="result")
-            msg.correlation = result.correlation
-            self.send(msg)
+            self.emit(topic, result.records(), kind="result", correlation=result.correlation)
 
     def _make_processor(self):
         from agent.core.commands import CommandProcessor, load_hmac_key
@@ -384,7 +434,8 @@ class Node:
         if not self.cfg.local_mode:
             from agent.wire import security
 
-            security.validate_security(self.cfg.mqtt)
+            security.validate_security(self.cfg.mqtt, config_path=self.config_path or "",
+                                       config_text=self._config_text or None)
         c = self.cfg.commands
         if c.enabled and c.hmac_key_file:
             from agent.core.commands import load_hmac_key
@@ -392,60 +443,27 @@ class Node:
             load_hmac_key(c.hmac_key_file)
 
     def health_report(self) -> None:
-        self.send(self.message(self.topics.health, self._health.records(
+        self.emit(self.topics.health, self._health.records(
             sensors={lp.sensor: lp.health.value for lp in self.loops},
             spool=self.spool.stats() if self.spool else None,
             uplink={"reconnects": self.uplink.reconnects, "historical": self.uplink.historical}
             if self.uplink else None,
             commands=self._processor.stats() if self._processor else None,
-        ), kind="health"))
+        ), kind="health")
 
     def run(self) -> int:
-        state_dir = self.cfg.node.resolved_state_dir()
         try:
-            self.session = next_boot_session(state_dir)
-        except StateDirError as exc:
-            log.error("%s", exc, extra={"EVENT": "state_dir_error"})
-            return EX_CANTCREAT
-        self._health = HealthReporter(state_dir)
-        self._status_file = StatusWriter(self, state_dir)  # never raises
-        self._status_file.tick("starting")
-        log.info("citynode %s starting: node %s, boot session %d, %d sensor(s), %s",
-                 __version__, self.cfg.node.id, self.session, len(self.cfg.sensor),
-                 "local mode" if self.cfg.local_mode else
-                 f"broker {self.cfg.mqtt.host}:{self.cfg.mqtt.port}",
-                 extra={"EVENT": "start", "BOOT_SESSION": self.session})
-        watchdog = self._watchdog = Watchdog(self.notifier)
-        main_beat = watchdog.register("report")
-        if not self.cfg.local_mode:
-            m = self.cfg.mqtt
-            sp = self.cfg.spool
-            try:
-                self.spool = Spool(sp.path or state_dir / "spool.db", max_bytes=sp.max_bytes,
-                                   batch_s=sp.batch_s, send_uncommitted=sp.send_uncommitted)
-            except (SpoolError, OSError) as exc:
-                log.error("cannot open the spool: %s", exc, extra={"EVENT": "spool_error"})
-                return EX_TEMPFAIL
-            if self.spool.quarantined:
-                self.send(self.message(self.topics.event, [
-                    Record("spool", text="quarantined")], kind="event"))
-            if self.cfg.commands.enabled:
-                self._processor = self._make_processor()
-            client_id = node_client_id(m, self.cfg.node.id)
-            self.uplink = Uplink(m, client_id, self.spool, drain_rate=sp.drain_rate,
-                                 will=lambda: self.offline("lost", will=True),
-                                 on_connect=self.on_connect,
-                                 subscribe=self.topics.command if self._processor else None,
-                                 on_message=self.on_command,
-                                 configure_client=self._configure_client)
-            self.uplink.start()
-        else:
-            self.send(self.birth())
-        self._start_sensors(self.cfg, watchdog)
-        self.notifier.ready(self.status_line())
-        watchdog.start()
-        log.info("ready: %s", self.status_line(), extra={"EVENT": "ready"})
-
+            code = self._start_up()
+        except Exception as exc:  # whatever it is: one line and a code, never a traceback
+            code, line = exit_for(exc)
+            # ...unless asked for one, for a bug report (as every citynode command does)
+            asked = os.environ.get("CITYNODE_TRACEBACK", "") not in ("", "0")
+            log.error("cannot start: %s", line, exc_info=exc if asked else None,
+                      extra={"EVENT": "startup_error"})
+            self._abort_start_up()
+        if code is not None:
+            return code
+        watchdog, main_beat = self._watchdog, self._main_beat
         interval = self.cfg.report.interval_s
         next_report = self._next_report = self.clock() + interval
         next_health = self.clock() + min(60.0, self.cfg.health.interval_s)
@@ -470,6 +488,74 @@ class Node:
 
         return self.shutdown(watchdog)
 
+    def _abort_start_up(self) -> None:
+        """Undo what a failed start-up had started, as far as it goes, without raising."""
+        steps = [*(lp.stop for lp in self.loops), self._close_features]
+        if self._watchdog is not None:
+            steps.append(self._watchdog.stop)
+        if self.uplink is not None:  # a retained "online" birth must not outlive us
+            steps.append(lambda: self.uplink.stop(goodbye=lambda: self.offline("shutdown"),
+                                                  timeout=1.0))
+        if self.spool is not None:
+            steps.append(self.spool.close)
+        if self._status_file is not None:
+            steps.append(self._status_file.close)
+        for step in steps:
+            try:
+                step()
+            except Exception:  # already failing: the first error is the one reported
+                pass
+
+    def _start_up(self) -> int | None:
+        """State, spool, uplink and sensors; None when running, else the exit code."""
+        state_dir = self.cfg.node.resolved_state_dir()
+        try:
+            self.session = next_boot_session(state_dir)
+        except StateDirError as exc:
+            log.error("%s", exc, extra={"EVENT": "state_dir_error"})
+            return EX_CANTCREAT
+        self._health = HealthReporter(state_dir)
+        self._status_file = StatusWriter(self, state_dir)  # never raises
+        self._status_file.tick("starting")
+        log.info("citynode %s starting: node %s, boot session %d, %d sensor(s), %s",
+                 __version__, self.cfg.node.id, self.session, len(self.cfg.sensor),
+                 "local mode" if self.cfg.local_mode else
+                 f"broker {self.cfg.mqtt.host}:{self.cfg.mqtt.port}",
+                 extra={"EVENT": "start", "BOOT_SESSION": self.session})
+        watchdog = self._watchdog = Watchdog(self.notifier)
+        self._main_beat = watchdog.register("report")
+        if not self.cfg.local_mode:
+            m = self.cfg.mqtt
+            sp = self.cfg.spool
+            try:
+                self.spool = Spool(sp.path or state_dir / "spool.db", max_bytes=sp.max_bytes,
+                                   batch_s=sp.batch_s, send_uncommitted=sp.send_uncommitted)
+            except SpoolError as exc:  # its place (78), or in use, or a full disk (75)
+                code, line = exit_for(exc)
+                log.error("cannot open the spool: %s", line, extra={"EVENT": "spool_error"})
+                return code
+            if self.cfg.commands.enabled:
+                self._processor = self._make_processor()
+            client_id = node_client_id(m, self.cfg.node.id)
+            self.uplink = Uplink(m, client_id, self.spool, drain_rate=sp.drain_rate,
+                                 will=lambda: self.offline("lost", will=True),
+                                 on_connect=self.on_connect,
+                                 subscribe=self.topics.command if self._processor else None,
+                                 on_message=self.on_command,
+                                 configure_client=self._configure_client,
+                                 accept_lock=self._seq_lock)
+            if self.spool.quarantined:  # spooled like any event (a number, and sent)
+                self.emit(self.topics.event, [Record("spool", text="quarantined")],
+                          kind="event")
+            self.uplink.start()
+        else:
+            self.send(self.birth())
+        self._start_sensors(self.cfg, watchdog)
+        self.notifier.ready(self.status_line())
+        watchdog.start()
+        log.info("ready: %s", self.status_line(), extra={"EVENT": "ready"})
+        return None
+
     def shutdown(self, watchdog: Watchdog) -> int:
         self.notifier.stopping()
         if self._status_file is not None:
@@ -481,7 +567,8 @@ class Node:
         self._close_features()  # relays safe, routine saved, a cancel window run out: sent
         self.report()
         if self.uplink is not None:
-            self.uplink.stop(goodbye=self.offline("shutdown"), timeout=5.0)
+            # The goodbye after the last window's telemetry: numbered when it goes.
+            self.uplink.stop(goodbye=lambda: self.offline("shutdown"), timeout=5.0)
             left = self.uplink.pending()
             if left:
                 log.info("%d message(s) kept in the spool for the next start", left,

@@ -109,6 +109,7 @@ class SensorLoop(threading.Thread):
         self.readings = 0
         self.errors = 0
         self.opens = 0
+        self._open_failure: str | None = None  # the reason last logged, until an open works
         self._last_error_at = -1e18
         self._bad_seen = 0
         self._start = clock()
@@ -130,18 +131,16 @@ class SensorLoop(threading.Thread):
                 try:
                     self.device.open()
                 except Exception as exc:  # a driver bug must not kill sampling either
-                    if not isinstance(exc, DeviceError):
-                        log.exception("unexpected error opening the device", extra={
-                            "SENSOR": self.sensor, "EVENT": "driver_exception"})
-                        exc = DeviceError(f"driver exception: {exc!r}")
+                    reason = self._open_failed(exc)
                     self.aggregator.flag(Quality.DISCONNECTED)
-                    self._set_health(Health.DISCONNECTED, str(exc))
+                    self._set_health(Health.DISCONNECTED, reason)
                     self.opened.set()
                     self._pause(backoff_delay(attempt, self.reopen_initial_s,
                                               self.reopen_max_s, self._rng))
                     attempt += 1
                     continue
                 is_open, attempt = True, 0
+                self._open_failure = None  # a later failure is news again, even the same one
                 self.asleep = False  # opening wakes the sensor
                 self._awake_since = self._clock()
                 self.opens += 1
@@ -182,6 +181,21 @@ class SensorLoop(threading.Thread):
             self._update_health(now)
         self.device.close()
         self._set_health(Health.STOPPED, "stopped")
+
+    def _open_failed(self, exc: Exception) -> str:
+        """The reason the device cannot be opened; logged when it changes, not at every
+        retry: a health change would not show it, since the loop starts disconnected."""
+        bug = not isinstance(exc, DeviceError)
+        reason = f"driver exception: {exc!r}" if bug else str(exc)
+        if reason != self._open_failure:
+            self._open_failure = reason
+            if bug:
+                log.exception("unexpected error opening the device", extra={
+                    "SENSOR": self.sensor, "EVENT": "driver_exception"})
+            else:
+                log.warning("sensor %s cannot be opened: %s", self.sensor, reason, extra={
+                    "SENSOR": self.sensor, "EVENT": "open_failed"})
+        return reason
 
     def _duty_step(self) -> bool:
         """Sleep or wake as the duty cycle says; True while asleep (nothing to poll)."""

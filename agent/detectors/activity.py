@@ -376,6 +376,16 @@ class Routine:
         return r
 
 
+def _last_hour_start(hs: float, t: float) -> float:
+    """The latest ``hs + k * HOUR`` (k >= 1) not after ``t``, as hour-by-hour steps give it."""
+    k = max(1, math.floor((t - hs) / HOUR))
+    while hs + (k + 1) * HOUR <= t:
+        k += 1
+    while k > 1 and hs + k * HOUR > t:
+        k -= 1
+    return hs + k * HOUR
+
+
 class ActivityDetector:
     """Inactivity alarm, resumption and unusual continuous use for one household."""
 
@@ -475,6 +485,18 @@ class ActivityDetector:
             c = self._threshold = (start, usual, thr)
         return c[1], c[2]
 
+    def quiet_until(self) -> float:
+        """Until when ``tick`` can raise nothing if no sample comes: a replay ticks once
+        there instead of every minute. ``math.inf`` while no alarm can come (no activity
+        yet, or raised already); ``-math.inf`` (do not skip) while the hour of the last
+        activity is still open (closing it teaches the routine, which moves the threshold).
+        """
+        if self.last_activity is None or self.alarm_since is not None:
+            return math.inf
+        if self._hour_start is None or self._hour_start <= self.last_activity:
+            return -math.inf
+        return self.last_activity + self.threshold_s()
+
     def update(self, t: float, plug: str, watts: float) -> list[Event]:
         lvl = self.levels.get(plug)
         if lvl is None:
@@ -548,6 +570,14 @@ class ActivityDetector:
             self._quiet_from = self.last_activity
         while t >= self._hour_start + HOUR:
             hs = self._hour_start
+            if self.last_activity is None or (self.alarm_since is not None
+                                              and self.last_activity < hs
+                                              and hs >= self.alarm_since):
+                # Nothing to learn from this hour or any later one until a sample comes:
+                # jump to the hour of t at once (a long gap in the data costs no work).
+                self._hour_start = _last_hour_start(hs, t)
+                self._quiet_from = self.last_activity
+                break
             quiet_for = None if self._quiet_from is None else hs - self._quiet_from
             if self.last_activity is not None:
                 if self.last_activity >= hs:

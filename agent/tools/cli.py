@@ -5,45 +5,39 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
-import re
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 from agent import __version__
 
 EX_USAGE = 64
 EX_DATAERR = 65
 EX_NOINPUT = 66
+EX_SOFTWARE = 70
 
-_HEX_TEXT = re.compile(rb"^[0-9a-fA-Fx:,\s]*$")
-
-
-def _hex_to_bytes(text: str | bytes) -> bytes:
-    """Accept hex as installers paste it: spaces, colons, commas, 0x prefixes, newlines."""
-    if isinstance(text, bytes):
-        text = text.decode("ascii")
-    cleaned = re.sub(r"0x", "", text, flags=re.IGNORECASE)
-    cleaned = re.sub(r"[\s:,]", "", cleaned)
-    if len(cleaned) % 2:
-        raise ValueError(f"odd number of hex digits ({len(cleaned)})")
-    try:
-        return bytes.fromhex(cleaned)
-    except ValueError as exc:
-        raise ValueError(f"not hex: {exc}") from None
+#: ``citynode frames`` prints the first this many rejected spans (transfers) in full, then
+#: counts the rest in one ``omitted`` line: a noisy capture must not flood the terminal.
+REJECTED_SHOWN = 100
+#: The most bytes of one rejected span printed (as hex); ``length`` says how many it had.
+BYTES_SHOWN = 64
 
 
-def _read_input(path: str | None, hex_text: str | None, fmt: str) -> bytes:
-    if hex_text is not None:
-        return _hex_to_bytes(hex_text)
-    if path in (None, "-"):
-        data = sys.stdin.buffer.read()
-    else:
-        data = Path(path).read_bytes()
-    if fmt == "hex" or (fmt == "auto" and data.strip() and _HEX_TEXT.match(data)):
-        return _hex_to_bytes(data)
-    return data
+def _capped(doc: dict[str, Any]) -> dict[str, Any]:
+    """A rejected entry with at most :data:`BYTES_SHOWN` of its bytes, saying so."""
+    shown = doc.get("bytes")
+    if isinstance(shown, str) and len(shown) > 3 * BYTES_SHOWN:
+        doc = {**doc, "bytes": shown[:3 * BYTES_SHOWN - 1], "bytes_shown": BYTES_SHOWN}
+    return doc
+
+
+def _mostly_rejected(good: int, total: int) -> bool:
+    """Exit 65 for a capture that is empty or has under 1 % of it decoded."""
+    return good == 0 or good * 100 < total
 
 
 def _print_json(obj: object) -> None:
@@ -52,17 +46,54 @@ def _print_json(obj: object) -> None:
 
 # -- subcommands ---------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    """``citynode run``: whatever fails ends in one line and a documented code (78 for an
+    unusable path, file or permission, 75 for what may pass, 70 for a bug), never a
+    traceback and exit 1, which systemd would restart forever."""
+    try:
+        return _run(args)
+    except Exception as exc:
+        import logging
+
+        try:
+            from agent.core.daemon import exit_for
+
+            code, line = exit_for(exc)
+        except Exception:  # the daemon's own modules cannot load: a broken installation
+            code, line = EX_SOFTWARE, f"internal error: {type(exc).__name__}: {exc}"
+        if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+            traceback.print_exc()
+        logger = logging.getLogger("citynode")
+        if logger.handlers:  # logging is set up: the journal gets it with its fields
+            logger.error("citynode stopped: %s", line, extra={"EVENT": "fatal_error"})
+        else:
+            print(f"citynode: {line}", file=sys.stderr)
+        return code
+
+
+def _run(args: argparse.Namespace) -> int:
     from agent.core.config import EX_CONFIG, ConfigError, load
     from agent.core.daemon import Node, install_signal_handlers
     from agent.core.journal import setup_logging
     from agent.wire.security import SecurityError
 
+    wait = getattr(args, "wait", None)
+    if wait is not None and not (args.once and 0 < wait <= 3600):
+        print("citynode run: error: --wait needs --once and 0 < S <= 3600", file=sys.stderr)
+        return EX_USAGE
+    if args.config == "-" and not getattr(args, "once", False):
+        print("citynode run: error: the daemon needs a configuration FILE (a set-config "
+              "command rewrites it); '-' (standard input) works with --once", file=sys.stderr)
+        return EX_USAGE
     try:
         cfg = load(args.config)
     except ConfigError as exc:
         # Logging is not set up yet: say it where systemd and a person both see it.
         print(f"citynode: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
+    if getattr(args, "once", False):
+        from agent.tools.once import run_once
+
+        return run_once(cfg, wait_s=wait)
     node = Node(cfg, config_path=args.config,
                 config_text=Path(args.config).read_text(encoding="utf-8"))
     try:
@@ -76,29 +107,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from agent.core.config import EX_CONFIG, ConfigError, load
+    from agent.tools.configtool import check_main
 
-    try:
-        cfg = load(args.file, check_devices=not args.no_devices)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EX_CONFIG
-    if not cfg.local_mode and not args.no_devices:
-        from agent.wire.security import SecurityError, validate_security
+    return check_main(args)
 
-        try:
-            validate_security(cfg.mqtt)
-        except SecurityError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EX_CONFIG
-    mode = "local mode (no broker)" if cfg.local_mode else f"broker {cfg.mqtt.host}:{cfg.mqtt.port}"
-    print(f"{args.file}: OK - node {cfg.node.id}, {len(cfg.sensor)} sensor(s), {mode}, "
-          f"report every {cfg.report.interval_s:g} s as {cfg.report.format}")
-    return 0
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from agent.tools.configtool import show_main
+
+    return show_main(args)
 
 
 def cmd_config_devices(args: argparse.Namespace) -> int:
-    from agent.core.config import EX_CONFIG, ConfigError, load
+    from agent.core.config import ConfigError, load
     from agent.core.systemd import device_dropin
     from drivers.files import write_atomic
 
@@ -106,7 +127,7 @@ def cmd_config_devices(args: argparse.Namespace) -> int:
         cfg = load(args.file, check_devices=False)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EX_CONFIG
+        return exc.code  # 78, or 66 when FILE cannot be read
     text = device_dropin(cfg)
     if args.write is None:
         sys.stdout.write(text)
@@ -123,9 +144,15 @@ def cmd_config_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_frames(args: argparse.Namespace) -> int:
+    """Decode a capture as it streams: memory does not grow with it (docs: README)."""
+    from agent.core.inputs import InputError
+    from agent.tools.captures import byte_chunks
     from drivers import registry
     from drivers.spec import CaptureCodec
 
+    if args.hex is not None and args.file is not None:
+        print("citynode frames: error: give FILE or --hex, not both", file=sys.stderr)
+        return EX_USAGE
     try:
         codec = registry.get(args.device)
     except KeyError as exc:
@@ -133,42 +160,80 @@ def cmd_frames(args: argparse.Namespace) -> int:
         return EX_USAGE
     if isinstance(codec, CaptureCodec):
         return _frames_i2c(codec, args)
+    counts: dict[str, int] = {"frame": 0, "ack": 0, "rejected": 0}
+    total = good = rejected_bytes = omitted = omitted_bytes = 0
     try:
-        data = _read_input(args.file, args.hex, args.format)
-    except (OSError, ValueError) as exc:
-        print(f"error: cannot read input: {exc}", file=sys.stderr)
-        return EX_NOINPUT
-    counts = {"frame": 0, "ack": 0, "rejected": 0}
-    for doc in registry.decode_stream(codec, [data]):
-        counts[doc["type"]] = counts.get(doc["type"], 0) + 1
-        _print_json(doc)
-    print(f"{len(data)} bytes: {counts['frame']} frames, {counts['ack']} acks, "
-          f"{counts['rejected']} rejected spans", file=sys.stderr)
-    return 0 if counts["frame"] or counts["ack"] or not data else EX_DATAERR
+        for doc in registry.decode_stream(codec, byte_chunks(args.file, args.hex, args.format)):
+            kind, n = doc["type"], doc["length"]
+            counts[kind] = counts.get(kind, 0) + 1
+            total += n
+            if kind != "rejected":
+                good += n
+            else:
+                rejected_bytes += n
+                if counts["rejected"] > REJECTED_SHOWN:
+                    omitted, omitted_bytes = omitted + 1, omitted_bytes + n
+                    continue
+                doc = _capped(doc)
+            _print_json(doc)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    if omitted:
+        _print_json({"type": "omitted", "spans": omitted, "bytes": omitted_bytes,
+                     "reason": f"rejected spans after the first {REJECTED_SHOWN} not shown"})
+    others = "".join(f", {n} {k}s" for k, n in counts.items()
+                     if k not in ("frame", "ack", "rejected"))
+    print(f"{total} bytes: {counts['frame']} frames, {counts['ack']} acks, "
+          f"{counts['rejected']} rejected spans ({rejected_bytes} bytes){others}",
+          file=sys.stderr)
+    if _mostly_rejected(good, total):
+        why = "an empty capture" if not total else (
+            f"under 1 % of the bytes decode as {args.device}: is it the right device type, "
+            "baud rate and wiring?")
+        print(f"error: {why}", file=sys.stderr)
+        return EX_DATAERR
+    return 0
 
 
-def _frames_i2c(codec, args: argparse.Namespace) -> int:
+def _frames_i2c(codec: Any, args: argparse.Namespace) -> int:
     """I2C devices: decode a capture of transfers, one ``ADDR W|R HEX`` line each."""
-    from drivers.emulation.i2c import parse_capture
+    from agent.core.inputs import InputError
+    from agent.tools.captures import capture_lines
+    from drivers import registry
 
+    tally = registry.CaptureTally()
+    shown = 0
     try:
-        if args.hex is not None:
-            text = args.hex.replace(";", "\n")
-        elif args.file in (None, "-"):
-            text = sys.stdin.read()
+        for doc in registry.decode_capture_stream(codec, capture_lines(args.file, args.hex),
+                                                  tally, keep_bad_lines=REJECTED_SHOWN):
+            if doc.get("type") == "rejected":
+                shown += 1
+                if shown > REJECTED_SHOWN:
+                    continue
+                doc = _capped(doc)
+            _print_json(doc)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    omitted = max(0, shown - REJECTED_SHOWN) + tally.unreported
+    if omitted:
+        _print_json({"type": "omitted", "entries": omitted,
+                     "reason": f"rejected entries after the first {REJECTED_SHOWN} not shown"})
+    bad_lines = "" if not tally.bad_lines else (
+        f"; {tally.bad_lines} line{'s are' if tally.bad_lines > 1 else ' is'} not a transfer")
+    print(f"{tally.transfers} transfers: {tally.decoded} decoded, {tally.rejected} rejected"
+          f"{bad_lines}", file=sys.stderr)
+    if _mostly_rejected(tally.decoded, tally.transfers + tally.bad_lines):
+        if not tally.transfers:
+            why = ("an empty capture" if not tally.bad_lines else
+                   "no 'ADDR W|R HEX' lines: an I2C capture has one per transfer")
         else:
-            text = Path(args.file).read_text()
-        records = parse_capture(text.splitlines())
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        print(f"error: cannot read capture: {exc}", file=sys.stderr)
-        return EX_NOINPUT
-    good = bad = 0
-    for doc in codec.decode(records):
-        good += doc.get("type") != "rejected"
-        bad += doc.get("type") == "rejected"
-        _print_json(doc)
-    print(f"{len(records)} transfers: {good} decoded, {bad} rejected", file=sys.stderr)
-    return 0 if good or not records else EX_DATAERR
+            why = (f"under 1 % of the transfers decode as {args.device}: is it the right "
+                   "device type and address?")
+        print(f"error: {why}", file=sys.stderr)
+        return EX_DATAERR
+    return 0
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
@@ -178,7 +243,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     try:
         baselines = parse_baseline_options(args.baseline or [])
     except ValueError as exc:
-        print(f"error: --baseline: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)   # names the --baseline value
         return EX_USAGE
     return run_cli(args.input, baselines, sys.stdout)
 
@@ -214,14 +279,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
+    from agent.core.inputs import InputError
+    from agent.tools.captures import read_payload
     from agent.wire.formats import PayloadError, decode
-    from agent.wire.model import to_readable
+    from agent.wire.model import MAX_PAYLOAD, to_readable
 
-    try:
-        data = _read_input(args.file, args.hex, args.format)
-    except (OSError, ValueError) as exc:
-        print(f"error: cannot read input: {exc}", file=sys.stderr)
-        return EX_NOINPUT
+    if args.hex is not None and args.file is not None:
+        print("citynode decode: error: give FILE or --hex, not both", file=sys.stderr)
+        return EX_USAGE
+    try:  # never more than a payload's worth is read, whatever the input's size
+        data = read_payload(args.file, args.hex, args.format, MAX_PAYLOAD)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
     try:
         pack = decode(data)
     except PayloadError as exc:
@@ -244,9 +314,101 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 # -- parser ------------------------------------------------------------------------------
 FIELD_TOOLS = ("provision", "doctor", "status", "sdcard")
+#: With this set (to anything but "" or 0), an unexpected error prints its traceback too
+#: (tests/test_cli_fuzz.py sets it, so a bug cannot hide behind the one-line message).
+TRACEBACK_ENV = "CITYNODE_TRACEBACK"
+_PY_NUMBER_ERRORS = ("could not convert string to float", "invalid literal for int()",
+                     "complex() arg is a malformed string")
+
+
+def _type_message(convert: Callable[[str], Any], text: str, exc: Exception) -> str:
+    """What a type conversion's failure means to a person, not to Python."""
+    if convert is int:
+        return f"expected a whole number, got {text!r}"
+    if convert is float or str(exc).startswith(_PY_NUMBER_ERRORS):
+        return f"expected a number, got {text!r}"
+    detail = str(exc).strip()
+    return f"invalid value {text!r}" + (f": {detail}" if detail else "")
+
+
+def _readable_type(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``convert`` with failures as one readable line, and no NaN or infinity for numbers
+    (an ``interval`` of NaN passes every ``<=`` check and then breaks ``sleep``)."""
+    def readable(text: str) -> Any:
+        try:
+            value = convert(text)
+        except argparse.ArgumentTypeError:
+            raise
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            raise argparse.ArgumentTypeError(_type_message(convert, text, exc)) from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        return value
+
+    readable.__name__ = getattr(convert, "__name__", "value")
+    readable.__doc__ = getattr(convert, "__doc__", None)
+    readable.__wrapped__ = convert  # type: ignore[attr-defined]  # what tests generate for
+    return readable
+
+
+def number_between(low: float, high: float) -> Callable[[str], float]:
+    """An option type: a finite number from ``low`` to ``high`` (refused before anything
+    starts, e.g. ``calibrate --seconds 1e9``, which would measure for 31 years)."""
+    def between(text: str) -> float:
+        value = float(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, "
+                                             f"got {text!r}")
+        return value
+
+    between.__name__ = "number"
+    return between
+
+
+class CliParser(argparse.ArgumentParser):
+    """One grammar for every command and subcommand (those of the field tools' register()
+    too: add_subparsers makes parsers of this class):
+
+    - a usage error is one line on stderr and exit 64 (EX_USAGE), not argparse's usage
+      block and exit 2;
+    - a value that does not convert says what was expected (``expected a number, got
+      'abc'``), never the name of a Python function, and a number is finite;
+    - a command's options and positionals may come in any order (``frames DEVICE --format
+      hex FILE``), as the intermixed parsing of the standard library does it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._has_commands = False
+        self._intermixing = False
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        if callable(kwargs.get("type")):
+            kwargs["type"] = _readable_type(kwargs["type"])
+        return super().add_argument(*args, **kwargs)
+
+    def add_subparsers(self, **kwargs: Any) -> argparse._SubParsersAction:  # type: ignore[type-arg]
+        self._has_commands = True
+        return super().add_subparsers(**kwargs)
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None,
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        if self._has_commands or self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True  # parse_known_intermixed_args calls back into this method
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+    def error(self, message: str) -> NoReturn:
+        message = " ".join(message.split())
+        self.exit(EX_USAGE, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
 
 def build_parser(field_tools: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="citynode", description=(
+    p = CliParser(prog="citynode", description=(
         "Agent for Raspberry Pi smart-city sensor nodes. See README.md and docs/."))
     p.add_argument("--version", action="version", version=f"citynode {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -254,30 +416,46 @@ def build_parser(field_tools: bool = True) -> argparse.ArgumentParser:
     default_cfg = os.environ.get("CITYNODE_CONFIG", "/etc/citynode/citynode.toml")
     r = sub.add_parser("run", help="run the node daemon (what the systemd unit starts)")
     r.add_argument("--config", "-c", default=default_cfg, help=f"TOML file (default {default_cfg})")
+    r.add_argument("--once", action="store_true",
+                   help="read every sensor once, print the pack that would be sent and exit "
+                   "(0: every sensor gave a reading, 1: not); no broker, spool or systemd")
+    r.add_argument("--wait", type=float, metavar="S",
+                   help="with --once: how long to wait for the sensors (default: the longest "
+                   "warm-up plus a few reads)")
     r.set_defaults(func=cmd_run)
 
     c = sub.add_parser("config", help="configuration tools")
     csub = c.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     ck = csub.add_parser("check", help="validate a configuration file (exit 78 on error)")
-    ck.add_argument("file")
+    ck.add_argument("file", help="the TOML file ('-' for stdin)")
     ck.add_argument("--no-devices", action="store_true",
-                    help="do not require device paths to exist (checking on a laptop)")
+                    help="check the file alone, not this machine: device nodes, files and "
+                    "writable directories are not looked at (checking on a laptop)")
+    ck.add_argument("--json", action="store_true",
+                    help="one JSON object on stdout (docs/doctor.md, machine-readable output)")
     ck.set_defaults(func=cmd_config_check)
+    sh = csub.add_parser("show", help="the effective configuration, every default filled in")
+    sh.add_argument("file", help="the TOML file ('-' for stdin)")
+    sh.add_argument("--json", action="store_true", help="as JSON instead of TOML")
+    sh.set_defaults(func=cmd_config_show)
     dv = csub.add_parser("devices", help="a systemd drop-in allowing exactly the devices the "
                          "configuration uses (DeviceAllow=)")
-    dv.add_argument("file")
+    dv.add_argument("file", help="the TOML file ('-' for stdin)")
     dv.add_argument("--write", metavar="PATH", nargs="?",
                     const="/etc/systemd/system/citynode.service.d/devices.conf",
                     help="write the drop-in (default path if none given) instead of printing it")
     dv.set_defaults(func=cmd_config_devices)
 
     def add_input(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("file", nargs="?", help="file to read (default: standard input)")
-        sp.add_argument("--hex", help='bytes as hex text, e.g. "42 4d 00 1c ..."')
+        sp.add_argument("file", nargs="?", help="file to read ('-' or none: standard input)")
+        sp.add_argument("--hex", help='bytes as hex text, e.g. "42 4d 00 1c ..." (instead of '
+                        "FILE)")
         sp.add_argument("--format", choices=("auto", "raw", "hex"), default="auto",
                         help="how to read the file or stdin (auto: hex text if it looks like it)")
 
-    f = sub.add_parser("frames", help="decode captured raw sensor bytes, one JSON line per frame")
+    f = sub.add_parser("frames", help="decode captured raw sensor bytes, one JSON line per frame "
+                       "and rejected span, a summary on stderr (exit 65: empty, or under 1 %% "
+                       "decodes)")
     f.add_argument("device", help="device type, as in [[sensor]] type (an unknown name lists "
                    "them); for I2C devices the input is a "
                    "capture of transfers, one 'ADDR W|R HEX' line each (--hex: ';' separates)")
@@ -350,7 +528,8 @@ def build_parser(field_tools: bool = True) -> argparse.ArgumentParser:
     cal = sub.add_parser("calibrate", help="measure an empty parking bay's baseline and store it")
     cal.add_argument("bay", help="the sensor name of the bay, as in the configuration")
     cal.add_argument("--config", "-c", default=default_cfg)
-    cal.add_argument("--seconds", type=float, default=30.0, help="how long to measure")
+    cal.add_argument("--seconds", type=number_between(1, 3600), default=30.0,
+                     help="how long to measure (1 to 3600, default 30)")
     cal.set_defaults(func=cmd_calibrate)
 
     # Installer and operator tools, each in its own module with register(sub, default_cfg).
@@ -366,7 +545,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     # The daemon does not need the installer tools' modules in its memory (about 3 MiB).
     parser = build_parser(field_tools=args_in[:1] != ["run"])
-    args = parser.parse_args(args_in)
+    try:
+        args = parser.parse_args(args_in)
+    except SystemExit as exc:  # --help, --version (0) and usage errors (64) end here
+        return exc.code if isinstance(exc.code, int) else EX_USAGE
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EX_USAGE
@@ -375,7 +557,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
+        # The reader went away (``| head``): nothing more to say, and nothing to flush.
+        _silence_stdout()
         return 0
+    except Exception as exc:  # a bug: one line for people, the traceback on request
+        if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+            traceback.print_exc()
+        print(f"citynode {args_in[0] if args_in else ''}: internal error: "
+              f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]} (a bug: please "
+              f"report it; {TRACEBACK_ENV}=1 shows where)", file=sys.stderr)
+        return EX_SOFTWARE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush raises nothing more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":

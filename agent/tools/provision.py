@@ -8,7 +8,8 @@ An installer runs this once per node (docs/provision.md). In order:
 2. install CA, certificate, key and credentials into the secrets directory with the
    modes and owners agent/wire/security.py demands (a key or password: 0600, owned by the
    service user; certificates 0644), each atomically, and never over a different
-   existing file without ``--force``;
+   existing file without ``--force``; only ever over a regular file (a symlink is
+   written through to its target, and said so);
 3. rewrite only ``[node] id`` and the broker keys of ``[mqtt]`` in the configuration,
    keeping every other section, key and comment; the new text is validated by
    agent.core.config and compared with the old one, table by table, before it atomically
@@ -19,7 +20,9 @@ An installer runs this once per node (docs/provision.md). In order:
 
 Exit codes (sysexits): 64 usage, 65 bad input data (a key that does not match its
 certificate, a CA that did not issue it, an expired certificate), 66 an input file is
-missing, 69 broker unavailable, 73 would overwrite existing secrets (use --force),
+missing, 69 broker unavailable, 73 would overwrite existing secrets (use --force) or
+a target is not a regular file (a device such as /dev/null, a FIFO, a socket, a directory,
+a symlink leading to one, or a secret's symlink leading out of the secrets directory),
 77 permission (not allowed to write or chown; the broker refused the credentials),
 78 the resulting configuration is invalid.
 """
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import calendar
+import errno
 import grp
 import json
 import logging
@@ -35,6 +39,7 @@ import os
 import pwd
 import re
 import ssl
+import stat
 import subprocess
 import sys
 import time
@@ -43,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drivers.files import write_atomic
+from drivers.files import NotRegularFile, kind_of, resolve_target, write_atomic
 
 EX_OK, EX_USAGE, EX_DATAERR, EX_NOINPUT = 0, 64, 65, 66
 EX_UNAVAILABLE, EX_CANTCREAT, EX_NOPERM, EX_CONFIG = 69, 73, 77, 78
@@ -54,6 +59,9 @@ NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # as agent.core.config.
 MANAGED = ("host", "port", "tls", "ca_file", "cert_file", "key_file", "server_name",
            "credentials_file")
 EXPIRY_WARN_DAYS = 30
+MAX_INPUT_BYTES = 1 << 20  # a PEM file; the Debian CA bundle is about 220 KB
+MAX_PASSWORD_BYTES = 4096
+MAX_CONFIG_BYTES = 1 << 20  # a configuration is a few KB
 
 
 class Fail(Exception):
@@ -126,22 +134,45 @@ def resolve_owner(spec: str | None) -> Owner:
     return Owner(pw.pw_name, gr.gr_name, pw.pw_uid, gr.gr_gid)
 
 
-def _read_input(path: str, what: str) -> bytes:
+def _read_input(path: str, what: str, *, limit: int = MAX_INPUT_BYTES,
+                regular: bool = True) -> bytes:
+    """At most ``limit`` bytes of an input (more is refused: /dev/zero must not fill the
+    memory). ``regular``: refuse anything but a regular file (certificates and keys are read
+    again by OpenSSL, which a pipe cannot serve twice). Opening never blocks: a FIFO
+    without a writer reads as empty."""
+    if path == "-":
+        if regular:
+            raise Fail(EX_USAGE, f"{what} -: give a file (certificates and keys are read more "
+                       "than once, standard input only once)")
+        return sys.stdin.buffer.read(limit + 1)
     try:
-        return Path(path).read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if regular and not stat.S_ISREG(st.st_mode):
+                raise Fail(EX_NOINPUT, f"{what} {path}: is {kind_of(st.st_mode)}, not a "
+                           "regular file (certificates and keys are read more than once: "
+                           "give a file)")
+            os.set_blocking(fd, True)  # a pipe's writer may not have written yet
+            data = fh.read(limit + 1)
     except FileNotFoundError:
         raise Fail(EX_NOINPUT, f"{what} {path}: no such file") from None
     except PermissionError:
         raise Fail(EX_NOPERM, f"{what} {path}: permission denied (run with sudo?)") from None
     except OSError as exc:
         raise Fail(EX_NOINPUT, f"{what} {path}: cannot read: {exc.strerror}") from None
+    if len(data) > limit:
+        raise Fail(EX_DATAERR, f"{what} {path}: larger than {limit} bytes, not a "
+                   f"{'password' if limit == MAX_PASSWORD_BYTES else 'PEM file'}")
+    return data
 
 
 def _read_password(args: argparse.Namespace) -> str:
-    if args.password_file:
-        raw = _read_input(args.password_file, "--password-file")
+    if args.password_file:  # a pipe is fine: --password-file <(pass show node-7), or -
+        raw = _read_input(args.password_file, "--password-file", limit=MAX_PASSWORD_BYTES,
+                          regular=False)
     else:
-        raw = sys.stdin.buffer.read(4097)
+        raw = sys.stdin.buffer.read(MAX_PASSWORD_BYTES + 1)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -163,16 +194,24 @@ def _openssl(*args: str, data: bytes | None = None) -> subprocess.CompletedProce
                    "(apt-get install openssl)") from None
 
 
-def _not_after(path: str) -> float:
-    res = _openssl("x509", "-in", path, "-noout", "-enddate")
-    text = res.stdout.decode().strip().removeprefix("notAfter=")
-    return calendar.timegm(time.strptime(text, "%b %d %H:%M:%S %Y %Z"))
+def _date(path: str, what: str, which: str) -> float:
+    """notAfter or notBefore of the first certificate in ``path``, as a Unix time."""
+    flag = "-enddate" if which == "notAfter" else "-startdate"
+    res = _openssl("x509", "-in", path, "-noout", flag)
+    text = res.stdout.decode(errors="replace").strip().removeprefix(f"{which}=")
+    try:
+        return calendar.timegm(time.strptime(text, "%b %d %H:%M:%S %Y %Z"))
+    except ValueError:
+        raise Fail(EX_DATAERR, f"{what} {path}: openssl cannot read its {which} date "
+                   "(not a PEM certificate?)") from None
 
 
-def _not_before(path: str) -> float:
-    res = _openssl("x509", "-in", path, "-noout", "-startdate")
-    text = res.stdout.decode().strip().removeprefix("notBefore=")
-    return calendar.timegm(time.strptime(text, "%b %d %H:%M:%S %Y %Z"))
+def _not_after(path: str, what: str = "certificate") -> float:
+    return _date(path, what, "notAfter")
+
+
+def _not_before(path: str, what: str = "certificate") -> float:
+    return _date(path, what, "notBefore")
 
 
 def _subject(path: str) -> str:
@@ -183,7 +222,7 @@ def _subject(path: str) -> str:
 def check_dates(path: str, what: str, notes: list[str], now: float | None = None) -> None:
     """Expired: refuse. Not yet valid or expiring soon: say so (the clock may be wrong)."""
     now = time.time() if now is None else now
-    end, start = _not_after(path), _not_before(path)
+    end, start = _not_after(path, what), _not_before(path, what)
     day = time.strftime("%Y-%m-%d", time.gmtime(end))
     if end < now:
         raise Fail(EX_DATAERR, f"{what} {path}: expired on {day} (if that is wrong, check "
@@ -251,7 +290,17 @@ def check_issued_by(cert: str, ca: str) -> None:
 
 # -- files ----------------------------------------------------------------------------------
 def _toml_str(s: str) -> str:
-    return json.dumps(s)  # JSON's escapes are valid in a TOML basic string
+    """A TOML basic string. Not json.dumps: JSON writes a character beyond U+FFFF as a
+    surrogate pair, which TOML refuses (an emoji in a password broke the credentials file)."""
+    out = []
+    for ch in s:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:  # control characters must be escaped
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
 
 
 def _toml_value(v: object) -> str:
@@ -430,7 +479,7 @@ def verify(config_path: str, connect: bool) -> dict[str, Any]:
     propagate, sec_log.propagate = sec_log.propagate, False
     try:
         cfg = load(config_path, check_devices=False)
-        validate_security(cfg.mqtt)
+        validate_security(cfg.mqtt, config_path=config_path)  # errors name the line
     except (ConfigError, SecurityError) as exc:
         return {"ok": False, "exit": EX_CONFIG, "error": str(exc)}
     finally:
@@ -529,13 +578,82 @@ def plan(args: argparse.Namespace, secrets: Path) -> Plan:
     return p
 
 
+@dataclass
+class Target:
+    """A file provision will write: the path as named and the file the write replaces."""
+
+    path: Path
+    real: Path  # a regular file or missing; through a symlink, its final target
+    link: bool  # ``path`` itself is a symlink (written through, and said so)
+
+    def __str__(self) -> str:
+        return f"{self.real} through the symlink {self.path}" if self.link else str(self.path)
+
+
+def target(path: Path, what: str) -> Target:
+    """Check, before anything is written, that ``path`` may be replaced: a regular file, or
+    missing in a folder that exists or can be made; through a symlink, the same of its
+    target, whose folder must exist. Anything else (a device such as /dev/null, a FIFO, a
+    socket, a directory) is refused: the rename would put a file in its place."""
+    lead = f"{what} {path}" if what else str(path)
+    try:
+        real = resolve_target(path)
+    except NotRegularFile as exc:
+        via = (f"is a symlink to {os.path.realpath(path)}, which "
+               if os.path.islink(path) else "")
+        raise Fail(EX_CANTCREAT, f"{lead}: {via}{exc.strerror}; nothing was written (name "
+                   "a regular file)") from None
+    except PermissionError:
+        raise Fail(EX_NOPERM, f"{lead}: permission denied (run with sudo)") from None
+    except OSError as exc:  # a symlink loop; a component that is a file
+        raise Fail(EX_CANTCREAT, f"{lead}: cannot be written: {exc.strerror}; nothing was "
+                   "written") from None
+    link = os.path.islink(path)
+    if link and not real.parent.is_dir():
+        raise Fail(EX_CANTCREAT, f"{lead}: is a symlink to {real}, whose folder does not "
+                   "exist; nothing was written")
+    for up in real.parents:  # the nearest existing folder; missing ones are created
+        if up.exists():
+            if not up.is_dir():
+                raise Fail(EX_CANTCREAT, f"{lead}: {up} is not a directory; nothing was "
+                           "written")
+            break
+    return Target(path, real, link)
+
+
+def secret_target(dest: Path, secrets: Path) -> Target:
+    """A secret's destination; a symlink may only lead to a file inside the secrets
+    directory (a link to /etc/shadow must not turn it into a key owned by the service)."""
+    t = target(dest, "")
+    inside = Path(os.path.realpath(secrets))
+    if t.link and not t.real.is_relative_to(inside):
+        raise Fail(EX_CANTCREAT, f"{dest}: is a symlink to {t.real}, outside {secrets}; "
+                   "refusing to write a secret through it (remove the link); nothing was "
+                   "written")
+    return t
+
+
+def _read_regular(path: Path, limit: int) -> bytes | None:
+    """Contents of a regular file (None if missing), at most ``limit`` bytes plus one;
+    never blocks on a FIFO swapped in since :func:`target` looked."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(errno.EEXIST, f"is {kind_of(st.st_mode)}, not a regular file",
+                                 str(path))
+        return fh.read(limit + 1)
+
+
 def _existing_differs(dest: Path, data: bytes) -> bool:
     try:
-        return dest.read_bytes() != data
-    except FileNotFoundError:
-        return False
+        old = _read_regular(dest, len(data))
     except OSError:
         return True
+    return old is not None and old != data
 
 
 def _mode_owner(owner: Owner, private: bool) -> tuple[int, int]:
@@ -543,6 +661,27 @@ def _mode_owner(owner: Owner, private: bool) -> tuple[int, int]:
     if private:
         return owner.uid, owner.gid
     return os.geteuid(), os.getegid()
+
+
+def _read_config(cfg: Target) -> str | None:
+    """The existing configuration's text, None if there is none; refuses what cannot be one."""
+    try:
+        raw = _read_regular(cfg.real, MAX_CONFIG_BYTES)
+    except PermissionError:
+        raise Fail(EX_NOPERM, f"{cfg.path}: permission denied (run with sudo)") from None
+    except OSError as exc:
+        raise Fail(EX_CANTCREAT, f"--config {cfg.path}: cannot read: {exc.strerror}; nothing "
+                   "was written") from None
+    if raw is None:
+        return None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise Fail(EX_CONFIG, f"{cfg.path}: larger than {MAX_CONFIG_BYTES >> 20} MiB, not a "
+                   "citynode configuration; nothing was written")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Fail(EX_CONFIG, f"{cfg.path}: is not UTF-8 text (byte {exc.start}); fix it "
+                   "first or move it away; nothing was written") from None
 
 
 def provision(args: argparse.Namespace, out: Any = None) -> int:
@@ -554,16 +693,17 @@ def provision(args: argparse.Namespace, out: Any = None) -> int:
         raise Fail(EX_NOPERM, f"files must belong to {owner.user}, and only root can give "
                    "them away: run with sudo (or --owner yourself for a test)")
     cfg_path = Path(args.config)
-    clash = [d for d, (data, _, _) in p.files.items() if _existing_differs(Path(d), data)]
+    cfg = target(cfg_path, "--config")
+    dests = {d: secret_target(Path(d), secrets) for d in p.files}
+    for d, t in dests.items():
+        if t.real == cfg.real:
+            raise Fail(EX_USAGE, f"--config {cfg_path} is where {d} goes: name another "
+                       "configuration or --secrets-dir")
+    clash = [d for d, (data, _, _) in p.files.items() if _existing_differs(dests[d].real, data)]
     if clash and not args.force:
         raise Fail(EX_CANTCREAT, f"{clash[0]} exists with other contents; refusing to replace "
                    "a node's secrets (use --force to replace them)")
-    try:
-        old = cfg_path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        old = None
-    except PermissionError:
-        raise Fail(EX_NOPERM, f"{cfg_path}: permission denied (run with sudo)") from None
+    old = _read_config(cfg)
     if old is not None:
         try:
             tomllib.loads(old)
@@ -588,25 +728,25 @@ def provision(args: argparse.Namespace, out: Any = None) -> int:
           + (", user name and password" if "credentials_file" in p.mqtt else "") + ")", file=out)
     try:
         for dest, (data, mode, private) in p.files.items():
-            d = Path(dest)
-            if not d.parent.exists():
-                d.parent.mkdir(mode=0o755, parents=True)
-                os.chmod(d.parent, 0o755)
+            t = dests[dest]
+            if not t.real.parent.exists():
+                t.real.parent.mkdir(mode=0o755, parents=True)
+                os.chmod(t.real.parent, 0o755)
             uid, gid = _mode_owner(owner, private)
             # Identical contents too: modes and owners. Set before the rename, so a secret is
             # never readable by others meanwhile.
-            write_atomic(d, data, mode=mode, owner=(uid, gid))
-            print(f"  installed {d} (mode {mode:04o}, {pwd.getpwuid(uid).pw_name}:"
+            write_atomic(t.real, data, mode=mode, owner=(uid, gid))
+            print(f"  installed {t} (mode {mode:04o}, {pwd.getpwuid(uid).pw_name}:"
                   f"{grp.getgrgid(gid).gr_name})", file=out)
-        cfg_path.parent.mkdir(parents=True, exist_ok=True)
-        st = cfg_path.stat() if old is not None else None
-        write_atomic(cfg_path, text, mode=st.st_mode & 0o7777 if st else 0o644,
+        cfg.real.parent.mkdir(parents=True, exist_ok=True)
+        st = cfg.real.stat() if old is not None else None
+        write_atomic(cfg.real, text, mode=st.st_mode & 0o7777 if st else 0o644,
                      owner=(st.st_uid, st.st_gid) if st else None)
     except PermissionError as exc:
         raise Fail(EX_NOPERM, f"{exc.filename}: permission denied (run with sudo)") from None
     except OSError as exc:
         raise Fail(EX_CANTCREAT, f"{exc.filename or ''}: cannot write: {exc.strerror}") from None
-    print(f"  {'updated' if old is not None else 'created'} {cfg_path}: [node] id, [mqtt]"
+    print(f"  {'updated' if old is not None else 'created'} {cfg}: [node] id, [mqtt]"
           + (" (other sections unchanged)" if old is not None else ""), file=out)
 
     result = verify_as(owner, str(cfg_path), connect=not args.no_check)
@@ -650,7 +790,8 @@ def register(sub: argparse._SubParsersAction, default_cfg: str) -> None:
     p.add_argument("--cert", metavar="FILE", help="this node's client certificate (PEM)")
     p.add_argument("--key", metavar="FILE", help="its private key (PEM, unencrypted)")
     p.add_argument("--username", help="MQTT user name (default: the node id)")
-    p.add_argument("--password-file", metavar="FILE", help="read the MQTT password from FILE")
+    p.add_argument("--password-file", metavar="FILE",
+                   help="read the MQTT password from FILE ('-': standard input)")
     p.add_argument("--password-stdin", action="store_true",
                    help="read the MQTT password from standard input")
     p.add_argument("--server-name", help="name in the broker's certificate, when --broker is "

@@ -34,11 +34,15 @@ import os
 import re
 import shutil
 import ssl
+import stat
 import sys
 import tarfile
+import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+
+from drivers.files import NotRegularFile, kind_of, resolve_target, write_atomic
 
 EX_USAGE = 64
 EX_DATAERR = 65
@@ -51,6 +55,9 @@ BOOT_MOUNT = "/boot/firmware"  # where Raspberry Pi OS bookworm mounts the FAT p
 HOOK_RUN = f"systemd.run={BOOT_MOUNT}/{KIT_DIR}/firstboot.sh"
 HOOK_EXTRA = ("systemd.run_success_action=reboot", "systemd.unit=kernel-command-line.target")
 SECRET_DIR = PurePosixPath("/etc/citynode")
+MAX_CONFIG_BYTES = 1 << 20  # a configuration is a few KB
+MAX_SECRET_BYTES = 1 << 20  # a PEM CA bundle is about 220 KB
+MAX_CMDLINE_BYTES = 64 * 1024  # the firmware reads a few KB
 _HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 
@@ -180,9 +187,19 @@ def _config_value(cfg: object, dotted: str) -> str:
     return str(obj or "")
 
 
-def _check_secret_content(kind: SecretKind, src: Path) -> None:
+def _read_limited(path: str | Path, what: str, limit: int) -> bytes:
+    """All of an input (``-``: standard input), read once, at most ``limit`` bytes: /dev/zero
+    or a huge file must not fill the memory, a FIFO must not hang (agent.core.inputs)."""
+    from agent.core import inputs
+
+    try:
+        return inputs.read_input(path, limit=limit)
+    except inputs.InputError as exc:
+        raise KitError(f"{what} {exc}", exc.code) from None
+
+
+def _check_secret_content(kind: SecretKind, src: Path, data: bytes) -> None:
     """Catch the wrong file passed to the wrong option, without ever printing its content."""
-    data = src.read_bytes()
     if not data.strip():
         raise KitError(f"--{kind.option} {src} is empty", EX_DATAERR)
     if kind.option == "credentials":
@@ -200,9 +217,11 @@ def _check_secret_content(kind: SecretKind, src: Path) -> None:
         raise KitError(f"--{kind.option} {src} is not a PEM certificate", EX_DATAERR)
 
 
-def plan_secrets(cfg: object, given: dict[str, str | None]) -> list[tuple[SecretKind, Path, str]]:
-    """Match each secret file to the path the configuration expects it at on the node."""
-    plan: list[tuple[SecretKind, Path, str]] = []
+def plan_secrets(cfg: object, given: dict[str, str | None]
+                 ) -> list[tuple[SecretKind, Path, str, bytes]]:
+    """Match each secret file to the path the configuration expects it at on the node; each
+    is read once, here (what was checked is what goes on the card)."""
+    plan: list[tuple[SecretKind, Path, str, bytes]] = []
     for kind in SECRETS:
         dest = _config_value(cfg, kind.key)
         src = given.get(kind.option)
@@ -220,20 +239,23 @@ def plan_secrets(cfg: object, given: dict[str, str | None]) -> list[tuple[Secret
             raise KitError(f"{kind.key} = \"{dest}\": the SD-card kit installs secrets into "
                            f"{SECRET_DIR}/ only", EX_CONFIG)
         path = Path(src)
-        if not path.is_file():
-            raise KitError(f"--{kind.option} {src} not found", EX_NOINPUT)
-        _check_secret_content(kind, path)
-        plan.append((kind, path, dest))
-    dests = [d for _, _, d in plan]
+        data = _read_limited(src, f"--{kind.option}", MAX_SECRET_BYTES)
+        _check_secret_content(kind, path, data)
+        plan.append((kind, path, dest, data))
+    dests = [d for _, _, d, _ in plan]
     if len(set(dests)) != len(dests):
         raise KitError("two secret files would go to the same path on the node", EX_CONFIG)
-    by_opt = {k.option: p for k, p, _ in plan}
+    by_opt = {k.option: data for k, _, _, data in plan}
     if ("cert" in by_opt) != ("key" in by_opt):
         raise KitError("--cert and --key go together (mutual TLS)", EX_USAGE)
     if "cert" in by_opt:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        try:
-            ctx.load_cert_chain(by_opt["cert"], by_opt["key"], password=lambda: b"")
+        try:  # the bytes read above (a pipe cannot be read twice), in a private folder
+            with tempfile.TemporaryDirectory() as tmp:
+                cert, key = Path(tmp, "cert.pem"), Path(tmp, "key.pem")
+                cert.write_bytes(by_opt["cert"])
+                key.write_bytes(by_opt["key"])
+                ctx.load_cert_chain(cert, key, password=lambda: b"")
         except (ssl.SSLError, OSError):
             raise KitError("--cert and --key do not belong together (or the key has a "
                            "passphrase, which a node cannot type)", EX_DATAERR) from None
@@ -263,25 +285,57 @@ def remove_hook(cmdline: str) -> str:
 
 # -- the kit -----------------------------------------------------------------------------------
 def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """A new file in the staging folder, which this run created empty."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    with path.open("xb") as fh:
+        fh.write(data)
     with contextlib.suppress(OSError):  # a FAT boot partition has no modes
         path.chmod(mode)
 
 
+def _own_dir(path: Path, what: str) -> bool:
+    """Whether ``path`` is a real directory (True), missing (False); anything else there
+    (a symlink, a file, a FIFO) is refused: the kit replaces only its own folder."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise KitError(f"{path}: {exc.strerror}", EX_CANTCREAT) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise KitError(f"{path} ({what}) is {kind_of(st.st_mode)}, not a directory: move it "
+                       "away; nothing was written", EX_CANTCREAT)
+    return True
+
+
+def _cmdline_target(out: Path) -> Path | None:
+    """The cmdline.txt to hook (through a symlink, its target), None when there is none."""
+    cmdline = out / "cmdline.txt"
+    if not os.path.lexists(cmdline):
+        return None
+    try:
+        return resolve_target(cmdline)
+    except NotRegularFile as exc:
+        raise KitError(f"{cmdline}: {exc.strerror}; nothing was written", EX_CANTCREAT) from None
+    except OSError as exc:
+        raise KitError(f"{cmdline}: {exc.strerror}; nothing was written", EX_CANTCREAT) from None
+
+
 def write_kit(args: argparse.Namespace) -> int:
-    from agent.core.config import ConfigError, load
+    from agent.core.config import ConfigError, parse
 
     out = Path(args.out)
     if not out.is_dir():
         raise KitError(f"--out {out} is not a directory (mount the card's boot partition, "
                        "e.g. /media/$USER/bootfs)", EX_NOINPUT)
+    config_bytes = _read_limited(args.config, "--config", MAX_CONFIG_BYTES)
     try:
-        cfg = load(args.config, check_devices=False)
+        cfg = parse(config_bytes.decode("utf-8"), args.config, check_devices=False)
+    except UnicodeDecodeError as exc:
+        raise KitError(f"configuration refused, nothing written: {args.config} is not UTF-8 "
+                       f"text (byte {exc.start})", EX_CONFIG) from None
     except ConfigError as exc:
         raise KitError(f"configuration refused, nothing written: {exc}", EX_CONFIG) from None
-    except OSError as exc:
-        raise KitError(f"cannot read --config {args.config}: {exc.strerror}", EX_NOINPUT) from None
     if args.hostname and not _HOSTNAME.match(args.hostname):
         raise KitError(f"--hostname {args.hostname!r}: letters, digits and '-', 1-63 "
                        "characters, not starting or ending with '-'")
@@ -295,66 +349,80 @@ def write_kit(args: argparse.Namespace) -> int:
         raise KitError(f"the bundle is for {info.arch}; a Raspberry Pi needs an aarch64 "
                        "bundle (make bundle)", EX_DATAERR)
 
-    boot = (out / "cmdline.txt").is_file()
+    cmdline = _cmdline_target(out)
     kit = out / KIT_DIR
-    if kit.exists() and not args.force:
+    if _own_dir(kit, "the kit") and not args.force:
         raise KitError(f"{kit} already exists (a kit from an earlier run?): --force "
                        "replaces it", EX_CANTCREAT)
+    cmdline_text = (_read_limited(cmdline, "cmdline.txt", MAX_CMDLINE_BYTES)
+                    if cmdline is not None else b"")
     need = info.path.stat().st_size + (1 << 20)
     if shutil.disk_usage(out).free < need:
         raise KitError(f"{out} has less than {need >> 20} MiB free", EX_CANTCREAT)
 
     staging = out / f".{KIT_DIR}.new"
-    shutil.rmtree(staging, ignore_errors=True)
-    with tarfile.open(info.path, "r:gz") as tar:
-        def member(name: str) -> bytes:
-            fh = tar.extractfile(f"{info.top}/{name}")
-            return fh.read() if fh else b""
+    try:
+        if _own_dir(staging, "a kit left half written"):
+            shutil.rmtree(staging)
+        staging.mkdir()
+        with tarfile.open(info.path, "r:gz") as tar:
+            def member(name: str) -> bytes:
+                fh = tar.extractfile(f"{info.top}/{name}")
+                return fh.read() if fh else b""
 
-        _write(staging / "install.sh", member("install.sh"), 0o755)
-        _write(staging / "firstboot.sh", member("firstboot/firstboot.sh"), 0o755)
-    shutil.copyfile(info.path, staging / info.path.name)
-    _write(staging / "citynode.toml", Path(args.config).read_bytes(), 0o600)
-    manifest = io.StringIO()
-    for kind, src, dest in plan:
-        name = PurePosixPath(dest).name
-        data = src.read_bytes()
-        _write(staging / "secrets" / name, data, 0o600)
-        owner = "citynode" if kind.private else "root"
-        mode = "0600" if kind.private else "0644"
-        manifest.write(f"{mode} {owner} {_sha256(data)} {name} {dest}\n")
-    if plan:
-        _write(staging / "secrets" / "MANIFEST", manifest.getvalue().encode(), 0o600)
-    created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    env = {"BUNDLE": info.path.name, "VERSION": info.version, "ARCH": info.arch,
-           "NODE_ID": cfg.node.id, "HOSTNAME": args.hostname or "", "CREATED": created}
-    _write(staging / "kit.env", "".join(f"{k}={v}\n" for k, v in env.items()).encode())
-    hook_line = " ".join((HOOK_RUN, *HOOK_EXTRA))
-    _write(staging / "README.txt", (
-        "citynode SD-card kit (citynode sdcard-kit). At the first boot, firstboot.sh\n"
-        "installs citynode from the bundle, moves citynode.toml and secrets/ into\n"
-        "/etc/citynode (and deletes them here), enables the service, removes its hook\n"
-        "from cmdline.txt and writes FIRSTBOOT-RESULT.txt and firstboot.log here.\n\n"
-        f"The hook appended to cmdline.txt (same line):\n  {hook_line}\n").encode())
-    if kit.exists():
-        shutil.rmtree(kit)
-    staging.rename(kit)
+            _write(staging / "install.sh", member("install.sh"), 0o755)
+            _write(staging / "firstboot.sh", member("firstboot/firstboot.sh"), 0o755)
+        shutil.copyfile(info.path, staging / info.path.name)
+        _write(staging / "citynode.toml", config_bytes, 0o600)
+        manifest = io.StringIO()
+        for kind, _, dest, data in plan:
+            name = PurePosixPath(dest).name
+            _write(staging / "secrets" / name, data, 0o600)
+            owner = "citynode" if kind.private else "root"
+            mode = "0600" if kind.private else "0644"
+            manifest.write(f"{mode} {owner} {_sha256(data)} {name} {dest}\n")
+        if plan:
+            _write(staging / "secrets" / "MANIFEST", manifest.getvalue().encode(), 0o600)
+        created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        env = {"BUNDLE": info.path.name, "VERSION": info.version, "ARCH": info.arch,
+               "NODE_ID": cfg.node.id, "HOSTNAME": args.hostname or "", "CREATED": created}
+        _write(staging / "kit.env", "".join(f"{k}={v}\n" for k, v in env.items()).encode())
+        hook_line = " ".join((HOOK_RUN, *HOOK_EXTRA))
+        _write(staging / "README.txt", (
+            "citynode SD-card kit (citynode sdcard-kit). At the first boot, firstboot.sh\n"
+            "installs citynode from the bundle, moves citynode.toml and secrets/ into\n"
+            "/etc/citynode (and deletes them here), enables the service, removes its hook\n"
+            "from cmdline.txt and writes FIRSTBOOT-RESULT.txt and firstboot.log here.\n\n"
+            f"The hook appended to cmdline.txt (same line):\n  {hook_line}\n").encode())
+        if kit.exists():
+            shutil.rmtree(kit)
+        staging.rename(kit)
+    except OSError as exc:  # a read-only or full card, a card pulled out
+        shutil.rmtree(staging, ignore_errors=True)
+        raise KitError(f"cannot write the kit to {out}: {exc.strerror or exc}",
+                       EX_CANTCREAT) from None
 
     print(f"kit for node {cfg.node.id}: citynode {info.version} ({info.arch}) -> {kit}")
-    for kind, _, dest in plan:
+    for kind, _, dest, _ in plan:
         perms = "0600 citynode" if kind.private else "0644 root"
         print(f"  secret {kind.option:<11} -> {dest} ({perms})")
-    if boot:
-        cmdline = out / "cmdline.txt"
-        text = cmdline.read_text()
+    if cmdline is not None:
+        text = cmdline_text.decode("utf-8", "surrogateescape")
         new, changed = add_hook(text)
         if changed:
-            backup = kit / "cmdline.txt.orig"
-            backup.write_text(text)
-            cmdline.write_text(new)
+            try:
+                (kit / "cmdline.txt.orig").write_bytes(cmdline_text)
+                # Atomic: a card pulled out mid-write must still boot.
+                write_atomic(cmdline, new.encode("utf-8", "surrogateescape"))
+            except OSError as exc:
+                raise KitError(f"the kit is in {kit}, but {cmdline} could not be changed "
+                               f"({exc.strerror or exc}): append to its line: {HOOK_RUN} "
+                               f"{' '.join(HOOK_EXTRA)}", EX_CANTCREAT) from None
             others = sum(t.startswith("systemd.run=") for t in new.split()) - 1
             after = " after the existing firstrun hook" if others else ""
-            print(f"  cmdline.txt: first-boot hook added{after} "
+            shown = (f"{cmdline} (through the symlink cmdline.txt)"
+                     if os.path.islink(out / "cmdline.txt") else "cmdline.txt")
+            print(f"  {shown}: first-boot hook added{after} "
                   f"(original in {KIT_DIR}/cmdline.txt.orig)")
         else:
             print("  cmdline.txt: first-boot hook already present")

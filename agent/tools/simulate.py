@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import signal
@@ -208,22 +209,90 @@ def _pump(stream: TextIO, out: TextIO, tag: str) -> None:
         out.flush()
 
 
+EX_USAGE = 64
+EX_CANTCREAT = 73
+#: What ``simulate`` leaves in a work directory it made, so it may reuse it later and never
+#: writes into (or over the citynode.toml of) a directory that is someone else's.
+WORKDIR_MARK = ".citynode-simulate"
+#: Ranges of the numeric options: (option, attribute, low, high, low included).
+RANGES = (
+    ("--duration", "duration", 0.0, 7 * 86400.0, True),  # 0: until Ctrl-C
+    ("--interval", "interval", 1.0, 86400.0, True),  # what [report] interval_s accepts
+    ("--unplug-every", "unplug_every", 0.0, 7 * 86400.0, True),  # 0: never
+    ("--speed", "speed", 0.0, 100_000.0, False),
+)
+UNPLUG_FOR_S = 3.0
+
+
+def parse_broker(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[IPV6]:PORT``; no host: 127.0.0.1) to (host, port); ValueError."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"--broker {text!r}: expected HOST:PORT with a port 1..65535")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if any(c.isspace() or c in "[]/" for c in host):
+        raise ValueError(f"--broker {text!r}: {host!r} is not a host name or address")
+    return host or "127.0.0.1", int(port)
+
+
+def check_args(args: argparse.Namespace) -> tuple[int, str] | None:
+    """Every option checked before anything starts: (exit code, message) or None."""
+    if not isinstance(args.sensors, int) or not 1 <= args.sensors <= 8:
+        return EX_USAGE, "--sensors must be 1..8"
+    for option, attr, lo, hi, lo_ok in RANGES:
+        value = getattr(args, attr)
+        if not isinstance(value, int | float) or not math.isfinite(value) \
+                or not (lo <= value if lo_ok else lo < value) or value > hi:
+            low = f"{lo:g} <=" if lo_ok else f"{lo:g} <"
+            shown = f"{value:g}" if isinstance(value, int | float) else repr(value)
+            return EX_USAGE, f"{option} {shown}: must be a number, {low} S <= {hi:g}"
+    if 0 < args.unplug_every <= UNPLUG_FOR_S:
+        return EX_USAGE, (f"--unplug-every {args.unplug_every:g}: the cable stays out "
+                          f"{UNPLUG_FOR_S:g} s, so pull it less often than that (or 0: never)")
+    if args.broker and args.no_broker:
+        return EX_USAGE, "--broker and --no-broker exclude each other"
+    if args.broker:
+        try:
+            parse_broker(args.broker)
+        except ValueError as exc:
+            return EX_USAGE, str(exc)
+    if args.workdir:
+        work = Path(args.workdir)
+        try:
+            if work.exists() or work.is_symlink():
+                if not work.is_dir():
+                    return EX_CANTCREAT, f"--workdir {work}: exists and is not a directory"
+                if not (work / WORKDIR_MARK).exists() and any(work.iterdir()):
+                    return EX_CANTCREAT, (f"--workdir {work}: not empty and not made by "
+                                          "citynode simulate; name a new or empty directory")
+        except OSError as exc:
+            return EX_CANTCREAT, f"--workdir {work}: {exc.strerror or exc}"
+    return None
+
+
 def main(args: argparse.Namespace) -> int:
     from drivers.emulation import FaultInjector, SerialEmulator
     from drivers.pms5003.emulator import PMS5003Model, default_source
 
-    if not 1 <= args.sensors <= 8:
-        print("error: --sensors must be 1..8", file=sys.stderr)
-        return 64
+    problem = check_args(args)
+    if problem is not None:
+        print(f"citynode simulate: error: {problem[1]}", file=sys.stderr)
+        return problem[0]
     try:
         faults = [FaultInjector.from_spec(args.faults, seed=i) if args.faults else None
                   for i in range(args.sensors)]
     except ValueError as exc:
-        print(f"error: --faults: {exc}", file=sys.stderr)
-        return 64
+        print(f"citynode simulate: error: --faults: {exc}", file=sys.stderr)
+        return EX_USAGE
     own_dir = not args.workdir
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="citynode-sim-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        workdir = Path(args.workdir or tempfile.mkdtemp(prefix="citynode-sim-"))
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / WORKDIR_MARK).touch()
+        (workdir / "run").mkdir(exist_ok=True)
+    except OSError as exc:
+        print(f"citynode simulate: error: --workdir: {exc.strerror or exc}", file=sys.stderr)
+        return EX_CANTCREAT
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -245,8 +314,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         target: tuple[str, int] | None = None
         if args.broker:
-            host, _, port = args.broker.rpartition(":")
-            target = (host or "127.0.0.1", int(port))
+            target = parse_broker(args.broker)
         elif not args.no_broker:
             broker = Mosquitto(workdir)
             broker.start()
@@ -305,7 +373,7 @@ def main(args: argparse.Namespace) -> int:
                                  interval_s=1.0, warmup_s=3.0)
             emu = SerialEmulator(model, workdir / "dev" / f"pms{i}", faults=faults[i],
                                  unplug_every_s=(args.unplug_every or None) if i == 0 else None,
-                                 unplug_for_s=3.0)
+                                 unplug_for_s=UNPLUG_FOR_S)
             emu.start()
             emulators.append(emu)
             ports.append(emu.path)
@@ -318,7 +386,8 @@ def main(args: argparse.Namespace) -> int:
         if target:
             sub = Subscriber(target[0], target[1], f"citynode/{node_id}/#", show)
             sub.start()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # The agent's status snapshot goes to the work directory every 5 s, as under systemd.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "RUNTIME_DIRECTORY": str(workdir / "run")}
         env.pop("NOTIFY_SOCKET", None)
         agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(cfg)],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -327,6 +396,10 @@ def main(args: argparse.Namespace) -> int:
         threading.Thread(target=_pump, args=(agent.stdout, sys.stderr, "agent |"),
                          daemon=True).start()
         print(f"# agent pid {agent.pid}, config {cfg}; Ctrl-C to stop", file=sys.stderr)
+        print(f"# its health, from another terminal: citynode status --file "
+              f"{workdir / 'run' / 'status.json'}"
+              + (" (this directory is removed at the end: --workdir DIR keeps it)"
+                 if own_dir else ""), file=sys.stderr)
         deadline = time.monotonic() + args.duration if args.duration else None
         while not stop.is_set():
             if agent.poll() is not None:

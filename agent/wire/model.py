@@ -54,6 +54,9 @@ class Pack:
     records: list[Record] = field(default_factory=list)
     historical: bool = False
     kind: Kind | None = None
+    #: Decoded packs only: the head fields the payload did not carry ("time", "session"),
+    #: as generic SenML may not; they read 0 here and ``to_readable`` leaves them out.
+    missing: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +93,11 @@ def to_readable(pack: Pack) -> dict[str, Any]:
         if r.t:
             d["t"] = round(pack.time + r.t, 3)
         recs.append(d)
-    out: dict[str, Any] = {"time": round(pack.time, 3), "session": pack.session}
+    out: dict[str, Any] = {}
+    if "time" not in pack.missing:
+        out["time"] = round(pack.time, 3)
+    if "session" not in pack.missing:
+        out["session"] = pack.session
     if pack.seq is not None:
         out["seq"] = pack.seq
     out["records"] = recs

@@ -17,6 +17,8 @@ are here once:
 
 from __future__ import annotations
 
+import socket
+import ssl
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -93,11 +95,61 @@ class Handshake:
         return version_name(self.protocol)
 
 
+class ConnectFailed(OSError):
+    """The connection could not be made; ``str()`` says why in plain words and what to
+    check (the original error is ``__cause__``)."""
+
+
+#: TLS failures that mean "the other end does not speak TLS (or hung up on us)".
+_NOT_TLS = ("WRONG_VERSION_NUMBER", "UNEXPECTED_EOF", "EOF occurred", "record layer failure",
+            "packet length too long", "HTTP_REQUEST")
+
+
+def describe_failure(exc: BaseException, *, tls: bool, timeout_s: float) -> str:
+    """Plain words for a connection that failed (no paho or OpenSSL internals alone)."""
+    strerror = " ".join(str(getattr(exc, "strerror", None) or "").split())
+    text = strerror or " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"TLS: certificate verify failed ({exc.verify_message or text}): the broker's "
+                "certificate is not trusted; check mqtt.ca_file, mqtt.server_name and the "
+                "clock")
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the broker's name ({text}): check mqtt.host"
+    if isinstance(exc, TimeoutError):
+        return (f"no answer within {timeout_s:g} s: check the network route, firewalls and "
+                "mqtt.host")
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused: nothing listens there (check mqtt.port and the broker)"
+    lost = isinstance(exc, ConnectionResetError | BrokenPipeError | ssl.SSLEOFError)
+    if tls and (lost or (isinstance(exc, ssl.SSLError) and any(k in text for k in _NOT_TLS))):
+        return (f"the TLS handshake failed ({text}): the "
+                "port may not speak TLS (MQTT over TLS is usually 8883, plain MQTT 1883), "
+                "or the broker wants a client certificate (mqtt.cert_file, mqtt.key_file)")
+    if isinstance(exc, ssl.SSLError):
+        return f"the TLS handshake failed: {getattr(exc, 'reason', None) or text}"
+    if lost:
+        return (f"the broker closed the connection ({text}): is this an MQTT "
+                "port? a TLS-only port (usually 8883) needs mqtt.tls = true")
+    return text
+
+
+def _plain_log(text: str) -> str:
+    """paho's error log line in plain words: its "Client is not connected ... Last known
+    Connection State: MQTT_CS_..." only means the connection is gone."""
+    if text.startswith("Client is not connected"):
+        return "the connection closed before the broker answered"
+    if text.startswith("failed to receive on socket: "):
+        return "the connection failed while waiting for the answer: " + \
+            text.removeprefix("failed to receive on socket: ")
+    return text
+
+
 def handshake(m: MqttConfig, client_id: str, timeout_s: float) -> Handshake:
     """Connect as the uplink would (its client settings, TLS and credentials), wait up to
     ``timeout_s`` for the CONNACK, and disconnect; with ``mqtt.protocol = "auto"`` again
     in 3.1.1 when the broker does not speak 5. Raises what ``security.apply`` raises
-    (SecurityError) and, when the connection cannot be made, OSError or ValueError."""
+    (SecurityError) and, when the connection cannot be made, :class:`ConnectFailed` (an
+    OSError saying why in plain words) or ValueError."""
     protocol = first_protocol(m.protocol)
     while True:
         answer = _handshake_once(m, client_id, protocol, timeout_s)
@@ -125,16 +177,22 @@ def _handshake_once(m: MqttConfig, client_id: str, protocol: MQTTProtocolVersion
 
     def on_log(client: Any, userdata: Any, level: int, text: str) -> None:
         if level == mqtt.MQTT_LOG_ERR and not answer.error:
-            answer.error = text
+            answer.error = _plain_log(text)
 
     client.on_connect, client.on_disconnect, client.on_log = on_connect, on_disconnect, on_log
     try:
         apply(client, m)
-        client.connect(m.host, m.port, keepalive=m.keepalive_s)
+        try:
+            client.connect(m.host, m.port, keepalive=m.keepalive_s)
+        except OSError as exc:
+            raise ConnectFailed(describe_failure(exc, tls=m.tls, timeout_s=timeout_s)) \
+                from exc
         deadline = time.monotonic() + timeout_s
         while answer.code is None and not answer.closed and time.monotonic() < deadline:
             if client.loop(timeout=0.1) != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 break
+        if answer.code is None and answer.closed and not answer.error:
+            answer.error = "the broker closed the connection without answering CONNECT"
     finally:
         _close(client, connected=answer.code == 0)
     return answer

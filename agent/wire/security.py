@@ -7,7 +7,12 @@ certificates and keys are picked up at the next reconnect without a restart.
 
 Problems raise :class:`SecurityError`, which names the file, what is wrong and the
 command that fixes it. Nothing here ever puts a password or key material into a
-message. Certificate dates are deliberately *not* checked here: a Raspberry Pi has
+message. A chmod or chown is suggested only for a file that is plausibly the node's own:
+a setting that names a system file (``credentials_file = "/etc/passwd"``, a key under
+/usr, a file owned by another system account) gets "not a citynode secret" and the
+setting to change instead, since the suggested fix would break the system.
+
+Certificate dates are deliberately *not* checked here: a Raspberry Pi has
 no real-time clock, so before NTP has synchronised the clock every certificate can
 look "not yet valid"; that is a connection-time failure the uplink retries, not a
 configuration error.
@@ -42,16 +47,59 @@ _CRED_KEYS = ("username", "password")
 _HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|[0-9A-Fa-f:.]+")
 
 
+#: Folders of the system and its other programs: a file in one (or a symlink leading to
+#: one) is never the node's own, so its mode and owner are not ours to change.
+SYSTEM_DIRS = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot",
+               "/proc", "/sys", "/dev", "/run", "/root", "/var/lib", "/var/log", "/var/cache",
+               "/var/spool", "/var/mail", "/var/backups", "/snap")
+#: ... except citynode's own folders in them (deploy/citynode.service, docs/provision.md).
+OWN_DIRS = ("/etc/citynode", "/var/lib/citynode", "/run/citynode", "/var/cache/citynode",
+            "/var/log/citynode")
+#: Other people's secrets, wherever they are.
+_PERSONAL = ("/.ssh/", "/.gnupg/", "/.password-store/")
+#: Account ids that are people, not system accounts (Debian's UID_MIN..UID_MAX, roughly).
+HUMAN_UIDS = range(1000, 60000)
+_KEY_IN_WHAT = re.compile(r"\(([a-z_]+\.[a-z_]+)\)")
+
+
 class SecurityError(Exception):
     """A security file or setting is unsafe or unusable; the daemon exits 78 (EX_CONFIG).
 
-    The message is for the installer: which file, what is wrong, and the fix.
+    The message is for the installer: which file, what is wrong, and the fix; with
+    ``where`` (CONFIG:LINE of the setting, see :meth:`located`) first.
     """
 
-    def __init__(self, what: str, path: str, problem: str, fix: str = "") -> None:
+    def __init__(self, what: str, path: str, problem: str, fix: str = "", *,
+                 where: str = "") -> None:
         self.what, self.path, self.problem, self.fix = what, path, problem, fix
-        where = f"{what} {path}" if path else what
-        super().__init__(f"{where}: {problem}" + (f". Fix: {fix}" if fix else ""))
+        self.where = where
+        lead = f"{what} {path}" if path else what
+        super().__init__((f"{where}: " if where else "") + f"{lead}: {problem}"
+                         + (f". Fix: {fix}" if fix else ""))
+
+    @property
+    def key(self) -> str:
+        """The configuration key at fault ("mqtt.key_file"), or "" when not known."""
+        m = _KEY_IN_WHAT.search(self.what) or _KEY_IN_WHAT.fullmatch(f"({self.what})")
+        return m.group(1) if m else ""
+
+    def located(self, config_path: str | os.PathLike[str],
+                config_text: str | None = None) -> SecurityError:
+        """The same error, led by ``CONFIG:LINE`` of its key in the configuration file."""
+        path = os.fspath(config_path)
+        if self.where or not path or path == "-" or not self.key:
+            return self
+        if config_text is None:
+            try:  # a regular file here: the configuration was just loaded from it
+                with open(path, "rb") as fh:
+                    config_text = fh.read(1 << 20).decode("utf-8", "replace")
+            except OSError:
+                return self
+        from agent.core import tomlkeys
+
+        line = tomlkeys.locate(tomlkeys.key_lines(config_text), self.key)
+        where = f"{path}:{line}" if line else path
+        return SecurityError(self.what, self.path, self.problem, self.fix, where=where)
 
 
 # -- file checks -----------------------------------------------------------------------
@@ -72,6 +120,62 @@ def _shown(path: str) -> str:
     return f"{path} (symlink to {os.path.realpath(path)})" if os.path.islink(path) else path
 
 
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _own_dirs() -> list[str]:
+    """citynode's folders: the fixed ones and those systemd gives the unit."""
+    extra = [d for var in ("STATE_DIRECTORY", "CONFIGURATION_DIRECTORY", "RUNTIME_DIRECTORY",
+                           "CACHE_DIRECTORY", "LOGS_DIRECTORY")
+             for d in os.environ.get(var, "").split(":") if d.startswith("/")]
+    return [*OWN_DIRS, *extra]
+
+
+def _service_uids() -> set[int]:
+    uids = {0, os.geteuid()}
+    try:
+        uids.add(pwd.getpwnam(SERVICE_USER).pw_uid)
+    except KeyError:
+        pass
+    return uids
+
+
+def foreign(path: str, st: os.stat_result | None = None) -> str:
+    """Why ``path`` is not plausibly the node's own file, or "" when it may be.
+
+    Its place (the path as written or where its symlinks lead: a system folder other than
+    citynode's own, someone's ~/.ssh) or its owner (a system account other than root and
+    the service user, such as www-data or nobody) says whose it is. Whoever set
+    ``credentials_file = "/etc/passwd"`` made a mistake in the configuration, and the
+    fix is there: a chmod 600 of that file would break the system.
+    """
+    for p in dict.fromkeys((os.path.abspath(path), os.path.realpath(path))):
+        via = f"a symlink to {p}, " if p != os.path.abspath(path) else ""
+        if any(_under(p, d) for d in _own_dirs()):
+            continue
+        if any(m in p + "/" for m in _PERSONAL):
+            return f"{via}someone's own secret (in a private key store)"
+        for d in SYSTEM_DIRS:
+            if _under(p, d):
+                return f"{via}a system file (under {d}/)"
+    if st is not None and st.st_uid not in _service_uids() and st.st_uid not in HUMAN_UIDS:
+        return f"a file of the system account {_user(st.st_uid)}"
+    return ""
+
+
+def _not_ours(what: str, path: str, problem: str, why: str) -> SecurityError:
+    """The error for a file that is not the node's: the setting is what must change."""
+    key = SecurityError(what, path, problem).key or "the setting"
+    own = {"mqtt.credentials_file": "mqtt-credentials.toml", "mqtt.key_file": "tls/node.key",
+           "mqtt.cert_file": "tls/node.crt", "mqtt.ca_file": "tls/ca.crt"}.get(key)
+    example = (f"such as /etc/citynode/{own}, which citynode provision installs" if own
+               else "in /etc/citynode/")
+    return SecurityError(
+        what, _shown(path), f"is not a citynode secret but {why}, and {problem.split(';')[0]}",
+        f"leave its mode and owner alone; point {key} at the node's own file ({example})")
+
+
 def _stat_file(path: str, what: str) -> os.stat_result:
     """stat() following symlinks, with errors an installer can act on."""
     if not path:
@@ -85,8 +189,12 @@ def _stat_file(path: str, what: str) -> os.stat_result:
         raise SecurityError(what, path, "does not exist",
                             "check the path in the configuration") from None
     except PermissionError:
-        raise SecurityError(what, path, f"cannot be reached by user {_user(os.geteuid())} "
-                            "(a directory on the way is not searchable)",
+        problem = (f"cannot be reached by user {_user(os.geteuid())} (a directory on the way "
+                   "is not searchable)")
+        why = foreign(path)
+        if why:
+            raise _not_ours(what, path, problem, why) from None
+        raise SecurityError(what, path, problem,
                             f"chmod o+x or chgrp {_service_user()} the directories above "
                             "it") from None
     except OSError as exc:
@@ -102,11 +210,13 @@ def _check_readable(path: str, what: str, st: os.stat_result) -> None:
         with open(path, "rb"):
             pass
     except PermissionError:
-        raise SecurityError(
-            what, _shown(path),
-            f"cannot be read by user {_user(os.geteuid())} (owner {_user(st.st_uid)}, "
-            f"mode {stat.S_IMODE(st.st_mode):04o})",
-            f"chown {_service_user()}: {path}; chmod 600 {path}") from None
+        problem = (f"cannot be read by user {_user(os.geteuid())} (owner {_user(st.st_uid)}, "
+                   f"mode {stat.S_IMODE(st.st_mode):04o})")
+        why = foreign(path, st)
+        if why:
+            raise _not_ours(what, path, problem, why) from None
+        raise SecurityError(what, _shown(path), problem,
+                            f"chown {_service_user()}: {path}; chmod 600 {path}") from None
     except OSError as exc:
         raise SecurityError(what, _shown(path), f"cannot be read: {exc.strerror}") from None
 
@@ -129,18 +239,21 @@ def check_private(path: str, what: str) -> None:
     mode = stat.S_IMODE(st.st_mode)
     fix_owner = f"chown {_service_user()}: {path}"
     if st.st_uid not in (0, os.geteuid()):
-        raise SecurityError(
-            what, _shown(path),
-            f"is owned by {_user(st.st_uid)}, not by {_user(os.geteuid())} (the user citynode "
-            "runs as) or root; its owner could change or reveal it at any time",
-            f"{fix_owner}; chmod 600 {path}")
+        problem = (f"is owned by {_user(st.st_uid)}, not by {_user(os.geteuid())} (the user "
+                   "citynode runs as) or root; its owner could change or reveal it at any time")
+        why = foreign(path, st)
+        if why:
+            raise _not_ours(what, path, problem, why)
+        raise SecurityError(what, _shown(path), problem, f"{fix_owner}; chmod 600 {path}")
     if mode & 0o077:
         who = " and ".join(w for w, bits in (("group", 0o070), ("others", 0o007))
                            if mode & bits)
-        raise SecurityError(what, _shown(path),
-                            f"is accessible by {who} (mode {mode:04o}); a private key or "
-                            "password must be readable by the service user only",
-                            f"chmod 600 {path}; {fix_owner}")
+        problem = (f"is accessible by {who} (mode {mode:04o}); a private key or password "
+                   "must be readable by the service user only")
+        why = foreign(path, st)
+        if why:
+            raise _not_ours(what, path, problem, why)
+        raise SecurityError(what, _shown(path), problem, f"chmod 600 {path}; {fix_owner}")
     _check_readable(path, what, st)
 
 
@@ -149,10 +262,12 @@ def _check_public(path: str, what: str) -> None:
     st = _stat_file(path, what)
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o022:
-        raise SecurityError(what, _shown(path),
-                            f"is writable by group or others (mode {mode:04o}); whoever can "
-                            "write it decides which brokers are trusted",
-                            f"chmod 644 {path}; chown root: {path}")
+        problem = (f"is writable by group or others (mode {mode:04o}); whoever can write it "
+                   "decides which brokers are trusted")
+        why = foreign(path, st)
+        if why:
+            raise _not_ours(what, path, problem, why)
+        raise SecurityError(what, _shown(path), problem, f"chmod 644 {path}; chown root: {path}")
     _check_readable(path, what, st)
 
 
@@ -330,11 +445,20 @@ def apply(client: mqtt.Client, cfg: MqttConfig) -> None:
         client.username_pw_set(username, password)
 
 
-def validate_security(cfg: MqttConfig) -> None:
+def validate_security(cfg: MqttConfig, *, config_path: str | os.PathLike[str] = "",
+                      config_text: str | None = None) -> None:
     """Check at start-up everything that needs no connection: modes, owners, parsable files.
 
-    Also logs warnings for settings that work but are probably a mistake.
+    Also logs warnings for settings that work but are probably a mistake. With
+    ``config_path`` (and its text, if at hand), an error names the setting's line.
     """
+    try:
+        _validate(cfg)
+    except SecurityError as exc:
+        raise exc.located(config_path, config_text) from None
+
+
+def _validate(cfg: MqttConfig) -> None:
     ctx = tls_context(cfg)
     if cfg.credentials_file:
         read_credentials(cfg.credentials_file)

@@ -13,15 +13,26 @@ Why these choices (docs/spool.md has the measurements):
 
 * one rowid table per lane and no secondary index, so an insert dirties one page;
 * 1 KiB pages, so a commit writes about 1 KiB of WAL instead of 4;
-* acknowledgements are deleted in the next commit that happens anyway, or after
-  ``ack_flush_s``: a crash in between only re-sends what the broker already has,
-  which consumers drop by (boot session, sequence);
-* a store that cannot be opened or fails its integrity check is moved aside
-  (``spool.db.corrupt-<time>``) and a new one started: it never blocks start-up.
+* a commit takes everything accepted so far, in the order it was accepted (an event
+  takes the telemetry batch before it along), so the disk always holds everything
+  accepted up to some point: a crash never keeps a message and loses one accepted
+  before it, and the uplink sends nothing of a connection before what came earlier
+  is on disk or on the wire (docs/spool.md section 1: no gap in ``q``);
+* acknowledgements are deleted in the next commit that happens anyway, at the latest
+  ``batch_s`` after the acknowledgement: a crash in between re-sends only what the
+  broker took in that window, which consumers drop by (boot session, sequence);
+* eviction removes the oldest rows until the counted size is back at 90 % of the
+  bound, not a row more, in statements of at most ``EVICT_ROWS`` rows;
+* a store that is corrupt (not a database, malformed, fails its integrity check) is
+  moved aside (``spool.db.corrupt-<time>``) and a new one started: it never blocks
+  start-up. A location that cannot hold a store (a directory, a read-only file system,
+  no permission, a parent that cannot be created) is not corruption: nothing is moved
+  and :class:`SpoolLocationError` says why (the daemon exits 78, EX_CONFIG).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sqlite3
@@ -51,6 +62,8 @@ _MARK = "ALTER TABLE {lane} ADD COLUMN mark INTEGER"
 _META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
 ROW_OVERHEAD = 48  # bytes per row beyond topic and payload, for the size bound
 ACK_BATCH_MAX = 1000  # acknowledged ids held before their deletion is committed
+EVICT_ROWS = 256  # rows one eviction statement looks at: bounded work, no minimum
+EVICT_TO = 0.9  # an eviction round stops at this share of max_bytes
 
 
 @dataclass(slots=True)
@@ -76,7 +89,71 @@ class Spooled:
 
 
 class SpoolError(Exception):
-    """The spool could not store a message even after evicting (disk full)."""
+    """The spool cannot be opened now (another citynode holds it, no space left), or could
+    not store a message even after evicting (disk full): a restart may help."""
+
+
+class SpoolLocationError(SpoolError):
+    """The configured place cannot hold a spool: a configuration problem that a restart
+    cannot fix (the daemon exits 78), never treated as a corrupt store."""
+
+
+# SQLite's primary result codes (https://sqlite.org/rescode.html) that decide what an
+# error at open means: in use, no space, or a store that is damaged.
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_FULL = 5, 6, 13
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+
+
+def location_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why this process cannot keep a spool at ``path``, or None if it can.
+
+    It needs a regular file (or none yet) in a directory where files can be created,
+    on a writable file system; a missing directory is fine if it can be created. The
+    test is real (a probe file is created in the nearest existing directory and removed
+    again), so it tells why SQLite could not open the store: permissions, a read-only
+    mount, a pseudo file system such as /proc.
+    """
+    target = Path(os.path.abspath(path))
+    leaf = _leaf(target)
+    if leaf.is_dir():
+        return "is a directory: give the database's file name (e.g. spool.db in it)"
+    if os.path.lexists(leaf) and not leaf.is_file():
+        return "exists and is not a regular file"
+    nearest = target.parent
+    while not os.path.lexists(nearest) and nearest != nearest.parent:
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        return f"{nearest} is not a directory"
+    missing = "" if nearest == target.parent else f" (to create {target.parent})"
+    try:
+        if os.statvfs(nearest).f_flag & os.ST_RDONLY:
+            return f"{nearest} is on a read-only file system{missing}"
+    except OSError as exc:
+        return f"cannot use {nearest}: {exc.strerror}"
+    probe = nearest / f".{target.name}.probe-{os.getpid()}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as exc:
+        # ENOENT in a directory that exists: a pseudo file system such as /proc or /sys
+        why = "it takes no new files" if exc.errno == errno.ENOENT else exc.strerror
+        return f"cannot create files in {nearest}{missing}: {why}"
+    try:
+        os.unlink(probe)
+    except OSError:
+        pass
+    if leaf.is_file():
+        try:
+            os.close(os.open(leaf, os.O_RDWR))
+        except OSError as exc:
+            return f"cannot be opened for writing: {exc.strerror}"
+    return None
+
+
+def _leaf(path: Path) -> Path:
+    """The file SQLite opens: a symlink's target (which it creates if missing), else the
+    path itself. Folders on the way are taken as they are: the daemon creates missing
+    ones, but not through a symlink to nothing."""
+    return Path(os.path.realpath(path)) if os.path.islink(path) else path
 
 
 class Spool:
@@ -88,7 +165,7 @@ class Spool:
         *,
         max_bytes: int = 32 * 1024**2,
         batch_s: float = 1.0,
-        ack_flush_s: float = 60.0,
+        ack_flush_s: float | None = None,
         memory_limit: int = 1000,
         send_uncommitted: bool = True,
         clock=time.monotonic,
@@ -96,7 +173,9 @@ class Spool:
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.batch_s = batch_s
-        self.ack_flush_s = ack_flush_s
+        # Deletions ride with the batch: a kill re-sends at most one window's acknowledged
+        # messages, not a minute's (docs/spool.md section 1).
+        self.ack_flush_s = batch_s if ack_flush_s is None else ack_flush_s
         self.memory_limit = memory_limit
         self.send_uncommitted = send_uncommitted
         self._clock = clock
@@ -150,29 +229,74 @@ class Spool:
         return db
 
     def _open(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Open the store; a corrupt one is quarantined, an unusable place refused."""
+        try:
+            leaf = _leaf(self.path)
+            odd = os.path.lexists(leaf) and not leaf.is_file()  # a directory, a device
+            problem = location_problem(self.path) if odd else None
+            if not problem:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                leaf.parent.mkdir(parents=True, exist_ok=True)  # a symlink's target's
+        except OSError as exc:
+            problem = location_problem(self.path) or f"cannot use it: {exc.strerror}"
+        if problem:
+            raise SpoolLocationError(f"spool {self.path}: {problem}")
         try:
             return self._connect()
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
-                # Healthy but in use: another citynode runs on this state directory.
-                raise SpoolError(f"spool {self.path} is in use by another process") from exc
-            return self._quarantine(exc)
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
+            self._refuse_unless_corrupt(exc)
             return self._quarantine(exc)
 
+    def _refuse_unless_corrupt(self, exc: sqlite3.Error) -> None:
+        """Raise unless ``exc`` means the store itself is damaged (the only case that
+        moving it aside can cure)."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = code & 0xFF if isinstance(code, int) else None
+        if primary in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            # Healthy but in use: another citynode runs on this state directory.
+            raise SpoolError(f"spool {self.path} is in use by another process") from exc
+        if primary == _SQLITE_FULL:
+            raise SpoolError(f"spool {self.path}: no space left on its file system") from exc
+        problem = location_problem(self.path)
+        if problem:
+            raise SpoolLocationError(f"spool {self.path}: {problem}") from exc
+        if primary not in (None, _SQLITE_CORRUPT, _SQLITE_NOTADB) and not os.path.exists(
+                self.path):
+            raise SpoolError(f"spool {self.path} cannot be created: {exc}") from exc
+
     def _quarantine(self, exc: Exception) -> sqlite3.Connection:
-        """Move an unusable store aside and start a new one: never block start-up."""
+        """Move a damaged store aside and start a new one: never block start-up.
+
+        Only what was actually moved is reported; if the store cannot be moved, or a new
+        one cannot be started beside it, that is a problem of the location."""
         stamp = time.strftime("%Y%m%dT%H%M%S")
         target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        moved: list[str] = []
         for suffix in ("", "-wal", "-shm"):
             src = Path(f"{self.path}{suffix}")
-            if src.exists():
+            if not os.path.lexists(src):
+                continue
+            try:
                 os.replace(src, f"{target}{suffix}")
-        self.quarantined = target
-        log.error("spool %s is unusable (%s): moved to %s, starting a new one", self.path,
-                  exc, target, extra={"EVENT": "spool_quarantined"})
-        return self._connect()
+            except OSError as err:
+                done = f" (moved {', '.join(moved)})" if moved else " (nothing moved)"
+                raise SpoolLocationError(
+                    f"spool {self.path} is damaged ({exc}) and {src.name} cannot be moved "
+                    f"aside: {err.strerror}{done}") from exc
+            moved.append(f"{src.name} to {target.name}{suffix}")
+        if moved:
+            self.quarantined = target
+            log.error("spool %s is unusable (%s): moved to %s, starting a new one", self.path,
+                      exc, target, extra={"EVENT": "spool_quarantined"})
+        else:
+            log.error("spool %s is unusable (%s): starting a new one", self.path, exc,
+                      extra={"EVENT": "spool_quarantined"})
+        try:
+            return self._connect()
+        except sqlite3.Error as again:
+            self._refuse_unless_corrupt(again)
+            raise SpoolError(f"spool {self.path}: a new store cannot be started either "
+                             f"({again})") from again
 
     def _load_state(self) -> None:
         for lane in LANES:
@@ -209,8 +333,31 @@ class Spool:
             self.ready.set()
             return msg
 
+    def last_id(self, lane: str) -> int:
+        """The id of the last message accepted in ``lane`` (0 if none ever was)."""
+        with self._lock:
+            return self._next_id[lane] - 1
+
+    def last_id_before(self, lane: str, wall: float, scan: int = 1024) -> int:
+        """The id of the newest message of ``lane`` accepted before ``wall`` (Unix time).
+
+        Ids follow acceptance, so it is looked for from the newest back: only what came
+        in since ``wall`` is read. Past ``scan`` rows (a clock set back) the rest counts
+        as older."""
+        with self._lock:
+            for m in reversed(self._pending):
+                if m.lane == lane and m.created < wall:
+                    return m.id
+            rows = self._db.execute(f"SELECT id, created FROM {lane} ORDER BY id DESC LIMIT ?",
+                                    (scan,)).fetchall()
+            for i, created in rows:
+                if created < wall:
+                    return i
+            return rows[-1][0] - 1 if len(rows) == scan else 0
+
     def maintain(self) -> None:
-        """Commit a due telemetry batch or deferred deletions; call about once a second."""
+        """Commit a due telemetry batch or deferred deletions; call at least every batch_s
+        (the uplink calls it on every turn of its loop)."""
         with self._lock:
             now = self._clock()
             due = self._pending_since is not None and now - self._pending_since >= self.batch_s
@@ -273,7 +420,8 @@ class Spool:
             log.error("spool cannot write (%s): keeping up to %d messages in memory and "
                       "evicting old telemetry", exc, self.memory_limit,
                       extra={"EVENT": "spool_write_error"})
-        self._evict_oldest(TELEMETRY, max(1, self.counts[TELEMETRY] // 10), on_disk_only=True)
+        self._evict_oldest(TELEMETRY, self.bytes, rows=max(1, self.counts[TELEMETRY] // 10),
+                           on_disk_only=True)
         # Bound what waits in memory: drop the oldest pending telemetry first.
         while len(self._pending) > self.memory_limit:
             idx = next((i for i, m in enumerate(self._pending) if m.lane == TELEMETRY), 0)
@@ -286,41 +434,53 @@ class Spool:
         self.evicted[m.lane] += 1
 
     def _evict_if_needed(self) -> None:
+        """Over the bound: evict the oldest telemetry (events only when no telemetry is
+        left) until the counted size is at most EVICT_TO of the bound, and no further."""
         if self.bytes <= self.max_bytes:
             return
-        target = int(self.max_bytes * 0.9)
+        target = int(self.max_bytes * EVICT_TO)
         for lane in (TELEMETRY, EVENT):
             while self.bytes > target and self.counts[lane] > 0:
                 if lane == EVENT and self.counts[TELEMETRY]:
                     break
-                before = self.bytes
-                per_row = max(1, self.bytes // max(1, sum(self.counts.values())))
-                self._evict_oldest(lane, max(64, (self.bytes - target) // per_row + 1))
-                if self.bytes == before:
+                if not self._evict_oldest(lane, self.bytes - target):
                     break
         log.warning("spool over %d bytes: evicted, totals now %s", self.max_bytes,
                     self.evicted, extra={"EVENT": "spool_evicted"})
 
-    def _evict_oldest(self, lane: str, n: int, on_disk_only: bool = False) -> None:
-        """Delete the ``n`` oldest rows of a lane in one statement (one fsync, not n)."""
-        rows = self._db.execute(
+    def _evict_oldest(self, lane: str, need: int, *, rows: int = EVICT_ROWS,
+                      on_disk_only: bool = False) -> bool:
+        """Free at least ``need`` counted bytes from the oldest of ``lane``, looking at no
+        more than ``rows`` rows: the shortest run of oldest rows that frees it, deleted in
+        one statement (one fsync, not one per row). False if nothing could be freed."""
+        found = self._db.execute(
             f"SELECT id, LENGTH(payload) + LENGTH(topic) FROM {lane} ORDER BY id LIMIT ?",
-            (n,)).fetchall()
-        if not rows:
-            if not on_disk_only:
-                # Only not-yet-committed messages remain: drop the oldest of those.
-                keep, dropped = [], 0
-                for m in self._pending:
-                    if m.lane == lane and dropped < n:
-                        self._forget(m)
-                        dropped += 1
-                    else:
-                        keep.append(m)
-                self._pending = keep
-            return
-        top = rows[-1][0]
+            (rows,)).fetchall()
+        if not found:
+            if on_disk_only:
+                return False
+            # Only not-yet-committed messages remain: drop the oldest of those.
+            keep, freed = [], 0
+            for m in self._pending:
+                if m.lane == lane and freed < need:
+                    self._forget(m)
+                    freed += m.size
+                else:
+                    keep.append(m)
+            self._pending = keep
+            if not self._pending:
+                self._pending_since = None
+            return freed > 0
         acked = self._acked[lane]
-        victims = [size for i, size in rows if i not in acked]  # acked ones are counted out
+        victims: list[int] = []  # counted sizes; acknowledged rows are counted out already
+        top, freed = found[-1][0], 0
+        for i, size in found:
+            if i not in acked:
+                victims.append(size)
+                freed += size + ROW_OVERHEAD
+            if freed >= need:
+                top = i
+                break
         try:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(f"DELETE FROM {lane} WHERE id <= ?", (top,))
@@ -331,34 +491,47 @@ class Spool:
             self._db.execute("COMMIT")
         except sqlite3.OperationalError:
             self._rollback()
-            return
+            return False
         self._acked[lane] = {i for i in acked if i > top}
         self.counts[lane] -= len(victims)
-        self.bytes -= sum(victims) + len(victims) * ROW_OVERHEAD
+        self.bytes -= freed
         self.evicted[lane] += len(victims)
+        return True
 
     # -- reading and acknowledging ---------------------------------------------------
-    def iter_ready(self, lane: str, after: int = 0, limit: int = 100) -> list[Spooled]:
-        """Messages of a lane with id > after, oldest first, not yet acknowledged.
+    def iter_ready(self, lane: str, after: int = 0, limit: int = 100,
+                   upto: int | None = None) -> list[Spooled]:
+        """Messages of a lane with after < id (<= upto), oldest first, not yet acknowledged.
 
         Committed messages are ready. So is telemetry still in its batch window when
         ``send_uncommitted`` is on (the default): if the broker acknowledges it
-        within the window it is never written at all, and a crash inside the window
-        would lose it either way, so nothing is exposed that strict ordering would
-        protect; at one report a minute this removes nearly every write to the card.
+        within the window it is never written at all; the uplink sends it only after
+        everything accepted before it is on disk or on the wire, so a crash inside
+        the window loses at most the newest messages, never one below a delivered
+        ``q``; at one report a minute this removes nearly every write to the card.
         While the disk is full, everything in memory is ready: sending it beats
         holding an alarm back.
         """
+        top = upto if upto is not None else self._next_id[lane]
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT id, created, topic, retain, content_type, payload, mark FROM {lane} "
-                "WHERE id > ? ORDER BY id LIMIT ?", (after, limit)).fetchall()
             acked = self._acked[lane]
-            out = [Spooled(lane, i, c, t, p, bool(r), ct, mk)
-                   for i, c, t, r, ct, p, mk in rows if i not in acked]
+            out: list[Spooled] = []
+            cursor = after
+            while len(out) < limit and cursor < top:
+                # Acknowledged rows wait for their deletion: read past them, so a batch
+                # of them never hides what follows.
+                rows = self._db.execute(
+                    f"SELECT id, created, topic, retain, content_type, payload, mark FROM {lane} "
+                    "WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+                    (cursor, top, limit)).fetchall()
+                out += [Spooled(lane, i, c, t, p, bool(r), ct, mk)
+                        for i, c, t, r, ct, p, mk in rows if i not in acked]
+                if len(rows) < limit:
+                    break
+                cursor = rows[-1][0]
             early = self.disk_full or (self.send_uncommitted and lane == TELEMETRY)
             if early and len(out) < limit:
-                out += [m for m in self._pending if m.lane == lane and m.id > after]
+                out += [m for m in self._pending if m.lane == lane and after < m.id <= top]
             return out[:limit]
 
     def ack(self, lane: str, msg_id: int) -> None:

@@ -29,6 +29,8 @@ from typing import Protocol, runtime_checkable
 
 from smbus2 import i2c_msg
 
+from ..i2ccapture import parse_line
+
 I2C_M_RD = 0x0001
 
 
@@ -230,19 +232,12 @@ def parse_capture(lines: Iterable[str]) -> list[tuple[int, str, bytes | None]]:
     """Read ``ADDR W|R HEX`` capture lines (``R NACK`` for a refused read)."""
     out: list[tuple[int, str, bytes | None]] = []
     for no, raw in enumerate(lines, 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        parts = line.split(None, 2)
-        if len(parts) < 2 or parts[1].upper() not in ("W", "R"):
-            raise ValueError(f"line {no}: expected 'ADDR W|R HEX', got {raw.strip()!r}")
         try:
-            addr = int(parts[0], 16)
-            rest = parts[2] if len(parts) > 2 else ""
-            data = None if rest.strip().upper() == "NACK" else bytes.fromhex(rest)
+            record = parse_line(raw)
         except ValueError as exc:
             raise ValueError(f"line {no}: {exc}") from None
-        out.append((addr, parts[1].upper(), data))
+        if record is not None:
+            out.append(record)
     return out
 
 

@@ -105,7 +105,9 @@ def decode_register_capture(records: Iterable[Record], addresses: tuple[int, ...
                             new_chip: Callable[[], CaptureChip]) -> Iterator[dict[str, Any]]:
     """Walk captured transfers of register-file chips: a write's first byte sets the
     register pointer (the rest are data), a read starts at the pointer. NACKs, reads with no
-    pointer and transfers to other addresses become ``rejected`` events. Never raises."""
+    pointer and transfers to other addresses become ``rejected`` events; a read of registers
+    the chip's decoder gives no meaning is a plain ``read`` event with its bytes, so no
+    transfer goes unmentioned. Never raises."""
     from ..i2ccapture import CaptureWalk
 
     chips: dict[int, CaptureChip] = {}
@@ -127,5 +129,10 @@ def decode_register_capture(records: Iterable[Record], addresses: tuple[int, ...
             yield {**head, "type": "rejected", "bytes": data.hex(" "),
                    "reason": "read with no register address written before it in the capture"}
         else:
-            yield from chip.read(head, chip.pointer, data)
+            reg, said = chip.pointer, False
+            for doc in chip.read(head, reg, data):
+                said = True
+                yield doc
+            if not said:  # registers the decoder has no meaning for: still shown
+                yield {**head, "type": "read", "reg": f"{reg:02x}", "bytes": data.hex(" ")}
     yield from walk.summary()

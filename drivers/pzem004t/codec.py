@@ -22,6 +22,7 @@ Input registers: V (0.1 V), I (0.001 A, 32 bit), P (0.1 W, 32 bit), E (1 Wh,
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from ..framing import Rejected, StreamDecoder
@@ -45,13 +46,27 @@ EXCEPTION_CODES = {
 REQUEST_LEN = {READ_HOLDING: 8, READ_INPUT: 8, WRITE_SINGLE: 8, CALIBRATE: 6, RESET_ENERGY: 4}
 
 
-def crc16(data: bytes | bytearray | memoryview) -> int:
-    c = 0xFFFF
-    for x in data:
-        c ^= x
+def _crc_table() -> tuple[int, ...]:
+    out = []
+    for i in range(256):
+        c = i
         for _ in range(8):
             c = (c >> 1) ^ 0xA001 if c & 1 else c >> 1
-    return c
+        out.append(c)
+    return tuple(out)
+
+
+#: CRC-16/Modbus a byte at a time: eight times faster than bit by bit, which matters when
+#: ``citynode frames`` tries every possible frame start of a long noisy capture.
+_CRC_TABLE = _crc_table()
+
+
+def crc16(data: bytes | bytearray | memoryview, crc: int = 0xFFFF) -> int:
+    """CRC-16/Modbus of ``data``; ``crc`` continues a CRC computed over what came before."""
+    table = _CRC_TABLE
+    for x in data:
+        crc = (crc >> 8) ^ table[(crc ^ x) & 0xFF]
+    return crc
 
 
 def add_crc(body: bytes) -> bytes:
@@ -298,6 +313,12 @@ def _starts(buf: bytearray, i: int) -> bool:
     return i + 1 == len(buf) or buf[i + 1] in FUNCTIONS or (buf[i + 1] & 0x7F) in FUNCTIONS
 
 
+#: A frame start (``_starts``) followed by its function byte, found by the regex engine
+#: rather than a Python loop over every byte.
+_START = re.compile(b"[\\x00-\\x%02x][%s]" % (GENERAL_ADDRESS, b"".join(
+    b"\\x%02x" % f for f in sorted({*FUNCTIONS, *(f | 0x80 for f in FUNCTIONS)}))))
+
+
 class FrameDecoder(StreamDecoder):
     """Decode a Modbus byte stream with requests and responses (a sniffed bus, or what
     the host receives, including a half-duplex adapter's echo of its own requests).
@@ -321,9 +342,12 @@ class FrameDecoder(StreamDecoder):
         self._last = bytes(request)
 
     def _find_start(self, start: int) -> int:
-        for i in range(start, len(self._buf)):
-            if _starts(self._buf, i):
-                return i
+        buf = self._buf
+        m = _START.search(buf, start)
+        if m is not None:
+            return m.start()
+        if len(buf) > start and buf[-1] <= GENERAL_ADDRESS:
+            return len(buf) - 1  # an address as the last byte: its function may follow
         return -1
 
     def _truncated_frame(self) -> bool:
@@ -347,11 +371,18 @@ class FrameDecoder(StreamDecoder):
         if len(buf) < 3:
             return None
         cands = self._candidates()
+        # One pass over the bytes for every candidate length (shortest first), so a
+        # start costs at most the longest candidate's CRC, however noisy the line.
+        crc, done, first = 0xFFFF, 0, None
         for n, kind in cands:
             if len(buf) < n:
                 return None
-            frame = bytes(buf[:n])
-            if crc_ok(frame):
+            crc = crc16(buf[done:n - 2], crc)
+            done = n - 2
+            if first is None:
+                first = crc
+            if crc == int.from_bytes(buf[n - 2:n], "little"):
+                frame = bytes(buf[:n])
                 del buf[:n]
                 return self._event(frame, kind)
         n = cands[0][0]
@@ -359,7 +390,7 @@ class FrameDecoder(StreamDecoder):
         self.counters.crc_errors += 1
         got = int.from_bytes(buf[n - 2:n], "little")
         return self._skip_to_start(
-            f"CRC mismatch: computed {crc16(buf[:n - 2]):04x}, frame says {got:04x}", 1)
+            f"CRC mismatch: computed {first:04x}, frame says {got:04x}", 1)
 
     def _event(self, frame: bytes, kind: str) -> Event:
         if kind == "exception":

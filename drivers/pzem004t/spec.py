@@ -32,25 +32,23 @@ def _emulator(cfg: PZEM004TConfig) -> Any:
     return PZEM004TModel(tracebase_source("WaterKettle"), address=cfg.address)
 
 
-def _describe(ev: Any) -> tuple[dict[str, Any], int]:
-    """Requests and responses of a sniffed Modbus bus; CRC failures are rejected spans."""
-    from .codec import Echo, ExceptionResponse, Measurement, Registers, Request
-
-    if isinstance(ev, Request):
-        return {"type": "request", **ev.as_dict()}, len(ev.raw)
-    if isinstance(ev, (Measurement, Registers)):
-        return {"type": "frame", **ev.as_dict()}, len(ev.raw)
-    if isinstance(ev, Echo):
-        return {"type": "ack", **ev.as_dict()}, len(ev.raw)
-    if isinstance(ev, ExceptionResponse):
-        return {"type": "exception", **ev.as_dict()}, len(ev.raw)
-    return rejected(ev)
-
-
 def _frames() -> FrameCodec:
-    from .codec import FrameDecoder
+    from .codec import Echo, ExceptionResponse, FrameDecoder, Measurement, Registers, Request
 
-    return FrameCodec(SPEC.title, FrameDecoder, _describe)
+    def describe(ev: Any) -> tuple[dict[str, Any], int]:
+        """Requests and responses of a sniffed Modbus bus; CRC failures are rejected spans
+        (the codec's classes bound once: a noisy capture describes millions of events)."""
+        if isinstance(ev, Request):
+            return {"type": "request", **ev.as_dict()}, len(ev.raw)
+        if isinstance(ev, (Measurement, Registers)):
+            return {"type": "frame", **ev.as_dict()}, len(ev.raw)
+        if isinstance(ev, Echo):
+            return {"type": "ack", **ev.as_dict()}, len(ev.raw)
+        if isinstance(ev, ExceptionResponse):
+            return {"type": "exception", **ev.as_dict()}, len(ev.raw)
+        return rejected(ev)
+
+    return FrameCodec(SPEC.title, FrameDecoder, describe)
 
 
 SPEC = DeviceSpec(

@@ -12,6 +12,10 @@ Every check runs on its own thread with its own time limit: a hung port or an
 unreachable broker costs its own row, never the run. An unexpected exception in
 a check becomes a FAIL row carrying the exception text.
 
+A running daemon is never disturbed: when its status snapshot names a live citynode,
+the checks that would open its serial ports, I2C buses and GPIO pins are not run; their
+rows say to stop it first and show the daemon's own view of each sensor (daemon.py).
+
 Exit codes: 0 nothing failed, 1 a check failed, 78 (EX_CONFIG) the configuration
 itself is invalid (the daemon would refuse to start).
 """
@@ -19,7 +23,6 @@ itself is invalid (the daemon would refuse to start).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -31,6 +34,7 @@ from .base import CHECKS, DEFAULT_LISTEN_S, FAIL, OK, WARN, Check, Task, run_tas
 from .broker import CONNECT_TIMEOUT_S, check_broker
 from .clock import check_clock
 from .config import check_config
+from .daemon import RunningDaemon, find_running_daemon, not_checked, sensor_views
 from .disk import check_disk, spool_path
 from .gpio import check_gpio
 from .i2c import check_i2c, check_i2c_bus
@@ -41,20 +45,56 @@ if TYPE_CHECKING:
     from agent.core.config import Config
 
 __all__ = [
-    "CHECKS", "DEFAULT_LISTEN_S", "FAIL", "OK", "WARN", "Check", "Task", "build_tasks",
-    "check_broker", "check_clock", "check_config", "check_disk", "check_gpio", "check_i2c",
-    "check_i2c_bus", "check_journal", "check_serial_sensor", "cmd_doctor", "hints",
-    "register", "render_json", "render_table", "run", "run_tasks",
+    "CHECKS", "DEFAULT_LISTEN_S", "FAIL", "OK", "WARN", "Check", "RunningDaemon", "Task",
+    "build_tasks", "check_broker", "check_clock", "check_config", "check_disk", "check_gpio",
+    "check_i2c", "check_i2c_bus", "check_journal", "check_serial_sensor", "cmd_doctor",
+    "find_running_daemon", "hints", "register", "render_json", "render_table", "run",
+    "run_tasks",
 ]
+#: ``run(daemon=AUTO)``: look for a running daemon (tests pass one, or None).
+AUTO = "auto"
+#: The checks that open what a running daemon holds.
+HARDWARE = ("i2c", "serial", "gpio")
 
 
 # -- the run -----------------------------------------------------------------------------------
+def _daemon_tasks(cfg: Config, want: set[str], daemon: RunningDaemon) -> list[Task]:
+    """While a daemon runs: no port, bus or pin is opened; a row per check says so, and
+    each sensor's row is the daemon's own view of it (its status snapshot)."""
+    from drivers.catalogue import spec_of
+
+    tasks: list[Task] = []
+    i2c = {s.name: (f"{'emulator' if s.bus == 'emulator' else f'/dev/i2c-{s.bus}'} "
+                    f"0x{s.address:02x} ({s.name})")
+           for s in cfg.sensor if spec_of(s).bus == "i2c"}
+    uart = {s.name: f"{s.name} {s.port}" for s in cfg.sensor if spec_of(s).bus == "uart"}
+    for name, targets, what in (("i2c", i2c, "the I2C buses"),
+                                ("serial", uart, "the serial ports")):
+        if name in want and targets:
+            tasks.append(Task(name, daemon.label(), lambda n=name, t=targets, w=what: [
+                not_checked(n, daemon, w), *sensor_views(n, cfg, daemon, t)], 5.0))
+    if "gpio" in want:
+        def gpio() -> list[Check]:
+            from .gpio import gpio_uses
+
+            rows = list(check_gpio(cfg, claim=False))  # the clashes: from the file alone
+            if gpio_uses(cfg):
+                rows.append(not_checked("gpio", daemon, "the GPIO pins"))
+            return rows
+        tasks.append(Task("gpio", "GPIO", gpio, 15.0))
+    return tasks
+
+
 def build_tasks(cfg: Config | None, *, listen_s: float = DEFAULT_LISTEN_S,
-                only: Iterable[str] = CHECKS) -> list[Task]:
-    """The checks to run for ``cfg`` (None: only those that need no configuration)."""
+                only: Iterable[str] = CHECKS, daemon: RunningDaemon | None = None
+                ) -> list[Task]:
+    """The checks to run for ``cfg`` (None: only those that need no configuration);
+    with ``daemon`` running, none that would open what it holds."""
     want = set(only)
     tasks: list[Task] = []
-    if cfg is not None:
+    if cfg is not None and daemon is not None:
+        tasks += _daemon_tasks(cfg, want, daemon)
+    elif cfg is not None:
         from drivers.catalogue import spec_of
 
         if "i2c" in want and any(spec_of(s).bus == "i2c" for s in cfg.sensor):
@@ -67,10 +107,10 @@ def build_tasks(cfg: Config | None, *, listen_s: float = DEFAULT_LISTEN_S,
                                       listen_s + 10.0))
         if "gpio" in want:
             tasks.append(Task("gpio", "GPIO", lambda: check_gpio(cfg), 15.0))
-        if "broker" in want:
-            target = f"{cfg.mqtt.host}:{cfg.mqtt.port}" if cfg.mqtt.host else "mqtt.host"
-            tasks.append(Task("broker", target, lambda: check_broker(cfg),
-                              4 * CONNECT_TIMEOUT_S + 2))
+    if cfg is not None and "broker" in want:
+        target = f"{cfg.mqtt.host}:{cfg.mqtt.port}" if cfg.mqtt.host else "mqtt.host"
+        tasks.append(Task("broker", target, lambda: check_broker(cfg),
+                          4 * CONNECT_TIMEOUT_S + 2))
     if "clock" in want:
         tasks.append(Task("clock", "NTP", check_clock, 8.0))
     if cfg is not None and "disk" in want:
@@ -81,10 +121,16 @@ def build_tasks(cfg: Config | None, *, listen_s: float = DEFAULT_LISTEN_S,
 
 
 def run(config_path: str, *, listen_s: float = DEFAULT_LISTEN_S,
-        only: Iterable[str] = CHECKS) -> tuple[list[Check], int]:
-    """Every check's rows, and the exit code (0, 1, or 78 for an invalid configuration)."""
+        only: Iterable[str] = CHECKS,
+        daemon: RunningDaemon | str | None = AUTO) -> tuple[list[Check], int]:
+    """Every check's rows, and the exit code (0, 1, or 78 for an invalid configuration).
+    ``daemon``: :data:`AUTO` looks for a running citynode (its status snapshot)."""
     cfg, row, invalid = check_config(config_path)
-    rows = [row, *run_tasks(build_tasks(cfg, listen_s=listen_s, only=only))]
+    only = tuple(only)
+    running = daemon if isinstance(daemon, RunningDaemon) else None
+    if daemon == AUTO and cfg is not None and set(only) & set(HARDWARE):
+        running = find_running_daemon(cfg.node.resolved_state_dir())
+    rows = [row, *run_tasks(build_tasks(cfg, listen_s=listen_s, only=only, daemon=running))]
     if invalid:
         from agent.core.config import EX_CONFIG
 
@@ -116,14 +162,24 @@ def render_table(rows: Sequence[Check], *, colour: bool = False) -> str:
         out.append(line((r.name, r.target, r.status, r.detail), r.status))
         if r.hint and r.status != OK:
             out.append(" " * indent + f"fix: {r.hint}")
-    counts = {s: sum(r.status == s for r in rows) for s in (OK, WARN, FAIL)}
-    out.append(f"\n{len(rows)} results: {counts[OK]} OK, {counts[WARN]} WARN, "
-               f"{counts[FAIL]} FAIL")
+    out.append(f"\n{summary(rows)}")
     return "\n".join(out)
 
 
-def render_json(rows: Sequence[Check]) -> str:
-    return json.dumps([r.as_dict() for r in rows], indent=1, ensure_ascii=False)
+def summary(rows: Sequence[Check]) -> str:
+    """The table's last line: how many results, and of each verdict."""
+    counts = {s: sum(r.status == s for r in rows) for s in (OK, WARN, FAIL)}
+    return (f"{len(rows)} results: {counts[OK]} OK, {counts[WARN]} WARN, "
+            f"{counts[FAIL]} FAIL")
+
+
+def render_json(rows: Sequence[Check], exit_code: int, *, config: str = "") -> str:
+    """The machine-readable output shared with status and config check
+    (agent/tools/machine.py; docs/doctor.md "Machine-readable output")."""
+    from agent.tools.machine import document, dumps
+
+    return dumps(document("doctor", exit_code, summary(rows), config=config,
+                          rows=[r.as_dict() for r in rows]))
 
 
 # -- command line ------------------------------------------------------------------------------
@@ -136,9 +192,14 @@ def _only(text: str) -> list[str]:
 
 
 def _listen(text: str) -> float:
-    value = float(text)
-    if not 0.2 <= value <= 120:
-        raise argparse.ArgumentTypeError("must be between 0.2 and 120 seconds")
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r} (between 0.2 "
+                                         "and 120, e.g. --listen-s 5)") from None
+    if not 0.2 <= value <= 120:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"{text} is out of range: between 0.2 and 120 "
+                                         "seconds")
     return value
 
 
@@ -157,7 +218,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             lg.removeHandler(quiet)
             lg.propagate = propagate
     if args.json:
-        print(render_json(rows))
+        sys.stdout.write(render_json(rows, code, config=args.config))
     else:
         colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
         print(render_table(rows, colour=colour))
@@ -170,7 +231,8 @@ def register(sub: argparse._SubParsersAction, default_cfg: str) -> None:
                        "what is there: I2C chips, serial sensors, GPIO, broker, clock, disk")
     d.add_argument("--config", "-c", default=default_cfg,
                    help=f"TOML file (default {default_cfg})")
-    d.add_argument("--json", action="store_true", help="machine-readable output: a JSON list")
+    d.add_argument("--json", action="store_true", help="machine-readable output: one JSON "
+                   "object (command, ok, exit, summary, counts, rows; docs/doctor.md)")
     d.add_argument("--listen-s", type=_listen, default=DEFAULT_LISTEN_S, metavar="SECONDS",
                    help=f"how long to listen on each serial port (default {DEFAULT_LISTEN_S:g})")
     d.add_argument("--only", type=_only, metavar="CHECKS",

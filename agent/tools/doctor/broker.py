@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import socket
 import ssl
 import time
@@ -15,10 +17,14 @@ from .hints import (
     HINT_CERT_EXPIRY,
     HINT_DNS,
     HINT_LOCAL,
+    HINT_MAYBE_TLS,
     HINT_NO_CONNACK,
+    HINT_NO_ROUTE,
+    HINT_NOT_TLS,
     HINT_REFUSED,
     HINT_TIMEOUT,
     HINT_TLS_FAIL,
+    HINT_TLS_HANGUP,
     HINT_TLS_VERIFY,
 )
 
@@ -32,6 +38,46 @@ def _cert_days_left(cert: dict[str, Any], now: float) -> float | None:
     if not not_after:
         return None
     return (ssl.cert_time_to_seconds(not_after) - now) / 86400.0
+
+
+#: TLS errors that mean the other end does not speak TLS (agent.wire.mqtt has the same).
+_NOT_TLS = ("WRONG_VERSION_NUMBER", "UNEXPECTED_EOF", "EOF occurred", "record layer failure",
+            "packet length too long", "HTTP_REQUEST")
+_NO_ROUTE = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL)
+
+
+def _failure(exc: BaseException, *, tls: bool, timeout_s: float) -> tuple[str, str]:
+    """(detail, fix) for a connection that failed: plain words, not paho's or OpenSSL's."""
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the name: {_why(exc)}", HINT_DNS
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout_s:g} s", HINT_TIMEOUT
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused", HINT_REFUSED
+    text = " ".join(str(exc).split())
+    reason = getattr(exc, "reason", None) or text  # OpenSSL's short name, when it has one
+    lost = isinstance(exc, ConnectionResetError | BrokenPipeError | ssl.SSLEOFError)
+    if tls and (lost or (isinstance(exc, ssl.SSLError) and any(k in text for k in _NOT_TLS))):
+        how = "reset" if isinstance(exc, ConnectionResetError) else "closed"
+        if isinstance(exc, ssl.SSLError) and not isinstance(exc, ssl.SSLEOFError):
+            return f"the port does not answer in TLS ({reason})", HINT_NOT_TLS
+        return f"the broker {how} the connection during the TLS handshake", HINT_NOT_TLS
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed: {reason}", HINT_TLS_FAIL
+    if lost:
+        return "the broker reset the connection before answering", HINT_MAYBE_TLS
+    if isinstance(exc, OSError) and exc.errno in _NO_ROUTE:
+        return f"{_why(exc)} (no route to the broker)", HINT_NO_ROUTE
+    return _why(exc), HINT_TIMEOUT
+
+
+def _why(exc: BaseException) -> str:
+    """The error's own words: its strerror, the errno's text, its message, its type."""
+    strerror = " ".join(str(getattr(exc, "strerror", None) or "").split())
+    code = getattr(exc, "errno", None)
+    if not strerror and isinstance(code, int) and code > 0:
+        strerror = os.strerror(code)
+    return strerror or " ".join(str(exc).split()) or type(exc).__name__
 
 
 def check_broker(cfg: Config, *, timeout_s: float = CONNECT_TIMEOUT_S) -> Iterator[Check]:
@@ -57,7 +103,8 @@ def check_broker(cfg: Config, *, timeout_s: float = CONNECT_TIMEOUT_S) -> Iterat
         yield Check("broker", target, FAIL, "TCP: connection refused", HINT_REFUSED)
         return
     except OSError as exc:
-        yield Check("broker", target, FAIL, f"TCP: {exc.strerror or exc}", HINT_TIMEOUT)
+        detail, hint = _failure(exc, tls=False, timeout_s=timeout_s)
+        yield Check("broker", target, FAIL, f"TCP: {detail}", hint)
         return
     yield Check("broker", target, OK, f"TCP connected in {1000 * (time.monotonic() - t0):.0f} ms")
     if m.tls:
@@ -93,7 +140,8 @@ def _check_tls(cfg: Config, sock: socket.socket, target: str,
                     f"{exc.verify_message}", HINT_TLS_VERIFY)
         return False
     except (ssl.SSLError, OSError) as exc:
-        yield Check("broker", target, FAIL, f"TLS handshake failed: {exc}", HINT_TLS_FAIL)
+        detail, hint = _failure(exc, tls=True, timeout_s=timeout_s)
+        yield Check("broker", target, FAIL, f"TLS: {detail}", hint)
         return False
     finally:
         sock.close()
@@ -108,7 +156,7 @@ def _check_tls(cfg: Config, sock: socket.socket, target: str,
 
 
 def _check_connect(cfg: Config, target: str, timeout_s: float) -> Iterator[Check]:
-    from agent.wire.mqtt import handshake, tool_client_id
+    from agent.wire.mqtt import ConnectFailed, handshake, tool_client_id
     from agent.wire.security import SecurityError
 
     m = cfg.mqtt
@@ -118,6 +166,10 @@ def _check_connect(cfg: Config, target: str, timeout_s: float) -> Iterator[Check
     except SecurityError as exc:
         yield Check("broker", target, FAIL, f"MQTT: {_security_text(exc)}", exc.fix or HINT_AUTH)
         return
+    except ConnectFailed as exc:
+        detail, hint = _failure(exc.__cause__ or exc, tls=m.tls, timeout_s=timeout_s)
+        yield Check("broker", target, FAIL, f"MQTT CONNECT failed: {detail}", hint)
+        return
     except (OSError, ValueError) as exc:
         yield Check("broker", target, FAIL, f"MQTT CONNECT failed: {exc}", HINT_NO_CONNACK)
         return
@@ -125,6 +177,10 @@ def _check_connect(cfg: Config, target: str, timeout_s: float) -> Iterator[Check
     if answer.code == 0:
         yield Check("broker", target, OK, f"CONNACK {answer.text} ({label}, client id "
                     f"{client_id})")
+    elif answer.code is None and (answer.closed or answer.error):
+        why = answer.error or "the broker closed the connection"
+        yield Check("broker", target, FAIL, f"no CONNACK: {why} ({label})",
+                    HINT_TLS_HANGUP if m.tls else HINT_NO_CONNACK)
     elif answer.code is None:
         yield Check("broker", target, FAIL, f"no CONNACK within {timeout_s:g} s ({label})",
                     HINT_NO_CONNACK)

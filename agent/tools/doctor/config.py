@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .base import FAIL, OK, Check
-from .hints import HINT_CONFIG
+from .hints import HINT_CONFIG, HINT_CONFIG_FILE
 
 if TYPE_CHECKING:
     from agent.core.config import Config
@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 def _security_text(exc: Any) -> str:
     """A SecurityError without its fix (which goes in the hint column)."""
     where = f"{exc.what} {exc.path}" if exc.path else exc.what
-    return f"{where}: {exc.problem}"
+    at = getattr(exc, "where", "")  # CONFIG:LINE of the setting
+    return (f"{at}: " if at else "") + f"{where}: {exc.problem}"
 
 
 def check_config(path: str) -> tuple[Config | None, Check, bool]:
@@ -30,12 +31,15 @@ def check_config(path: str) -> tuple[Config | None, Check, bool]:
     try:
         cfg = load(path, check_devices=False)
     except ConfigError as exc:
-        return None, Check("config", path, FAIL, str(exc), HINT_CONFIG), True
+        # a missing or unreadable file has no key to fix (ConfigError.code 66)
+        hint = getattr(exc, "hint", "") or (
+            HINT_CONFIG_FILE if getattr(exc, "code", 78) != 78 else HINT_CONFIG)
+        return None, Check("config", path, FAIL, str(exc), hint), True
     if not cfg.local_mode:
         from agent.wire.security import SecurityError, validate_security
 
         try:
-            validate_security(cfg.mqtt)
+            validate_security(cfg.mqtt, config_path=path)
         except SecurityError as exc:
             return cfg, Check("config", path, FAIL, _security_text(exc),
                               exc.fix or HINT_CONFIG), True

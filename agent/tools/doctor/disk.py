@@ -1,4 +1,4 @@
-"""Check 7: room for the spool."""
+"""Check 7: a place and room for the spool."""
 
 from __future__ import annotations
 
@@ -12,10 +12,28 @@ from .hints import HINT_DISK_FULL
 if TYPE_CHECKING:
     from agent.core.config import Config
 
+HINT_SPOOL_PLACE = ("point spool.path (or node.state_dir) at a file in a directory the "
+                    "citynode user can write; under the systemd unit that is /var/lib/citynode, "
+                    "anywhere else needs ReadWritePaths= in a drop-in (docs/ops.md)")
 
 # -- 7. disk -----------------------------------------------------------------------------------
 def spool_path(cfg: Config) -> str:
     return cfg.spool.path or os.path.join(cfg.node.resolved_state_dir(), "spool.db")
+
+
+def spool_place_problem(cfg: Config) -> str | None:
+    """Why the service's user could not create or write the spool (None: it could), as
+    ``citynode config check`` asks it: the unit's state directory may be missing, since
+    systemd creates it (StateDirectory=)."""
+    from agent.core import hostcheck
+
+    state = cfg.node.resolved_state_dir()
+    if not cfg.spool.path and not cfg.node.state_dir and not state.exists():
+        return None
+    path = spool_path(cfg)
+    user = hostcheck.service_user()
+    return (hostcheck.dir_problem(os.path.dirname(os.path.abspath(path)), user)
+            or hostcheck.writable_file_problem(path, user))
 
 
 def _mib(n: float) -> str:
@@ -23,8 +41,14 @@ def _mib(n: float) -> str:
 
 
 def check_disk(cfg: Config) -> Iterator[Check]:
-    """Free space where the spool lives against spool.max_bytes."""
+    """The daemon can create and write its spool there (else it exits 78 at start), and
+    the free space where it lives against spool.max_bytes."""
     path = spool_path(cfg)
+    problem = spool_place_problem(cfg)
+    if problem:
+        key = "spool.path" if cfg.spool.path else "node.state_dir"
+        yield Check("disk", path, FAIL, f"{key}: {problem}", HINT_SPOOL_PLACE)
+        return
     probe = os.path.dirname(os.path.abspath(path))
     missing = ""
     if not os.path.exists(probe):

@@ -13,10 +13,8 @@ if TYPE_CHECKING:
     from agent.core.config import Config
 
 # -- 4. GPIO -----------------------------------------------------------------------------------
-#: GPIOs the buses use; a sensor or relay there clashes with the bus when the bus is in use.
-BUS_PINS = {2: ("i2c", "I2C1 SDA"), 3: ("i2c", "I2C1 SCL"),
-            14: ("uart", "UART TX"), 15: ("uart", "UART RX")}
-PRIMARY_UARTS = ("/dev/serial0", "/dev/ttyAMA0", "/dev/ttyS0")
+# Which pins the configuration claims and which of them clash is decided once, in
+# agent.core.config (pin_uses, pin_clashes), for config check, this check and the daemon.
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,19 +57,19 @@ def _claim_relay(pin: int, plug: Any) -> Callable[[Any], Callable[[], None]]:
 
 
 def gpio_uses(cfg: Config) -> list[PinUse]:
-    """Every GPIO the configuration claims, with how the daemon claims it."""
-    from drivers.catalogue import spec_of
+    """Every GPIO the configuration claims (agent.core.config.pin_uses), with how the
+    daemon claims it."""
+    from agent.core.config import pin_uses
 
     uses: list[PinUse] = []
-    for s in cfg.sensor:
-        pins = spec_of(s).pins
-        for p in pins(s) if pins is not None else ():
-            claim = _claim_output(p.pin, False) if p.direction == "output" else _claim_input(p.pin)
-            uses.append(PinUse(p.pin, s.name, p.role, p.emulated, claim))
-        plug = getattr(s, "plug", None)
-        if plug is not None and plug.relay_pin is not None:
-            uses.append(PinUse(plug.relay_pin, s.name, "relay", False,
-                               _claim_relay(plug.relay_pin, plug)))
+    for p in pin_uses(cfg):
+        if p.role == "relay":
+            claim = _claim_relay(p.pin, p.table)
+        elif p.direction == "output":
+            claim = _claim_output(p.pin, False)
+        else:
+            claim = _claim_input(p.pin)
+        uses.append(PinUse(p.pin, p.owner, p.role, p.emulated, claim))
     return uses
 
 
@@ -87,36 +85,30 @@ def _default_factory() -> Any:
     return Device.pin_factory
 
 
-def check_gpio(cfg: Config, *, factory: Callable[[], Any] = _default_factory
-               ) -> Iterator[Check]:
-    """Clashes between uses (and with the buses in use), then claim each pin and let go."""
+def check_gpio(cfg: Config, *, factory: Callable[[], Any] = _default_factory,
+               claim: bool = True) -> Iterator[Check]:
+    """Clashes between uses (and with the buses in use), then (``claim``: not while a
+    daemon holds the pins) claim each pin and let go."""
     from gpiozero.exc import GPIOZeroError
 
+    from agent.core.config import pin_clashes
     from drivers.base import DeviceError
 
     uses = gpio_uses(cfg)
     if not uses:
         return
-    buses_in_use = set()
-    for s in cfg.sensor:
-        if getattr(s, "bus", None) == 1:
-            buses_in_use.add("i2c")
-        if getattr(s, "port", None) in PRIMARY_UARTS:
-            buses_in_use.add("uart")
-    by_pin: dict[int, list[PinUse]] = {}
-    for u in uses:
-        by_pin.setdefault(u.pin, []).append(u)
-    clashed: set[int] = set()
-    for pin, group in sorted(by_pin.items()):
-        bus = BUS_PINS.get(pin)
-        who = " and ".join(f"{u.owner} {u.role}" for u in group)
-        if len(group) > 1:
-            clashed.add(pin)
-            yield Check("gpio", f"GPIO {pin}", FAIL, f"used twice: {who}", HINT_GPIO_CLASH)
-        elif bus and bus[0] in buses_in_use:
-            clashed.add(pin)
-            yield Check("gpio", f"GPIO {pin}", FAIL, f"{who} is also the {bus[1]} pin, "
+    clashed: set[tuple[int, str, str]] = set()
+    for clash in pin_clashes(cfg):
+        pin = clash.pin
+        who = " and ".join(f"{u.owner} {u.role}" for u in clash.uses)
+        clashed.update((u.pin, u.owner, u.role) for u in clash.uses)
+        if clash.bus:
+            yield Check("gpio", f"GPIO {pin}", FAIL, f"{who} is also the {clash.bus} pin, "
                         "which a configured sensor uses", HINT_GPIO_CLASH)
+        else:
+            yield Check("gpio", f"GPIO {pin}", FAIL, f"used twice: {who}", HINT_GPIO_CLASH)
+    if not claim:
+        return
     real: Any = None
     real_error: str | None = None
     if any(not u.emulated for u in uses):
@@ -125,7 +117,7 @@ def check_gpio(cfg: Config, *, factory: Callable[[], Any] = _default_factory
         except (GPIOZeroError, ImportError, OSError, RuntimeError) as exc:
             real_error = f"{type(exc).__name__}: {exc}"
     for u in uses:
-        if u.pin in clashed:
+        if (u.pin, u.owner, u.role) in clashed:
             continue
         target = f"GPIO {u.pin} ({u.owner} {u.role})"
         if u.emulated:

@@ -5,6 +5,9 @@ from __future__ import annotations
 # -- fix hints (docs/doctor.md quotes these) ------------------------------------------------
 HINT_CONFIG = "fix the key named above (README.md has the configuration reference), then " \
               "run `citynode config check FILE`"
+HINT_CONFIG_FILE = "name the configuration file: citynode doctor --config FILE (default " \
+                   "$CITYNODE_CONFIG, else /etc/citynode/citynode.toml); citynode provision " \
+                   "writes one"
 HINT_I2C_OFF = "enable I2C: dtparam=i2c_arm=on in /boot/firmware/config.txt (or raspi-config " \
                "> Interface Options > I2C), then reboot"
 HINT_I2C_PERM = "add the service user to the i2c group: sudo usermod -aG i2c citynode"
@@ -25,6 +28,15 @@ HINT_PORT_PERM = "add the service user to the dialout group: sudo usermod -aG di
                  "(log in again to take effect)"
 HINT_PORT_BUSY = "another program holds the port: stop the daemon (systemctl stop citynode) " \
                  "or the serial console getty, then run doctor again"
+HINT_PORT_DIR = "set sensor.port to the serial device itself, e.g. /dev/serial0, " \
+                "/dev/ttyUSB0 or a /dev/serial/by-id/... name (ls -l /dev/serial* /dev/ttyUSB*)"
+HINT_NOT_SERIAL = "sensor.port must name a serial device (a UART or USB adapter): check it " \
+                  "(ls -l /dev/serial* /dev/ttyUSB* /dev/ttyAMA*)"
+HINT_DAEMON_RUNNING = "stop citynode first (sudo systemctl stop citynode), run doctor again " \
+                      "for the full check, then start it (sudo systemctl start citynode)"
+HINT_DAEMON_SENSOR = "the daemon cannot read this sensor: stop citynode first (sudo " \
+                     "systemctl stop citynode) and run doctor again to tell wiring, power " \
+                     "and settings apart"
 HINT_PORT_GONE = "the port vanished while listening: loose USB adapter or cable, or power " \
                  "brown-out"
 HINT_SILENT = "nothing arrives: check the wiring (sensor TX to Pi RX GPIO15, sensor RX to " \
@@ -44,6 +56,16 @@ HINT_LOCAL = "set mqtt.host (and port) to send data to the platform"
 HINT_DNS = "check mqtt.host for typos and the node's DNS (/etc/resolv.conf)"
 HINT_REFUSED = "nothing listens there: check mqtt.port, that the broker runs, and firewalls"
 HINT_TIMEOUT = "no answer: check the network route, firewalls and mqtt.host"
+HINT_NO_ROUTE = "no route to the broker: check the node's network (ip route; is the cable " \
+                "or the modem up?), mqtt.host, and firewalls"
+HINT_NOT_TLS = "the port may not speak TLS: MQTT over TLS is usually port 8883 (plain MQTT " \
+               "1883): check mqtt.port, or set mqtt.tls = false for a plain port; a broker " \
+               "that wants a client certificate also hangs up (mqtt.cert_file, mqtt.key_file)"
+HINT_MAYBE_TLS = "is this an MQTT port? a TLS-only port (usually 8883) hangs up on plain " \
+                 "connections: then set mqtt.tls = true"
+HINT_TLS_HANGUP = "the broker hung up after the TLS handshake: it may want a client " \
+                  "certificate (mqtt.cert_file, mqtt.key_file) or refuse this one; its log " \
+                  "says which"
 HINT_TLS_VERIFY = "the broker's certificate is not trusted: check mqtt.ca_file (the CA that " \
                   "signed it), mqtt.server_name (a name the certificate lists) and the clock"
 HINT_TLS_FAIL = "the TLS handshake failed: is this a TLS port (usually 8883)? a client " \

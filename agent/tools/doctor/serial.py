@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .base import DEFAULT_LISTEN_S, FAIL, OK, WARN, Check
+from .daemon import flock_holder, holder_text, is_citynode
 from .hints import (
     HINT_CHECKSUM,
+    HINT_DAEMON_RUNNING,
     HINT_GARBAGE,
     HINT_NO_DATA,
+    HINT_NOT_SERIAL,
     HINT_PORT_BUSY,
+    HINT_PORT_DIR,
     HINT_PORT_GONE,
     HINT_PORT_MISSING,
     HINT_PORT_PERM,
@@ -123,18 +128,58 @@ class _Decoder:
             self.offset += n
 
 
-def _serial_open_error(port: str, exc: BaseException) -> Check:
+def _serial_open_error(target: str, exc: BaseException, port: str = "") -> Check:
     cause = exc.__cause__ or exc
     code = getattr(cause, "errno", None)
     if code is None and cause.args and isinstance(cause.args[0], int):
         code = cause.args[0]  # pyserial's SerialException(errno, text)
     if code in (errno.EACCES, errno.EPERM):
-        return Check("serial", port, FAIL, "cannot open: permission denied", HINT_PORT_PERM)
+        return Check("serial", target, FAIL, "cannot open: permission denied", HINT_PORT_PERM)
     if code == errno.ENOENT:
-        return Check("serial", port, FAIL, "port does not exist", HINT_PORT_MISSING)
-    if code in (errno.EBUSY, errno.EAGAIN):
-        return Check("serial", port, FAIL, "cannot open: port busy", HINT_PORT_BUSY)
-    return Check("serial", port, FAIL, f"cannot open: {cause}", HINT_PORT_BUSY)
+        return Check("serial", target, FAIL, "port does not exist", HINT_PORT_MISSING)
+    if code == errno.EAGAIN or "exclusively lock" in str(cause):
+        # the daemon opens its ports with an exclusive lock (drivers/serialdev.py)
+        holder = flock_holder(port) if port else None
+        if holder is not None and is_citynode(holder):
+            return Check("serial", target, FAIL, f"not opened: held by the running daemon "
+                         f"(citynode, pid {holder})", HINT_DAEMON_RUNNING)
+        return Check("serial", target, FAIL, f"cannot open: held by {holder_text(holder)}",
+                     HINT_PORT_BUSY)
+    if code == errno.EBUSY:
+        return Check("serial", target, FAIL, "cannot open: port busy (another program has "
+                     "it in exclusive mode)", HINT_PORT_BUSY)
+    if code == errno.ENOTTY or "Inappropriate ioctl" in str(cause):
+        return Check("serial", target, FAIL, "not a serial device: it takes no serial line "
+                     "settings (not a terminal)", HINT_NOT_SERIAL)
+    return Check("serial", target, FAIL, f"cannot open: {cause}", HINT_PORT_BUSY)
+
+
+_FILE_KINDS = ((stat.S_ISREG, "a regular file"), (stat.S_ISFIFO, "a FIFO"),
+               (stat.S_ISSOCK, "a socket"), (stat.S_ISBLK, "a block device (a disk)"))
+
+
+def _not_serial(target: str, port: str, kind: str) -> Check | None:
+    """A FAIL row when ``port`` cannot be a serial device, found without opening it:
+    opening an arbitrary device can have effects (a watchdog starts counting)."""
+    try:
+        st = os.stat(port)
+    except OSError:
+        return None  # the open says why
+    if stat.S_ISDIR(st.st_mode):
+        return Check("serial", target, FAIL, f"is a directory, not a serial device ({kind})",
+                     HINT_PORT_DIR)
+    for test, what in _FILE_KINDS:
+        if test(st.st_mode):
+            return Check("serial", target, FAIL, f"not a serial device: {what} ({kind})",
+                         HINT_NOT_SERIAL)
+    # A character device: sysfs names its class (ptys are not listed there; they are ttys).
+    sysfs = f"/sys/dev/char/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}/subsystem"
+    if os.path.exists(sysfs):
+        cls = os.path.basename(os.path.realpath(sysfs))
+        if cls != "tty":
+            return Check("serial", target, FAIL, f"not a serial device: a character device "
+                         f"of class {cls!r} ({kind})", HINT_NOT_SERIAL)
+    return None
 
 
 def _values(doc: dict[str, Any], quantities: Sequence[str]) -> str:
@@ -174,6 +219,10 @@ def check_serial_sensor(s: Any, *, port: str | None = None,
     if not os.path.exists(port):  # also a dangling udev symlink
         yield Check("serial", target, FAIL, f"port does not exist ({kind})", HINT_PORT_MISSING)
         return
+    wrong = _not_serial(target, port, kind)
+    if wrong is not None:
+        yield wrong
+        return
     if not os.access(port, os.R_OK | os.W_OK):
         yield Check("serial", target, FAIL, "cannot open: permission denied", HINT_PORT_PERM)
         return
@@ -190,7 +239,7 @@ def check_serial_sensor(s: Any, *, port: str | None = None,
     try:
         dev.open()
     except DeviceError as exc:
-        yield _serial_open_error(target, exc)
+        yield _serial_open_error(target, exc, port)
         return
     decoder = _Decoder(kind)
     start = time.monotonic()

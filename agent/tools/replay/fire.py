@@ -1,22 +1,25 @@
 """Offline replay: ``citynode detect fire --input FILE.csv [--model PATH]``.
 
-The CSV has a header with ``t`` (Unix seconds, or ISO 8601; no zone = UTC) and any of
-:data:`~agent.detectors.fire.QUANTITIES` (at least one); an empty cell means "not
-measured at this time" (sensors report at different rates). Rows must be in time order.
-The rows go through exactly the :class:`~agent.detectors.fire.FireDetector` the daemon
-runs, with the shipped model unless ``--model`` names another.
+The CSV has a header with ``t`` (Unix seconds, or seconds since a start, or ISO 8601;
+no zone = UTC) and any of :data:`~agent.detectors.fire.QUANTITIES` (at least one); an
+empty cell means "not measured at this time" (sensors report at different rates). Each
+value must lie in its quantity's plausible range (:data:`RANGES`: what a sensor can
+report, with room; beyond it is a unit error or garbage), and a quantity may have at
+most :data:`MAX_PER_SECOND` readings in one second (the detector keeps half an hour of
+them). Rows must be in time order. The rows go through exactly the
+:class:`~agent.detectors.fire.FireDetector` the daemon runs, with the shipped model
+unless ``--model`` names another.
 
 Output: one JSON line per change of state, ``{"t", "state": "fire"|"clear", "score",
 ...evidence}``. The whole file is checked before anything is printed; an unknown column
 or a malformed row is reported as ``FILE:LINE: reason`` with exit code 65 (EX_DATAERR);
-a missing file exits 66. A model that cannot be loaded is said on stderr and the replay
-runs on the rules (as the daemon would).
+a missing file exits 66. If the shipped model cannot be used the replay says so once on
+stderr and runs on the rules (as the daemon would); a ``--model`` that cannot be loaded
+is an error, like ``detect fall``'s: 66 when the file is missing, 65 otherwise.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import sys
@@ -24,28 +27,58 @@ from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
 from agent.detectors.fire import QUANTITIES, FireDetector
-from agent.tools.replay.common import EX_DATAERR, ReplayError, parse_time, read_input
+from agent.models.runtime import Model, ModelError
+from agent.tools.replay.common import (
+    EX_DATAERR,
+    EX_NOINPUT,
+    Clock,
+    ReplayError,
+    csv_records,
+    model_file_problem,
+    run_replay,
+)
 
-__all__ = ["read_fire_rows", "replay_fire", "run_cli"]
+__all__ = ["MAX_PER_SECOND", "RANGES", "read_fire_rows", "replay_fire", "run_cli"]
 
 Row = tuple[int, float, dict[str, float]]
+
+#: Plausible range of each column, in its unit: the widest sensor's, with room.
+RANGES: dict[str, tuple[float, float]] = {
+    "temperature_c": (-60.0, 150.0),     # sensors: -40..125 °C
+    "humidity_pct": (0.0, 100.0),
+    "eco2_ppm": (0.0, 100_000.0),        # SGP30 400..60000, NDIR up to 10 %
+    "tvoc_ppb": (0.0, 100_000.0),        # SGP30 0..60000
+    "pressure_hpa": (300.0, 1100.0),     # BME280's range: Everest to below sea level
+    "pm1_0": (0.0, 10_000.0),            # optical counters stop at 1000 ug/m3
+    "pm2_5": (0.0, 10_000.0),
+    "pm10": (0.0, 10_000.0),
+    "nc0_5": (0.0, 100_000.0),           # SPS30: 0..3000 /cm3
+    "nc1_0": (0.0, 100_000.0),
+    "nc2_5": (0.0, 100_000.0),
+}
+MAX_PER_SECOND = 10   # sensors report about once a second
 
 
 def read_fire_rows(lines: Iterable[str]) -> Iterator[Row]:
     """(line, t, values) per data row; :class:`ReplayError` names the bad line."""
-    reader = csv.reader(lines)
+    records = csv_records(lines)
     try:
-        header = [h.strip().lower() for h in next(reader)]
+        _line, raw = next(records)
     except StopIteration:
         raise ReplayError(1, "empty input: expected a header with t and any of "
                              f"{', '.join(QUANTITIES)}") from None
-    except csv.Error as e:
-        raise ReplayError(1, f"CSV: {e}") from None
+    header = [h.strip().lower() for h in raw]
+    if header:
+        header[0] = header[0].lstrip("\ufeff")   # a byte order mark
+    shown = ",".join(header)
+    if len(shown) > 200:
+        shown = shown[:200] + "..."
     if "t" not in header:
-        raise ReplayError(1, f"header lacks column t (got {','.join(header)})")
+        raise ReplayError(1, f"header lacks column t (got {shown})")
     unknown = [h for h in header if h != "t" and h not in QUANTITIES]
     if unknown:
-        raise ReplayError(1, f"unknown column(s) {', '.join(unknown)}; accepted: t, "
+        names = ", ".join(unknown[:10]) + (", ..." if len(unknown) > 10 else "")
+        raise ReplayError(1, f"unknown column(s) {names}; accepted: t, "
                              f"{', '.join(QUANTITIES)}")
     cols = [(i, h) for i, h in enumerate(header) if h in QUANTITIES]
     if not cols:
@@ -54,20 +87,15 @@ def read_fire_rows(lines: Iterable[str]) -> Iterator[Row]:
         raise ReplayError(1, "a column is named twice")
     ti = header.index("t")
     last_t: float | None = None
-    while True:
-        try:
-            fields = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as e:
-            raise ReplayError(reader.line_num, f"CSV: {e}") from None
-        line = reader.line_num
+    clock = Clock()
+    second: dict[str, tuple[int, int]] = {}   # quantity: (second, readings in it)
+    for line, fields in records:
         if not fields or all(not f.strip() for f in fields):
             continue
         if len(fields) != len(header):
             raise ReplayError(line, f"{len(fields)} field(s), expected {len(header)}")
         try:
-            t = parse_time(fields[ti])
+            t = clock.parse(fields[ti])
         except ValueError as e:
             raise ReplayError(line, str(e)) from None
         if last_t is not None and t < last_t:
@@ -84,8 +112,17 @@ def read_fire_rows(lines: Iterable[str]) -> Iterator[Row]:
             except ValueError:
                 raise ReplayError(line, f"{q} {text!r} is not a number (empty means not "
                                         "measured)") from None
-            if not math.isfinite(v):
-                raise ReplayError(line, f"{q} {text!r} is not a finite number")
+            lo, hi = RANGES[q]
+            if not math.isfinite(v) or not lo <= v <= hi:
+                raise ReplayError(line, f"{q} {text!r} is out of its plausible range "
+                                        f"{lo:g} to {hi:g} (a unit error?)")
+            s = math.floor(t)
+            sec, count = second.get(q, (s, 0))
+            count = count + 1 if sec == s else 1
+            if count > MAX_PER_SECOND:
+                raise ReplayError(line, f"more than {MAX_PER_SECOND} {q} readings within one "
+                                        "second: the detector expects about one a second")
+            second[q] = (s, count)
             values[q] = v
         yield line, t, values
 
@@ -101,27 +138,41 @@ def replay_fire(rows: Iterable[Row], detector: FireDetector) -> Iterator[dict[st
             yield ev.to_dict()
 
 
+def _check(lines: Iterable[str]) -> None:
+    for _row in read_fire_rows(lines):
+        pass
+
+
 def run_cli(input_path: str, out: TextIO, err: TextIO | None = None,
             model: str | None = None) -> int:
-    """``citynode detect fire``: returns the exit code (0, 65 bad row, 66 no file)."""
+    """``citynode detect fire``: the exit code (0; 65 bad data or an unusable ``model``;
+    66 no input or no ``model`` file)."""
     err = sys.stderr if err is None else err
-    name, text, code = read_input(input_path, err)
-    if text is None:
-        return code
-    try:
-        rows = list(read_fire_rows(io.StringIO(text, newline="")))  # all checked first
-    except ReplayError as e:
-        print(f"error: {name}:{e.line}: {e.message}", file=err)
-        return EX_DATAERR
-    det = FireDetector(True if model is None else model)
-    if not det.healthy:
-        print(f"warning: model not running, rules only: {det.health['error']}", file=err)
-    try:
-        for ev in replay_fire(rows, det):
+    if model is not None:
+        problem = model_file_problem(model)
+        if problem is not None:
+            print(f"error: --model {model}: {problem}", file=err)
+            return EX_NOINPUT
+        try:
+            det = FireDetector(Model.load(model, expect_task="fire"))
+        except ModelError as e:
+            print(f"error: --model {model}: {e}", file=err)
+            return EX_DATAERR
+        if not det.healthy:
+            print(f"error: --model {model}: {det.health['error']}", file=err)
+            return EX_DATAERR
+    else:
+        det = FireDetector(True)
+
+    def replay(lines: Iterable[str], _info: None) -> int:
+        if not det.healthy:
+            print(f"warning: model not running, rules only: {det.health['error']}", file=err)
+        before = dict(det.health)
+        for ev in replay_fire(read_fire_rows(lines), det):
             out.write(json.dumps(ev) + "\n")
-    except ReplayError as e:
-        print(f"error: {name}:{e.line}: {e.message}", file=err)
-        return EX_DATAERR
-    if not det.healthy and det.health["error"]:
-        print(f"warning: model fault during the replay: {det.health['error']}", file=err)
-    return 0
+        if det.health != before and not det.healthy:
+            print(f"warning: model fault during the replay, rules only from then on: "
+                  f"{det.health['error']}", file=err)
+        return 0
+
+    return run_replay(input_path, err, _check, replay)

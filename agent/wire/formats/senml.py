@@ -129,13 +129,29 @@ def is_json(payload: bytes) -> bool:
     return payload[:1] in (b"[", b" ", b"\n")
 
 
+def _kind(raw: Any) -> str:
+    """What a parsed payload is, in words, for an error that says why it is not SenML."""
+    if isinstance(raw, dict):
+        return "an object (a map)"
+    if isinstance(raw, list):
+        return "an empty array"
+    if isinstance(raw, bool):
+        return "a boolean"
+    if isinstance(raw, (int, float)):
+        return "a number"
+    if isinstance(raw, str):
+        return "a string"
+    return "null" if raw is None else f"a {type(raw).__name__}"
+
+
 def _normalise(raw: Any) -> list[dict[str, Any]]:
     if not isinstance(raw, list) or not raw:
-        raise PayloadError("a SenML pack is a non-empty array of records")
+        raise PayloadError(f"not SenML: the payload is {_kind(raw)}; a SenML pack is a "
+                           "non-empty array of records")
     out = []
     for i, rec in enumerate(raw):
         if not isinstance(rec, dict):
-            raise PayloadError(f"record {i} is not a map")
+            raise PayloadError(f"not SenML: record {i} is not a map")
         norm: dict[str, Any] = {}
         for k, v in rec.items():
             if isinstance(k, int):
@@ -147,27 +163,54 @@ def _normalise(raw: Any) -> list[dict[str, Any]]:
             if k.endswith("_"):
                 raise PayloadError(f"record {i} has must-understand field {k!r}")
             norm[k] = v
+        values = [k for k in ("v", "vs", "vb") if k in norm]
+        if len(values) > 1:
+            raise PayloadError(f"not SenML: record {i} has {' and '.join(values)}; a record "
+                               "has one value")
+        if not values:
+            others = [k for k in ("vd", "s") if k in norm]
+            if others:
+                raise PayloadError(f"record {i} has only {' and '.join(others)}: citynode "
+                                   "reads v, vs or vb")
+            if "n" not in norm and "bn" not in norm:
+                raise PayloadError(f"not SenML: record {i} has neither a name nor a value")
+            raise PayloadError(f"record {i} has no value (v, vs or vb) for citynode to read")
         out.append(norm)
     return out
 
 
+def _parse(payload: bytes) -> Any:
+    """The payload's data: JSON when it starts like SenML JSON, else CBOR, else JSON after
+    all (a JSON object or number is not SenML, and the error should say so, not that it is
+    broken CBOR)."""
+    try:
+        if is_json(payload):
+            return json.loads(payload)
+        fp = io.BytesIO(payload)
+        raw = cbor2.CBORDecoder(fp).decode()
+        if fp.tell() != len(payload):  # cbor2.loads would ignore them silently
+            raise ValueError(f"{len(payload) - fp.tell()} bytes after the end of the pack")
+        return raw
+    except (ValueError, cbor2.CBORDecodeError, RecursionError) as exc:
+        error = exc
+    if not is_json(payload):
+        try:
+            return json.loads(payload)
+        except (ValueError, RecursionError):
+            pass
+    raise PayloadError(f"not SenML CBOR or JSON: {error}") from None
+
+
 def decode(payload: bytes) -> Pack:
-    """Decode SenML CBOR or JSON (told apart by the first byte) into a :class:`Pack`."""
+    """Decode SenML CBOR or JSON (told apart by the first byte) into a :class:`Pack`.
+
+    A pack without a base time or session (generic SenML, not citynode's) says so in
+    ``Pack.missing``: its ``time`` and ``session`` are then 0, and not to be shown."""
     if len(payload) > MAX_PAYLOAD:
         raise PayloadError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
     if not payload:
         raise PayloadError("empty payload")
-    try:
-        if is_json(payload):
-            raw = json.loads(payload)
-        else:
-            fp = io.BytesIO(payload)
-            raw = cbor2.CBORDecoder(fp).decode()
-            if fp.tell() != len(payload):  # cbor2.loads would ignore them silently
-                raise ValueError(f"{len(payload) - fp.tell()} bytes after the end of the pack")
-    except (ValueError, cbor2.CBORDecodeError, RecursionError) as exc:
-        raise PayloadError(f"not SenML CBOR or JSON: {exc}") from None
-    recs = _normalise(raw)
+    recs = _normalise(_parse(payload))
     first = recs[0]
     try:
         pack = Pack(
@@ -175,6 +218,8 @@ def decode(payload: bytes) -> Pack:
             session=int(first.get(SESSION, 0)),
             seq=int(first[SEQUENCE]) if SEQUENCE in first else None,
             historical=bool(first.get(HISTORICAL, False)),
+            missing=tuple(f for f, k in (("time", "bt"), ("session", SESSION))
+                          if k not in first),
         )
         base_name = ""
         for r in recs:
