@@ -52,6 +52,7 @@ __all__ = [
     "check_time",
     "csv_fields",
     "csv_records",
+    "load_model",
     "model_file_problem",
     "parse_baseline_options",
     "parse_time",
@@ -187,6 +188,22 @@ def model_file_problem(path: str) -> str | None:
     if not stat.S_ISREG(st.st_mode):
         return "not a regular file"
     return None
+
+
+def load_model(path: str, task: str, err: TextIO) -> Any:
+    """``--model PATH`` loaded as the detector runs it, or the exit code after one line on
+    ``err``: 66 no such file (naming the .tflite), 65 not a usable ``task`` model."""
+    from agent.models.runtime import Model, ModelError
+
+    problem = model_file_problem(path)
+    if problem is not None:
+        print(f"error: --model {path}: {problem}", file=err)
+        return EX_NOINPUT
+    try:
+        return Model.load(path, expect_task=task)
+    except ModelError as e:
+        print(f"error: --model {path}: {e}", file=err)
+        return EX_DATAERR
 
 
 def listing(names: Iterable[str], limit: int = 20) -> str:

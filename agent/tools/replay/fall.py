@@ -27,14 +27,12 @@ from collections.abc import Iterable, Iterator
 from typing import TextIO
 
 from agent.detectors.fall import FallDetector
-from agent.models.runtime import Model, ModelError
 from agent.tools.replay.common import (
     EX_DATAERR,
-    EX_NOINPUT,
     Clock,
     ReplayError,
     csv_fields,
-    model_file_problem,
+    load_model,
     run_replay,
 )
 
@@ -175,15 +173,10 @@ def run_cli(input_path: str, out: TextIO, err: TextIO | None = None,
     66 no input or no ``model`` file)."""
     err = sys.stderr if err is None else err
     if model is not None:
-        problem = model_file_problem(model)
-        if problem is not None:
-            print(f"error: --model {model}: {problem}", file=err)
-            return EX_NOINPUT
-        try:
-            det = FallDetector(Model.load(model, expect_task="fall"))
-        except ModelError as e:
-            print(f"error: --model {model}: {e}", file=err)
-            return EX_DATAERR
+        loaded = load_model(model, "fall", err)
+        if isinstance(loaded, int):
+            return loaded
+        det = FallDetector(loaded)
         if not det.health.ok:
             print(f"error: --model {model}: {det.health.message}", file=err)
             return EX_DATAERR

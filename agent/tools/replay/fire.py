@@ -27,14 +27,12 @@ from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
 from agent.detectors.fire import QUANTITIES, FireDetector
-from agent.models.runtime import Model, ModelError
 from agent.tools.replay.common import (
     EX_DATAERR,
-    EX_NOINPUT,
     Clock,
     ReplayError,
     csv_records,
-    model_file_problem,
+    load_model,
     run_replay,
 )
 
@@ -149,15 +147,10 @@ def run_cli(input_path: str, out: TextIO, err: TextIO | None = None,
     66 no input or no ``model`` file)."""
     err = sys.stderr if err is None else err
     if model is not None:
-        problem = model_file_problem(model)
-        if problem is not None:
-            print(f"error: --model {model}: {problem}", file=err)
-            return EX_NOINPUT
-        try:
-            det = FireDetector(Model.load(model, expect_task="fire"))
-        except ModelError as e:
-            print(f"error: --model {model}: {e}", file=err)
-            return EX_DATAERR
+        loaded = load_model(model, "fire", err)
+        if isinstance(loaded, int):
+            return loaded
+        det = FireDetector(loaded)
         if not det.healthy:
             print(f"error: --model {model}: {det.health['error']}", file=err)
             return EX_DATAERR
