@@ -9,53 +9,29 @@ is shown without them (citynode's own packs always carry both, and encode as bef
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cli_run import measured, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.tools.cli import main as cli
 from agent.wire.formats import PayloadError, decode
 from agent.wire.model import MAX_PAYLOAD, Pack, Record, to_readable
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(argv: list[str], stdin: bytes | None = None) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    saved = sys.stdin
-    if stdin is not None:
-        sys.stdin = io.TextIOWrapper(io.BytesIO(stdin))
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            rc = cli(argv)
-    finally:
-        sys.stdin = saved
-    return rc, out.getvalue(), err.getvalue()
-
-
 # -- bounded reads ---------------------------------------------------------------------------
-_MEASURE = ("import resource, subprocess, sys\n"
-            "p = subprocess.run(sys.argv[1:], capture_output=True)\n"
-            "print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)\n"
-            "sys.stdout.write(p.stderr.decode())\n")
-
-
 @pytest.mark.parametrize("fmt", ["auto", "raw", "hex"])
 def test_a_file_larger_than_any_payload_is_refused_by_its_size(tmp_path: Path, fmt: str) -> None:
     big = tmp_path / "big.bin"
     with big.open("wb") as f:
         f.truncate(300 * 1024 * 1024)  # sparse: reading it would cost 300 MB
-    out = subprocess.run([sys.executable, "-c", _MEASURE, sys.executable, "-m",
-                          "agent.tools.cli", "decode", str(big), "--format", fmt],
-                         cwd=ROOT, capture_output=True, text=True, check=True, timeout=60).stdout
-    head, _, err = out.partition("\n")
-    rc, rss = (int(x) for x in head.split())
+    rc, rss, _, err = measured(["decode", str(big), "--format", fmt], timeout=60)
     assert rc == 65 and rss < 100, (rc, rss, err)
     assert "larger than a payload can be" in err and "Traceback" not in err
 

@@ -10,49 +10,31 @@ count, and the summary line agrees. Each codec's work grows linearly with its in
 from __future__ import annotations
 
 import contextlib
-import io
 import itertools
 import json
 import random
 import re
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_run import measured, run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.tools import captures
 from agent.tools.cli import BYTES_SHOWN, REJECTED_SHOWN
-from agent.tools.cli import main as cli
 from drivers import catalogue, registry
 from drivers.i2ccapture import BadLine, parse_line
 from drivers.pzem004t import codec as pzem
 from drivers.readme import example_capture
 from drivers.spec import CaptureCodec, FrameCodec
 
-ROOT = Path(__file__).resolve().parent.parent
 SPECS = {t: s for t, s in catalogue.specs().items() if s.frames is not None}
 SERIAL = sorted(t for t, s in SPECS.items() if isinstance(s.frames(), FrameCodec))
 I2C = sorted(t for t, s in SPECS.items() if isinstance(s.frames(), CaptureCodec))
 MB = 1024 * 1024
-
-
-def run(argv: list[str], stdin: bytes | None = None) -> tuple[int, str, str]:
-    """``citynode ARGV`` in this process: exit code, stdout, stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    saved = sys.stdin
-    if stdin is not None:
-        sys.stdin = io.TextIOWrapper(io.BytesIO(stdin))
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            rc = cli(argv)
-    finally:
-        sys.stdin = saved
-    return rc, out.getvalue(), err.getvalue()
 
 
 def docs_of(out: str) -> list[dict[str, Any]]:
@@ -60,29 +42,6 @@ def docs_of(out: str) -> list[dict[str, Any]]:
 
 
 # -- a subprocess on 50 MB: peak memory, exit code, no traceback ---------------------------
-_MEASURE = textwrap.dedent("""
-    import resource, subprocess, sys
-    stdin = open(sys.argv[1], "rb") if sys.argv[1] != "-" else subprocess.DEVNULL
-    p = subprocess.run(sys.argv[2:], stdin=stdin, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE)
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
-    sys.stdout.write(f"{p.returncode} {rss} {len(p.stdout)}\\n")
-    sys.stdout.write(p.stderr.decode(errors="replace"))
-""")
-
-
-def measured(args: list[str], stdin: Path | None = None) -> tuple[int, int, int, str]:
-    """Run ``citynode ARGS`` in a fresh process: exit code, its peak RSS in MiB (measured
-    by a wrapper of its own, so no other test's children count), stdout size, stderr."""
-    cmd = [sys.executable, "-c", _MEASURE, str(stdin) if stdin else "-",
-           sys.executable, "-m", "agent.tools.cli", *args]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                         check=True).stdout
-    head, _, err = out.partition("\n")
-    rc, rss, size = (int(x) for x in head.split())
-    return rc, rss, size, err
-
-
 @pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """50 MB of random bytes, the same much as hex text, 10 MB of random I2C capture lines."""
