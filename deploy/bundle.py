@@ -94,10 +94,20 @@ def _pip(python: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([python, "-m", "pip", *args], capture_output=True, text=True, env=env)
 
 
+#: Not part of the project's source: left out of the copy the wheel is built from.
+NOT_SOURCE = (".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
+              ".ruff_cache", ".hypothesis")
+
+
 def build_project_wheel(dest: Path, python: str) -> Path:
-    """The project's own wheel, built from this checkout."""
+    """The project's own wheel, built from a clean copy of this checkout: setuptools packs
+    whatever its ``build/`` directory still holds, so a file deleted from the tree (the
+    fire model, gone since 2026.12) would otherwise go on shipping from an old build."""
     say("building the citynode wheel")
-    proc = _pip(python, "wheel", "--no-deps", "-q", "-w", str(dest), str(ROOT))
+    with tempfile.TemporaryDirectory(prefix="citynode-wheel-") as tmp:
+        src = Path(tmp) / "citynode"
+        shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(*NOT_SOURCE))
+        proc = _pip(python, "wheel", "--no-deps", "-q", "-w", str(dest), str(src))
     if proc.returncode:
         raise SystemExit(f"bundle: pip wheel failed:\n{proc.stdout}{proc.stderr}")
     wheels = sorted(dest.glob("citynode-*.whl"))

@@ -354,7 +354,6 @@ def test_a_serial_port_must_be_a_serial_device(tmp_path, port):
 
 @pytest.mark.parametrize("key,table", [
     ("fall.model", "[fall]\nmodel = \"{p}\""),
-    ("fire.model", "[fire]\nmodel = \"{p}\""),
     ("mqtt.ca_file", "[mqtt]\nhost = \"h\"\ntls = true\nca_file = \"{p}\""),
     ("mqtt.credentials_file", "[mqtt]\nhost = \"h\"\ncredentials_file = \"{p}\""),
     ("commands.hmac_key_file", "[commands]\nhmac_key_file = \"{p}\""),
@@ -380,9 +379,83 @@ def test_a_model_needs_its_metadata_and_none_needs_nothing(tmp_path):
     parse(text)
     parse(f'[node]\nid = "n1"\nstate_dir = "{tmp_path}"\n[fall]\nmodel = "none"\n')
     with pytest.raises(ConfigError, match="/ is a directory, not a file"):  # was a ValueError
-        parse(f'[node]\nid = "n1"\nstate_dir = "{tmp_path}"\n[fire]\nmodel = "/"\n')
+        parse(f'[node]\nid = "n1"\nstate_dir = "{tmp_path}"\n[fall]\nmodel = "/"\n')
     parse(f'[node]\nid = "n1"\nstate_dir = "{tmp_path}"\n[fall]\nenabled = false\n'
           f'model = "{tmp_path}/gone.tflite"\n')
+
+
+# -- [fire]: a threshold scale, and a retired model key ---------------------------------------
+@pytest.mark.parametrize("value, words", [
+    ("0.2", "must be >= 0.25, not 0.2"), ("4.5", "must be <= 4.0, not 4.5"),
+    ("0", "must be >= 0.25"), ("-1", "must be >= 0.25"), ("nan", "not nan"),
+    ("inf", "must be <= 4.0, not inf"), ("-inf", "must be >= 0.25"),
+    ('"2"', "without quotes"), ("true", "must be a number, not the boolean true"),
+])
+def test_fire_threshold_scale_is_a_finite_number_from_a_quarter_to_four(value, words):
+    text = f'[node]\nid = "n1"\n[fire]\nthreshold_scale = {value}\n'
+    with pytest.raises(ConfigError) as err:
+        parse(text, check_devices=False)
+    e = err.value
+    assert (e.key, e.line) == ("fire.threshold_scale", 4) and words in str(e), str(e)
+    assert str(e).count("\n") == 0
+
+
+@pytest.mark.parametrize("value", ["0.25", "1", "0.7", "4", "4.0"])
+def test_fire_threshold_scale_in_range_is_taken(value):
+    cfg = parse(f'[node]\nid = "n1"\n[fire]\nthreshold_scale = {value}\n', check_devices=False)
+    assert cfg.fire.threshold_scale == float(value)
+    assert parse('[node]\nid = "n1"\n', check_devices=False).fire.threshold_scale == 1.0
+
+
+def test_the_config_and_detect_fire_accept_the_same_scales():
+    """``[fire] threshold_scale`` and ``detect fire --threshold-scale`` share one range."""
+    from agent.tools.cli import build_parser
+    from agent.tools.replay.fire import THRESHOLD_SCALE_RANGE
+
+    lo, hi = THRESHOLD_SCALE_RANGE
+    for v in (lo, hi, 1.0):
+        parse(f'[node]\nid = "n1"\n[fire]\nthreshold_scale = {v!r}\n', check_devices=False)
+    for v in (lo - 1e-9, hi + 1e-9):
+        with pytest.raises(ConfigError):
+            parse(f'[node]\nid = "n1"\n[fire]\nthreshold_scale = {v!r}\n',
+                  check_devices=False)
+    parser = build_parser(field_tools=False)
+    for v in (lo, hi):
+        args = parser.parse_args(["detect", "fire", "--input", "x", "--threshold-scale", str(v)])
+        assert args.threshold_scale == v
+
+
+@pytest.mark.parametrize("model", ["none", "/nonexistent/fire.tflite", "/", "/dev/null",
+                                   "relative/mine.tflite"])
+def test_a_fire_model_is_accepted_unused_and_a_warning(tmp_path, model):
+    """Files written before 2026.12 set [fire] model: they must still start (no file check,
+    exit 0), and config check says once that the key does nothing."""
+    text = f'[node]\nid = "n1"\nstate_dir = "{tmp_path}"\n[fire]\nmodel = "{model}"\n'
+    cfg = parse(text)  # the machine checks too: no file check for fire.model
+    assert config.notices(cfg) == [("fire.model", config.FIRE_MODEL_UNUSED)]
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    rc, out, err = _run(["config", "check", str(path)])
+    assert rc == 0 and out.startswith(f"{path}: OK"), err
+    assert err == (f"warning: {path}:5: [fire] model is no longer used: fire detection runs "
+                   "on rules, docs/fire.md\n")
+    rc, out, err = _run(["config", "check", "--json", "-"], text)
+    doc = json.loads(out)
+    assert rc == 0 and doc["ok"] and doc["counts"] == {"OK": 1, "WARN": 1, "FAIL": 0}
+    (warn,) = [r for r in doc["rows"] if r["status"] == "WARN"]
+    assert (warn["key"], warn["line"], warn["target"]) == ("fire.model", 5, "<stdin>:5")
+    assert set(ROW_KEYS) <= set(warn)
+    rc, out, err = _run(["config", "show", "--json", str(path)])
+    assert rc == 0 and "fire.model" not in json.loads(out)["effective"]
+
+
+def test_no_warning_without_a_fire_model(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(f'[node]\nid = "n1"\nstate_dir = "{tmp_path}"\n[fire]\nthreshold_scale = 2\n')
+    rc, out, err = _run(["config", "check", str(path)])
+    assert (rc, err) == (0, "") and config.notices(config.load(path)) == []
+    rc, out, _ = _run(["config", "show", "--json", str(path)])
+    assert rc == 0 and not [k for k in json.loads(out)["effective"] if k.startswith("fire.")]
 
 
 def test_directories_must_be_writable(tmp_path):

@@ -4,8 +4,9 @@ Valid configurations built from every device README's sample table, written in t
 TOML allows (tables, inline tables, dotted keys, arrays of tables, inline arrays of tables,
 multi-line arrays), then mutated the ways an installer gets them wrong: a wrong type, a number
 in quotes, out of range, an unknown key, a wrong enum value, a missing key, a duplicated
-name, clashing pins, a missing file. Whatever comes in: exit 0 or 78 (64 for usage), never a
-traceback, and every error names a key and a line that exists in the text.
+name, clashing pins, a missing file, a retired key (``[fire] model``: a warning, exit 0).
+Whatever comes in: exit 0 or 78 (64 for usage), never a traceback, and every error or
+warning names a key and a line that exists in the text.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ pytestmark = pytest.mark.timeout(300)
 
 _BARE = re.compile(r"[A-Za-z0-9_-]+")
 _LINE = re.compile(r"^error: (?P<file>[^:]+)(?::(?P<line>\d+))?: (?P<rest>.*)$")
+_WARNING = re.compile(r"^warning: (?P<file>[^:]+)(?::(?P<line>\d+))?: (?P<rest>.*)$")
 _KEY = re.compile(r"^(?P<key>[A-Za-z0-9_-]+(?:\[\d+\])*(?:\.[A-Za-z0-9_-]+(?:\[\d+\])*)*): ")
 
 
@@ -171,7 +173,7 @@ def mutation(draw: st.DrawFn, data: dict[str, Any]) -> None:
     """Change ``data`` the way an installer might get it wrong."""
     kind = draw(st.sampled_from([
         "type", "quoted", "range", "unknown", "typo", "enum", "missing", "duplicate", "pins",
-        "file", "reference"]))
+        "file", "reference", "retired"]))
     leaves = [p for p in _leaves(data) if p]
     sensors = [s for s in data.get("sensor", []) if isinstance(s, dict)] \
         if isinstance(data.get("sensor"), list) else []
@@ -218,7 +220,7 @@ def mutation(draw: st.DrawFn, data: dict[str, Any]) -> None:
             data["fall"][draw(st.sampled_from(["button_pin", "buzzer_pin", "led_pin"]))] = pin
     elif kind == "file":
         table, key = draw(st.sampled_from([
-            ("fall", "model"), ("fire", "model"), ("mqtt", "ca_file"),
+            ("fall", "model"), ("mqtt", "ca_file"),
             ("mqtt", "credentials_file"), ("commands", "hmac_key_file"),
             ("node", "state_dir"), ("spool", "path")]))
         if isinstance(data.setdefault(table, {}), dict):
@@ -226,6 +228,10 @@ def mutation(draw: st.DrawFn, data: dict[str, Any]) -> None:
                 "/nonexistent/x.tflite", "/proc/spool.db", "/dev/null", "/", "relative/file"]))
     elif kind == "reference" and isinstance(data.setdefault("fire", {}), dict):
         data["fire"]["sensors"] = [draw(NAMES)]
+    elif kind == "retired" and isinstance(data.setdefault("fire", {}), dict):
+        # accepted and unused since 2026.12 (no fire model): whatever it names, no file check
+        data["fire"]["model"] = draw(st.one_of(TEXT, st.sampled_from(
+            ["none", "/nonexistent/x.tflite", "/dev/null", "/"])))
 
 
 @st.composite
@@ -253,6 +259,8 @@ def configurations(draw: st.DrawFn, samples: list[dict[str, Any]], state: str
         data["spool"] = {"max_bytes": 1048576, "batch_s": 0.5}
     if draw(st.booleans()):
         data["fall"] = {"cancel_s": 30, "pins": "emulator"}
+    if draw(st.booleans()):
+        data["fire"] = {"threshold_scale": draw(st.floats(0.25, 4.0))}
     data["sensor"] = sensors
     mutations = draw(st.integers(0, 3))
     for _ in range(mutations):
@@ -316,6 +324,16 @@ def _assert_errors_name_a_key_and_a_line(text: str, err: str, name: str) -> None
             assert parts[-1] in at or _string(parts[-1]) in at, f"{row}\n  line: {at!r}"
 
 
+def _assert_warnings_name_a_line(text: str, err: str, name: str) -> None:
+    """A valid file prints nothing on stderr but its warnings: ``[fire] model`` set."""
+    lines = text.splitlines()
+    for row in err.splitlines():
+        m = _WARNING.match(row)
+        assert m and m.group("file") == name, row
+        assert m.group("rest").startswith("[fire] model is no longer used"), row
+        assert m.group("line") and "model" in lines[int(m.group("line")) - 1], row
+
+
 @settings(max_examples=250, deadline=None, suppress_health_check=[
     HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
@@ -344,7 +362,8 @@ def test_config_check_never_fails_badly(machine: tuple[str, str], data: Any) -> 
             assert rc in (0, 78), f"exit {rc}\n{err}\n{text}"
             assert "Traceback" not in err and "internal error" not in err, err
             if rc == 0:
-                assert out.startswith(f"{path}: OK") and not err
+                assert out.startswith(f"{path}: OK")
+                _assert_warnings_name_a_line(text, err, str(path))
             else:
                 assert err and not out
                 _assert_errors_name_a_key_and_a_line(text, err, str(path))

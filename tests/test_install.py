@@ -662,3 +662,34 @@ def test_sdcard_kit_secret_from_a_pipe(kit_inputs, bundle: Path, tmp_path: Path)
         writer.wait(10)
     assert code == 0, out
     assert (boot / "citynode" / "secrets" / "mqtt.toml").read_bytes() == creds.read_bytes()
+
+
+def test_the_project_wheel_is_built_from_the_source_alone(tmp_path: Path, monkeypatch) -> None:
+    """setuptools packs what its build/ directory still holds: the deleted fire model
+    (agent/models/fire.tflite, gone since 2026.12) went on shipping in every bundle built
+    from a checkout that had built it once. The wheel is built from a clean copy now."""
+    mod = _load_bundle_module()
+    proj = tmp_path / "checkout"
+    for rel in ("agent/models/fall.tflite", "agent/models/__init__.py", "setup.cfg",
+                "build/lib/agent/models/fire.tflite", "build/lib/agent/models/fall.tflite",
+                "dist/citynode-0.0.1-py3-none-any.whl", ".git/HEAD", ".venv/bin/python",
+                "citynode.egg-info/SOURCES.txt", "agent/__pycache__/x.pyc"):
+        (proj / rel).parent.mkdir(parents=True, exist_ok=True)
+        (proj / rel).write_text(rel)
+    seen: list[set[str]] = []
+
+    def fake_pip(python: str, *args: str) -> subprocess.CompletedProcess[str]:
+        src = Path(args[-1])
+        seen.append({str(p.relative_to(src)) for p in src.rglob("*") if p.is_file()})
+        dest = Path(args[args.index("-w") + 1])
+        (dest / "citynode-0.0.1-py3-none-any.whl").write_bytes(b"")
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(mod, "ROOT", proj)
+    monkeypatch.setattr(mod, "_pip", fake_pip)
+    monkeypatch.setattr(mod, "say", lambda *a, **k: None)
+    out = tmp_path / "wheels"
+    out.mkdir()
+    assert mod.build_project_wheel(out, sys.executable).name.startswith("citynode-")
+    assert seen == [{"agent/models/fall.tflite", "agent/models/__init__.py", "setup.cfg"}]
+    assert (proj / "build/lib/agent/models/fire.tflite").exists()  # the checkout untouched

@@ -372,26 +372,57 @@ def test_a_malformed_row_is_one_line_and_65(tmp_path: Path, command: str, row: s
     one_error_line(err, f"{path}:6:")
 
 
-@pytest.mark.parametrize("command", ["fall", "fire"])
-def test_a_missing_model_fails_alike(tmp_path: Path, command: str) -> None:
-    """`detect fire --model /missing.tflite` warned twice, naming the .json, and exited 0."""
+def test_a_missing_or_wrong_fall_model_is_one_error_line(tmp_path: Path) -> None:
+    """`detect fire --model /missing.tflite` warned twice, naming the .json, and exited 0;
+    `detect fall --model` is held to the same: one line naming the .tflite."""
+    command = "fall"
     path = write(tmp_path, example(command))
     model = str(tmp_path / "missing.tflite")
     code, out, err = run(command, path, model=model)
     assert code == 66 and out == ""
     one_error_line(err, "missing.tflite")
     assert ".json" not in err
-    (tmp_path / "nometa.tflite").write_bytes((ROOT / f"agent/models/{command}.tflite")
-                                             .read_bytes())
+    shipped = ROOT / "agent/models/fall.tflite"
+    (tmp_path / "nometa.tflite").write_bytes(shipped.read_bytes())
     code, _out, err = run(command, path, model=str(tmp_path / "nometa.tflite"))
     assert code == 65
     one_error_line(err, "nometa.tflite")
-    other = "fire" if command == "fall" else "fall"
-    code, _out, err = run(command, path, model=str(ROOT / f"agent/models/{other}.tflite"))
+    # a model made for another task (its metadata says so)
+    (tmp_path / "other.tflite").write_bytes(shipped.read_bytes())
+    meta = json.loads(shipped.with_suffix(".json").read_text())
+    (tmp_path / "other.json").write_text(json.dumps({**meta, "task": "fire", "name": "fire"}))
+    code, _out, err = run(command, path, model=str(tmp_path / "other.tflite"))
     assert code == 65
-    one_error_line(err, f"{other}.tflite")
-    code, out, err = run(command, path, model=str(ROOT / f"agent/models/{command}.tflite"))
+    one_error_line(err, "other.tflite")
+    code, out, err = run(command, path, model=str(shipped))
     assert code == 0 and err == "", err
+
+
+def test_detect_fire_model_is_refused_with_one_usage_line(tmp_path: Path) -> None:
+    """The fire detector has had no model since 2026.12: --model (hidden from --help) is
+    answered with one line and exit 64, whatever it names, before the input is read."""
+    path = write(tmp_path, example("fire"))
+    for model, data in [("/nowhere.tflite", path), (str(ROOT / "agent/models/fall.tflite"),
+                                                    str(tmp_path / "missing.csv"))]:
+        p = cli_subprocess(["detect", "fire", "--input", data, "--model", model])
+        assert p.returncode == 64 and p.stdout == ""
+        assert p.stderr == ("error: detect fire: --model: the fire detector has no model "
+                            "since 2026.12 (docs/fire.md)\n")
+    p = cli_subprocess(["detect", "fire", "--help"])
+    assert p.returncode == 0 and "--model" not in p.stdout and "--threshold-scale" in p.stdout
+
+
+@pytest.mark.parametrize("value", ["0", "0.2", "4.01", "nan", "inf", "-1", "x", ""])
+def test_detect_fire_threshold_scale_out_of_range_is_a_usage_error(tmp_path: Path,
+                                                                    value: str) -> None:
+    path = write(tmp_path, example("fire"))
+    p = cli_subprocess(["detect", "fire", "--input", path, "--threshold-scale", value])
+    assert p.returncode == 64 and p.stdout == "" and len(p.stderr.splitlines()) == 1, p.stderr
+    assert "--threshold-scale" in p.stderr and "Traceback" not in p.stderr
+    code, out, err = run("fire", path, threshold_scale=float(value) if value not in
+                         ("x", "") else value)
+    assert code == 64 and out == ""
+    one_error_line(err, "--threshold-scale")
 
 
 def test_occupancy_baseline_for_an_unknown_bay_is_a_usage_error(tmp_path: Path) -> None:

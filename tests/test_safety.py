@@ -121,7 +121,7 @@ def test_unanswered_alarm_goes_upstream_after_the_window(tmp_path) -> None:
 
 
 def test_fire_from_a_heat_ramp_on_climate_readings(tmp_path) -> None:
-    s, sent, _ = make(tmp_path, '[fire]\nmodel = "none"\n')
+    s, sent, _ = make(tmp_path)
     on_reading = s.handler("sht")
     assert on_reading is not None and s.handler("wear") is None
     t = 0.0
@@ -129,18 +129,79 @@ def test_fire_from_a_heat_ramp_on_climate_readings(tmp_path) -> None:
         temp = 20.0 + max(0.0, (i - 60) * 0.2)
         s.fire_values({"temperature_c": temp, "humidity_pct": 40.0}, t=t)
         t += 1.0
-    states = [r["fire:event"] for r in records(sent, "fire")]
+    fires = records(sent, "fire")
+    states = [r["fire:event"] for r in fires]
     assert states and states[0] == "fire", states
+    assert s.counts["fire"] == 1 and s.status()["fire_alarms"] == 1
+    # the payload: the state as "event", the rest of the event's dict beside it
+    assert "fire:state" not in fires[0] and fires[0]["fire:score"] >= 1.0
     # the handler maps reading quantities to the detector's names
     on_reading(SimpleNamespace(values={"temp": 21.0, "rh": 40.0, "bogus": 1.0}))
 
 
+def gas_fire(t: float) -> dict[str, float]:
+    """A quiet room for 30 min, then TVOC and eCO2 rising fast together (a fire's gas)."""
+    s = max(0.0, t - 1800.0)
+    return {"tvoc_ppb": 100.0 + 20.0 * s, "eco2_ppm": 450.0 + 5.0 * s,
+            "temperature_c": 21.0, "humidity_pct": 45.0}
+
+
+def first_fire(scale: float | None, tmp_path) -> float | None:
+    """When the daemon's detector (``[fire] threshold_scale``) first alarms on gas_fire."""
+    s, sent, _ = make(tmp_path, "" if scale is None else f"[fire]\nthreshold_scale = {scale}\n")
+    for i in range(3600):
+        s.fire_values(gas_fire(float(i)), t=float(i))
+        if any(r["fire:event"] == "fire" for r in records(sent, "fire")):
+            return float(i)
+    return None
+
+
+def test_fire_runs_the_rules_at_the_configured_threshold_scale(tmp_path) -> None:
+    """The daemon builds the shipped thresholds times [fire] threshold_scale: a higher
+    scale alarms later on the same trace, and the default is the shipped point."""
+    from agent.detectors.fire import SHIPPED_SCALE
+
+    s, _, health = make(tmp_path)
+    assert s.fire.cfg.scale == pytest.approx(SHIPPED_SCALE)
+    assert health == [] or all(task == "fall" for task, *_ in health)  # no fire model
+    s2, _, _ = make(tmp_path, "[fire]\nthreshold_scale = 2.5\n")
+    assert s2.fire.cfg.scale == pytest.approx(SHIPPED_SCALE * 2.5)
+    default, later = first_fire(None, tmp_path), first_fire(2.5, tmp_path)
+    assert default is not None and default > 1800
+    assert later is None or later > default
+
+
+def test_a_fire_alarm_says_why_in_its_records(tmp_path) -> None:
+    """The platform sees the rule (``fire:reasons``) and each signal's level and learned
+    baseline (``fire:<quantity>``, ``fire:<quantity>_baseline``), not only a score."""
+    s, sent, _ = make(tmp_path)
+    for i in range(2400):
+        s.fire_values(gas_fire(float(i)), t=float(i))
+    (alarm,) = [r for r in records(sent, "fire") if r["fire:event"] == "fire"]
+    assert alarm["fire:reasons"] == "gas"
+    for q, base in (("tvoc_ppb", 100.0), ("eco2_ppm", 450.0)):
+        assert alarm[f"fire:{q}_baseline"] == pytest.approx(base, rel=0.1)  # learned slowly
+        assert alarm[f"fire:{q}"] > alarm[f"fire:{q}_baseline"]
+    assert not any(isinstance(v, list | dict) for v in alarm.values())
+
+
+def test_fire_status_has_no_model(tmp_path) -> None:
+    """The fire detector has no model: no "fire" in the models map, no fire_model_ok."""
+    s, _, _ = make(tmp_path, '[fall]\nmodel = "none"\n[fire]\nmodel = "/nowhere.tflite"\n')
+    st = s.status()
+    assert "fire" not in st["models"] and "fire_model_ok" not in st
+    assert st["fire_alarms"] == 0
+
+
 def test_broken_model_is_a_health_fault_and_rules_still_run(tmp_path) -> None:
+    """A broken fall model is a fall_model fault; a [fire] model, whatever it names, is
+    not read at all (no fire model since 2026.12)."""
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(b"not a model")
     s, sent, health = make(tmp_path, f'[fall]\nmodel = "{bad}"\n[fire]\nmodel = "{bad}"\n')
     tasks = {(task, ok) for task, ok, _ in health}
-    assert ("fall", False) in tasks and ("fire", False) in tasks
+    assert ("fall", False) in tasks and not any(task == "fire" for task, _ in tasks)
+    assert s.fire is not None
     s.samples("wear").handler(fall_samples(10.0))
     assert "alarm" in [r["fall:event"] for r in records(sent, "fall")]
 
@@ -220,22 +281,3 @@ emulator_source = "sisfall:SA01/F05_R01"
             proc.wait(20)
             sub.stop()
     assert "Traceback" not in (tmp_path / "agent.log").read_text()
-
-
-def test_fire_model_failing_while_running_is_reported_once(tmp_path) -> None:
-    from agent.models.runtime import ModelError
-
-    s, _sent, health = make(tmp_path)
-    if s.fire.model is None:
-        pytest.skip("no TFLite runtime here: the fire model did not load")
-
-    def broken(_x):
-        raise ModelError("fire: inference failed: simulated")
-
-    s.fire.model.predict = broken
-    for i in range(900):  # past the gas sensor's warm-up, so the model is asked
-        s.fire_values({"temperature_c": 21.0, "humidity_pct": 40.0, "eco2_ppm": 400.0},
-                      t=float(i))
-    faults = [h for h in health if h[0] == "fire" and not h[1]]
-    assert len(faults) == 1 and "simulated" in faults[0][2]
-    assert not s.fire.healthy

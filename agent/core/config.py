@@ -167,9 +167,18 @@ class FireConfig(_Table):
     """Fire detection over the climate, particulate and gas sensors (docs/fire.md)."""
 
     enabled: bool = True
-    model: str = ""  # as for [fall]
+    # Multiplies the shipped gas and particle thresholds: > 1 fewer alarms and later,
+    # < 1 earlier and more false alarms (docs/fire.md has the curve).
+    threshold_scale: Annotated[float, msgspec.Meta(ge=0.25, le=4.0)] = 1.0
+    # Accepted, unused: the fire detector has had no model since 2026.12. A fleet's files
+    # written before must still start; :func:`notices` says so.
+    model: str = ""
     # Sensors whose readings feed the detector; empty = every climate, PM and gas sensor.
     sensors: list[str] = msgspec.field(default_factory=list)
+
+
+#: What the daemon logs and ``config check`` prints when ``[fire] model`` is set.
+FIRE_MODEL_UNUSED = "[fire] model is no longer used: fire detection runs on rules, docs/fire.md"
 
 
 class Config(_Table):
@@ -492,6 +501,12 @@ def pin_clashes(cfg: Config, uses: list[PinClaim] | None = None) -> list[PinClas
     return out
 
 
+def notices(cfg: Config) -> list[tuple[str, str]]:
+    """(key, sentence) for settings that are accepted but do nothing any more: warnings,
+    never errors (a node upgraded with an old file keeps running)."""
+    return [("fire.model", FIRE_MODEL_UNUSED)] if cfg.fire.model else []
+
+
 # -- the checks after the schema's ---------------------------------------------------------
 Problem = tuple[str, str]  # (key, sentence)
 
@@ -565,7 +580,7 @@ def _pin_owner(u: PinClaim) -> str:
 
 
 def _model_files(setting: str) -> list[str]:
-    """The files a ``[fall]``/``[fire]`` ``model`` setting needs: the model and its .json."""
+    """The files a ``[fall] model`` setting needs: the model and its .json."""
     if setting in ("",) or setting.lower() == "none":
         return []
     p = Path(setting)
@@ -589,8 +604,9 @@ def _machine(cfg: Config, user: hostcheck.User | None) -> Iterator[Problem]:
             why = hostcheck.serial_port_problem(s.port)
             if why:
                 yield f"sensor[{i}].port", why
-    files = [(f"{t}.model", path) for t in ("fall", "fire")
-             if getattr(cfg, t).enabled for path in _model_files(getattr(cfg, t).model)]
+    # [fire] model is unused (no fire model since 2026.12): no file to check for it
+    files = [("fall.model", path) for path in _model_files(cfg.fall.model)
+             if cfg.fall.enabled]
     files += [(f"mqtt.{k}", getattr(cfg.mqtt, k))
               for k in ("ca_file", "cert_file", "key_file", "credentials_file")]
     files.append(("commands.hmac_key_file", cfg.commands.hmac_key_file))

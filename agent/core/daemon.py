@@ -25,7 +25,7 @@ import msgspec
 
 from agent import __version__
 from agent.core.aggregate import Aggregator, Quality
-from agent.core.config import EX_CONFIG, Config, ConfigError
+from agent.core.config import EX_CONFIG, Config, ConfigError, notices
 from agent.core.health import HealthReporter
 from agent.core.sampling import DutyCycle, Health, SensorLoop
 from agent.core.sensors import build_device, latest_values, type_name, valid_range
@@ -522,6 +522,8 @@ class Node:
                  "local mode" if self.cfg.local_mode else
                  f"broker {self.cfg.mqtt.host}:{self.cfg.mqtt.port}",
                  extra={"EVENT": "start", "BOOT_SESSION": self.session})
+        for key, why in notices(self.cfg):  # accepted, unused: said once, at start
+            log.warning("%s", why, extra={"EVENT": "config_warning", "KEY": key})
         watchdog = self._watchdog = Watchdog(self.notifier)
         self._main_beat = watchdog.register("report")
         if not self.cfg.local_mode:

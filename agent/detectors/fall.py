@@ -16,6 +16,9 @@ Pipeline::
          still:  std of |a| over [impact + settle_s, + still_s] <= still_std_g
          turned: angle between gravity before (first ref_s of the window) and
                  during the still span >= orientation_deg
+         lying:  still span's gravity >= lying_deg from upright_axis (0: off)
+         was up: gravity before <= max_tilt_before_deg from upright_axis (180: off)
+         a fall: peak >= impact_g, or a free fall before it (dip <= freefall_g) (0: off)
     -> only if confirmed: the model on the window [impact - pre_s, impact + post_s)
        (features :data:`FEATURES`), fall if its probability >= threshold
     -> ``fall`` event at the impact time; refractory_s before the next one.
@@ -24,9 +27,9 @@ Without a usable model (none shipped, load or inference failure: ``ModelError``)
 detector keeps running on rules alone: a confirmed candidate whose peak is at least
 ``rule_peak_g`` is a fall, with a rule score (not a probability). :attr:`health` says
 which mode it is in and why, for the daemon's sensor-health report. The rules alone
-catch fewer falls (93 % instead of 97.5 % in the held-out evaluation) and raise far more
-false alarms (about 40 per 24 h of daily activity instead of none: collapsing into a
-chair, rolling over in bed, sitting down quickly); docs/fall.md has the figures.
+catch fewer falls (93 % instead of 97 % on subjects never seen) and raise far more
+false alarms (1.75 instead of 0.28 per hour of daily activity: collapsing into a chair,
+rolling over in bed, sitting down quickly); docs/fall.md has the figures.
 
 :class:`FallAlarm` is the local cancel window (buzzer, "I'm OK" button) between a
 detected fall and the alarm sent upstream; agent/features/fall_alarm.py wires it to GPIO.
@@ -64,6 +67,7 @@ __all__ = [
     "FallDetector",
     "FallHealth",
     "confirmation_stats",
+    "confirms",
     "resample_linear",
     "window_features",
 ]
@@ -80,8 +84,8 @@ CLIP_G = 8.0   # features are clipped: harder impacts say nothing more, int8 kee
 UPRIGHT = (0.0, -1.0, 0.0)
 
 # Detector parameters and their defaults; the shipped model's metadata ("thresholds")
-# overrides them with the values tuned on the training subjects, keyword arguments
-# override both. Why these defaults: see FallDetector.
+# overrides them with the values chosen by nested cross-validation (training/fall/select.py),
+# keyword arguments override both. Why these defaults: see FallDetector.
 DEFAULTS: dict[str, float] = {
     "trigger_g": 2.0,         # 99 % of SisFall fall impacts exceed it at 50 Hz; lying down
                               # slowly or sitting into a car rarely does
@@ -90,6 +94,11 @@ DEFAULTS: dict[str, float] = {
     "still_s": 1.0,           # how long the person must then lie still (see FallDetector)
     "still_std_g": 0.15,      # walking is >= 0.2 g, lying 0.01-0.05 g
     "orientation_deg": 30.0,  # upright -> lying is 60-110 deg; sitting down 10-40
+    "lying_deg": 0.0,         # posture after, from upright: lying 60-90, sitting 0-40 (0: off)
+    "max_tilt_before_deg": 180.0,  # posture before: rolling over in bed starts at ~90
+                                   # (180: off; a fall out of bed starts lying too)
+    "impact_g": 0.0,          # a hard impact, or else a free fall before it: lying down
+    "freefall_g": 0.0,        # quickly peaks at 2-2.7 g after a dip of 0.7-0.8 g (0: off)
     "rule_peak_g": 3.0,       # rules alone (no model): a harder impact is required
     "refractory_s": 10.0,     # one fall, one event
     "max_gap_s": 0.5,         # a longer hole in the data restarts the detector
@@ -130,6 +139,7 @@ class ConfirmStats:
     still_std_g: float
     orientation_deg: float
     tilt_before_deg: float   # gravity before vs upright_axis (nan without one)
+    tilt_after_deg: float = math.nan  # gravity in the still span vs upright_axis (lying ~90)
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,17 +361,33 @@ def confirmation_stats(ctx: Sequence[Sequence[float]] | Any, impact: int,
     before = _gravity_dir(rows[: max(1, round(ref_s * rate_hz))])
     after = _gravity_dir(span)
     dip = min(_norms(rows[max(0, impact - round(rate_hz)):impact + 1]))
-    tilt = math.nan
+    tilt = tilt_after = math.nan
     if upright is not None:
-        tilt = _angle_deg(before, _unit(upright))
+        up = _unit(upright)
+        tilt, tilt_after = _angle_deg(before, up), _angle_deg(after, up)
     return ConfirmStats(peak_g=_norms(rows[impact:impact + 1])[0], dip_g=dip,
                         still_std_g=_std(_norms(span)),
-                        orientation_deg=_angle_deg(before, after), tilt_before_deg=tilt)
+                        orientation_deg=_angle_deg(before, after), tilt_before_deg=tilt,
+                        tilt_after_deg=tilt_after)
 
 
 def _angle_deg(u: Sequence[float], v: Sequence[float]) -> float:
     c = u[0] * v[0] + u[1] * v[1] + u[2] * v[2]
     return math.degrees(math.acos(max(-1.0, min(1.0, c))))
+
+
+def confirms(stats: ConfirmStats, params: dict[str, float]) -> bool:
+    """The physical confirmation: still, turned, and (when asked) lying after, upright
+    before, and a hard impact or a free fall. One function for the detector and
+    training/fall/select.py (the tuning)."""
+    lying, up_before = params.get("lying_deg", 0.0), params.get("max_tilt_before_deg", 180.0)
+    impact = params.get("impact_g", 0.0)
+    return (stats.still_std_g <= params["still_std_g"]
+            and stats.orientation_deg >= params["orientation_deg"]
+            and (lying <= 0.0 or stats.tilt_after_deg >= lying)
+            and (up_before >= 180.0 or stats.tilt_before_deg <= up_before)
+            and (impact <= 0.0 or stats.peak_g >= impact
+                 or stats.dip_g <= params.get("freefall_g", 0.0)))
 
 
 def rule_score(peak_g: float, rule_peak_g: float) -> float:
@@ -382,15 +408,17 @@ class FallDetector:
     cannot be loaded leaves the detector on rules with ``health.ok`` False.
 
     Parameters (keyword; defaults in :data:`DEFAULTS`, overridden by the model's
-    metadata ``thresholds``; chosen on the SisFall subjects' cross-validated results):
+    metadata ``thresholds``, which training/fall/select.py chooses by cross-validation):
     ``trigger_g`` (2 g) is below 99 % of fall impacts at 50 Hz, above walking and
     lying down slowly; ``settle_s + still_s`` (2 s) must fit in the seconds a SisFall
     recording goes on after a fall -- in a real home people lie for minutes, and a
     longer ``still_s`` would cut false alarms further at the cost of a later alarm;
     ``still_std_g`` separates lying (0.01-0.05 g) from walking (>= 0.2 g);
     ``orientation_deg`` separates lying from sitting down hard (10-30 degrees at the
-    waist). ``upright_axis``: what the accelerometer reads, as a direction, when the
-    wearer stands (default: SisFall's belt mounting, y pointing down).
+    waist); ``lying_deg``, ``max_tilt_before_deg`` and ``impact_g``/``freefall_g`` are
+    further checks, off by default (see :func:`confirms`). ``upright_axis``: what the
+    accelerometer reads, as a direction, when the wearer stands (default: SisFall's belt
+    mounting, y pointing down).
     ``on_candidate(Candidate)`` sees every candidate, confirmed or not.
     """
 
@@ -637,8 +665,7 @@ class FallDetector:
         ctx = self._context(p, end)
         stats = confirmation_stats(ctx, self.pre_n, self.rate_hz, settle_s=pr["settle_s"],
                                    still_s=pr["still_s"], upright=self.upright_axis)
-        confirmed = (stats.still_std_g <= pr["still_std_g"]
-                     and stats.orientation_deg >= pr["orientation_deg"])
+        confirmed = confirms(stats, pr)
         t = self._anchor + p / self.rate_hz
         self.candidates += 1
         feats = None

@@ -1,63 +1,55 @@
-"""Fire in a room from climate, gas and particle readings (sans-I/O).
+"""Fire in a room from gas, particle and heat readings (sans-I/O).
 
 Feed ``update(t, values)`` with whatever the node measured at ``t`` (any subset of
-:data:`QUANTITIES`, in physical units); sensors may report at different rates and
-drop out for a while. The detector evaluates at most once a second and returns one
-:class:`FireEvent` per change of state (``fire`` / ``clear``). The same
-:class:`FireDetector` runs in the daemon, in ``citynode detect fire`` (offline replay),
-in ``bench/eval_fire.py`` and, through :class:`FeatureExtractor`, in the training code
-(``training/fire/train.py`` imports it, so the model sees exactly what it is fed here).
-docs/fire.md explains it for operators and platform people.
+:data:`QUANTITIES`, in physical units), at any cadence: one reading a second from the
+sensor itself, or one a minute from the daemon's report windows. The detector
+evaluates at most once a second and returns one :class:`FireEvent` per change of
+state (``fire`` / ``clear``). The same :class:`FireDetector` runs in the daemon, in
+``citynode detect fire`` and in ``bench/eval_fire.py``; docs/fire.md explains it for
+operators and platform people, with the evaluation that chose its thresholds.
 
-Two kinds of evidence, combined with a plain OR and hysteresis:
+Why it is built this way (docs/fire.md has the figures):
 
-* the **model** (``agent/models/fire.tflite``): a tiny int8 MLP on :data:`MODEL_FEATURES`,
-  rates of rise and surges of the three core quantities every node has (temperature,
-  humidity, eCO2); its probability must stay at or above the metadata's ``threshold``
-  for ``model_persist_s``. Absolute temperature and humidity levels are deliberately
-  not model inputs: they say where and when a recording was made, not whether
-  something burns.
-* physical **rules** (:class:`FireConfig`), usable with any sensor subset:
+* Every channel is judged against **its own slowly learned baseline** (what this room
+  normally reads: :class:`Baseline`), never against an absolute level: rooms differ by
+  hundreds of ppm and ppb, sensors by more.
+* A fire is a **fast rise of several channels at once**. Each gas or particle channel
+  "surges" when it stands ``delta`` above its baseline, ``ratio`` times it, *and* most
+  of that excess built up within the last ``rise_window_s`` (a slow build-up is people,
+  heating or the weather). One channel alone never alarms on gas: people and gas
+  burners raise CO2 alone, sprays and cooking TVOC alone; a smouldering or flaming fire
+  raises both.
+* Rules (:class:`FireConfig`): ``gas`` (TVOC and CO2/eCO2 surge together); ``smoke``
+  (a particle surge, not steam); ``smoke_gas`` (a particle surge while the air is
+  steamy, confirmed by a gas surge or warming); ``heat_fixed`` (>= 57 °C, a fixed heat
+  detector's rating); ``heat_rise`` (>= 8 °C/min, a rate-of-rise heat detector's).
+  Each must hold for ``hold_s`` and over ``min_readings`` new readings, so a single
+  glitch never alarms at 1 Hz and two report windows are needed at 1/min.
+* **Warm-up and start-up never alarm**: the first readings of a channel (the SGP30's
+  15 s of fixed 400 ppm / 0 ppb, a particle sensor's fan spin-up) are dropped, the
+  baseline starts at the first real reading, and a rise is only counted from what the
+  detector itself has seen.
 
-  - ``heat_fixed``: temperature >= 57 °C (a common fixed heat-detector rating, 135 °F,
-    inside the 54-65 °C static response range of EN 54-5 class A1);
-  - ``heat_rise``: >= 8 °C/min over the last minute for ``heat_persist_s``
-    (rate-of-rise heat detectors use 15 °F/min = 8.3 °C/min);
-  - ``smoke``: PM2.5 (or PM1/PM10, or particle number) well above its slow baseline
-    (x5 and +150 ug/m3) for several readings. A surge while the air is saturated
-    or the humidity jumps (shower, kettle: optical counters see droplets) does not
-    alarm alone;
-  - ``smoke_gas``: a smoke-like or steam-like particle surge *and* a gas (TVOC) surge
-    or a temperature rise of >= 2 °C/min together;
-  - a TVOC surge alone never alarms (cleaning sprays, alcohol, cooking); it is
-    corroborating evidence only.
-
-The state goes to ``fire`` when any of them holds; it returns to ``clear`` only after
-``clear_s`` with the model below its clear threshold (metadata ``trained.model_clear_threshold``,
-half-way between the threshold and the probability of "nothing rises") and no rule active.
-
-A model that cannot be loaded or run (:class:`~agent.models.runtime.ModelError`) is
-dropped: :attr:`FireDetector.health` says why (the daemon reports it as a sensor-health
-fault) and the rules keep working.
+No model: on the development fires and 20 nuisance days a model earned no place over
+these rules (``bench/eval_fire.py`` compares them; docs/fire.md).
 """
 
 from __future__ import annotations
 
-import bisect
 import math
-import os
+from collections import deque
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 __all__ = [
     "CLEAR",
-    "CORE",
     "FIRE",
-    "MODEL_FEATURES",
+    "GAS",
+    "PARTICLES",
     "QUANTITIES",
-    "FeatureExtractor",
+    "SHIPPED_SCALE",
+    "Baseline",
     "FireConfig",
     "FireDetector",
     "FireEvent",
@@ -69,180 +61,184 @@ CLEAR = "clear"
 #: Everything :meth:`FireDetector.update` accepts, in physical units.
 QUANTITIES = ("temperature_c", "humidity_pct", "eco2_ppm", "tvoc_ppb", "pressure_hpa",
               "pm1_0", "pm2_5", "pm10", "nc0_5", "nc1_0", "nc2_5")
-#: What the model needs; every node with an SGP30 and a climate sensor has them.
-CORE = ("temperature_c", "humidity_pct", "eco2_ppm")
-#: The model's input, in order (the metadata's ``features`` must say the same).
-#: Each one-sided, with a dead zone for ordinary rates (0 = nothing fire-like), so that
-#: with the model's non-negative weights more of any of them can only raise the
-#: probability: falling temperature or rising humidity can never be learned as "fire"
-#: (they were, from the data set's sessions).
-MODEL_FEATURES = ("t_rise_1m", "t_rise_10m", "rh_fall_1m", "eco2_rise_1m", "eco2_rise_10m",
-                  "eco2_surge")
+#: Gas channels (both must surge for the ``gas`` rule).
+GAS = ("tvoc_ppb", "eco2_ppm")
+#: Particle channels, best first (the first one measured is used).
+PARTICLES = ("pm2_5", "pm1_0", "pm10", "nc0_5", "nc1_0", "nc2_5")
 NAN = math.nan
-SGP30_ECO2_FLOOR = 400.0  # the sensor never reports less: "no gas" reads 400 ppm
+#: The operating point the daemon ships (bench/eval_fire.py checks that its selection,
+#: run on all development recordings, still picks it).
+SHIPPED_SCALE = 0.6
 
 
 @dataclass(frozen=True)
 class FireConfig:
-    """Thresholds and timings of the rules and of the combination (written to fire.json)."""
+    """Thresholds and timings (docs/fire.md gives the reason for each).
 
-    smooth_s: float = 10.0          # "now" is the median of the last smooth_s (a glitch is ignored)
+    ``scale`` multiplies every gas and particle threshold: the excess (``delta``) and
+    the part of the ratio above 1 (``ratio``). It is the one operating knob;
+    :data:`SHIPPED_SCALE` is the point chosen by bench/eval_fire.py's selection on the
+    development recordings (the same procedure it judges on held-out folds). Lower is
+    more sensitive: earlier alarms, more false ones.
+    """
+
+    scale: float = SHIPPED_SCALE
+    smooth_s: float = 10.0          # a level is the median of the last 10 s (one glitch ignored)
     stale_s: float = 300.0          # older than this, a quantity counts as not measured
-    baseline_s: float = 1800.0      # slow baseline: the lowest value of the last 30 min
-    baseline_min_span_s: float = 300.0  # a baseline needs this much history
+    gas_warmup_s: float = 15.0      # SGP30: fixed 400 ppm / 0 ppb for 15 s after start
+    particle_warmup_s: float = 30.0  # PMS5003/SPS30: 30 s for the fan to settle
+    # baseline: learns rises slowly (a fire is not "normal"), follows falls quickly
+    baseline_up_tau_s: float = 3600.0
+    baseline_down_tau_s: float = 300.0
+    # a surge's excess must have built within this window (rate of rise, not drift)
+    rise_window_s: float = 600.0
+    rise_share: float = 0.7
+    # gas: both channels
+    tvoc_delta_ppb: float = 400.0
+    tvoc_ratio: float = 2.0
+    tvoc_floor_ppb: float = 50.0    # ratio against at least this (a 0 ppb baseline)
+    eco2_delta_ppm: float = 300.0
+    eco2_ratio: float = 1.3
+    eco2_floor_ppm: float = 400.0   # outdoor air; the SGP30 never reads less
+    # particles (smoke)
+    pm_delta_ugm3: float = 150.0
+    pm_ratio: float = 5.0
+    pm_floor_ugm3: float = 10.0
+    nc_delta_cm3: float = 1000.0
+    nc_ratio: float = 5.0
+    nc_floor_cm3: float = 50.0
+    steam_rh_pct: float = 90.0      # a particle surge at or above this RH looks like steam
+    steam_rh_jump_pct: float = 10.0  # ... or with RH up this much within steam_window_s
+    steam_window_s: float = 300.0
     # heat
     heat_fixed_c: float = 57.0
     heat_rise_c_per_min: float = 8.0
-    heat_persist_s: float = 10.0
-    # particles (smoke)
-    smoke_ratio: float = 5.0
-    smoke_pm_delta_ugm3: float = 150.0
-    smoke_nc_delta_cm3: float = 1000.0
-    smoke_min_readings: int = 3
-    smoke_persist_s: float = 15.0
-    steam_rh_pct: float = 90.0      # a particle surge at or above this RH looks like steam/fog
-    steam_rh_jump_pct: float = 10.0  # ... or with RH up this much within steam_window_s
-    steam_window_s: float = 300.0
-    # gas and weak heat (corroboration only)
-    gas_ratio: float = 5.0
-    gas_tvoc_delta_ppb: float = 1000.0
-    warm_rise_c_per_min: float = 2.0
-    # model inputs: rates below these dead zones are weather, heating, people (not fire)
-    model_t_dead_c_per_min: float = 1.0   # for the 1-min and the 10-min rise
-    model_rh_dead_pct_per_min: float = 1.0
-    # model combination
-    model_warmup_s: float = 600.0   # no model alarm in the first 10 min of eCO2 (gas sensor
-                                    # warm-up: an SGP30 drifts while its baseline settles)
-    model_persist_s: float = 10.0
-    clear_ratio: float = 0.6        # used when the metadata has no model_clear_threshold
-    clear_s: float = 120.0
+    warm_rise_c_per_min: float = 2.0   # corroborates a steamy particle surge
+    # combination
+    hold_s: float = 10.0
+    clear_s: float = 300.0
     eval_every_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"FireConfig.{name} = {value!r}: expected a finite number >= 0")
+        if self.scale <= 0:
+            raise ValueError("FireConfig.scale must be > 0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-
-class _Series:
-    """Samples of one quantity, kept for ``keep_s``; lookups by time (bisect)."""
-
-    __slots__ = ("keep_s", "start", "ts", "vs")
-
-    def __init__(self, keep_s: float) -> None:
-        self.keep_s = keep_s
-        self.ts: list[float] = []
-        self.vs: list[float] = []
-        self.start = 0
-
-    def add(self, t: float, v: float) -> None:
-        self.ts.append(t)
-        self.vs.append(v)
-        cut = t - self.keep_s
-        if self.ts[self.start] < cut:
-            self.start = bisect.bisect_left(self.ts, cut, self.start)
-            if self.start > 4096 and self.start * 2 > len(self.ts):
-                del self.ts[:self.start], self.vs[:self.start]
-                self.start = 0
-
-    @property
-    def last_t(self) -> float | None:
-        return self.ts[-1] if len(self.ts) > self.start else None
-
-    @property
-    def first_t(self) -> float | None:
-        return self.ts[self.start] if len(self.ts) > self.start else None
-
-    def level(self, t: float, span: float, stale: float) -> tuple[float, float]:
-        """(time, value) of the level at ``t``: median of (t-span, t], else the last sample
-        no older than ``stale``; (nan, nan) when there is none."""
-        hi = bisect.bisect_right(self.ts, t, self.start)
-        lo = bisect.bisect_right(self.ts, t - span, self.start, hi)
-        if hi > lo:
-            vs = sorted(self.vs[lo:hi])
-            n = len(vs)
-            med = vs[n // 2] if n % 2 else 0.5 * (vs[n // 2 - 1] + vs[n // 2])
-            return sum(self.ts[lo:hi]) / n, med
-        if hi > self.start and t - self.ts[hi - 1] <= stale:
-            return self.ts[hi - 1], self.vs[hi - 1]
-        return NAN, NAN
-
-    def minimum(self, t0: float, t1: float) -> float:
-        lo = bisect.bisect_left(self.ts, t0, self.start)
-        hi = bisect.bisect_right(self.ts, t1, lo)
-        return min(self.vs[lo:hi]) if hi > lo else NAN
+    def scaled(self, factor: float) -> FireConfig:
+        """These thresholds times ``factor`` (the config's ``[fire] threshold_scale``)."""
+        return replace(self, scale=self.scale * factor)
 
 
-class FeatureExtractor:
-    """Levels, rates of rise and surges from irregular, gappy samples.
+class Baseline:
+    """What a channel normally reads in this room: an asymmetric exponential average.
 
-    Shared by the detector and the training code. A rate is (level now - level
-    ``window`` ago) / the time actually between them, both levels being medians of
-    ``smooth_s``; when samples are missing around the older point the nearest older
-    sample is used, and the rate is NaN unless at least half the window is covered.
-    Anything that cannot be computed is NaN, never a guess.
+    It rises with time constant ``up_tau_s`` (an hour: a fire's minutes-long rise stays
+    "above baseline", a new normal is learned within hours) and falls with
+    ``down_tau_s`` (airing the room resets it quickly). Time-based, so it learns the
+    same at 1 Hz and at one reading a minute; it starts at the first reading.
     """
 
-    def __init__(self, config: FireConfig | None = None) -> None:
-        self.cfg = config or FireConfig()
-        self.series: dict[str, _Series] = {}
-        self.new_samples: dict[str, int] = {}
+    __slots__ = ("down_tau_s", "t", "up_tau_s", "value")
 
-    def add(self, t: float, values: Mapping[str, float | None]) -> None:
-        for q, v in values.items():
-            if q not in QUANTITIES:
-                raise ValueError(f"unknown quantity {q!r} (accepted: {', '.join(QUANTITIES)})")
-            if v is None:
-                continue
-            v = float(v)
-            if not math.isfinite(v):
-                raise ValueError(f"{q} {v!r} is not a finite number")
-            s = self.series.get(q)
-            if s is None:
-                s = self.series[q] = _Series(self.cfg.baseline_s + 120.0)
-            last = s.last_t
-            if last is not None and t < last:
-                raise ValueError(f"t {t} is earlier than the previous {q} sample ({last})")
-            s.add(t, v)
-            self.new_samples[q] = self.new_samples.get(q, 0) + 1
+    def __init__(self, up_tau_s: float, down_tau_s: float) -> None:
+        self.up_tau_s = up_tau_s
+        self.down_tau_s = down_tau_s
+        self.value = NAN
+        self.t = NAN
 
-    def level(self, q: str, t: float) -> float:
-        s = self.series.get(q)
-        return NAN if s is None else s.level(t, self.cfg.smooth_s, self.cfg.stale_s)[1]
+    def update(self, t: float, level: float) -> None:
+        if math.isnan(self.value):
+            self.value, self.t = level, t
+            return
+        dt = max(0.0, t - self.t)
+        tau = self.up_tau_s if level > self.value else self.down_tau_s
+        self.value += (level - self.value) * (1.0 - math.exp(-dt / tau))
+        self.t = t
 
-    def rate_per_min(self, q: str, t: float, window_s: float) -> float:
-        """Rise of ``q`` per minute over the last ``window_s`` (negative: falling)."""
-        s = self.series.get(q)
-        if s is None:
+
+class _Channel:
+    """One quantity: recent readings (for the level), levels (for the rise), baseline."""
+
+    __slots__ = ("baseline", "covered", "covered_before", "first_t", "last_t", "levels",
+                 "recent", "rise_window_s", "seen_t", "smooth_s", "stale_s", "warmup_s")
+
+    def __init__(self, cfg: FireConfig, warmup_s: float) -> None:
+        self.smooth_s, self.stale_s, self.warmup_s = cfg.smooth_s, cfg.stale_s, warmup_s
+        self.rise_window_s = max(cfg.rise_window_s, cfg.steam_window_s, 120.0)
+        self.first_t: float | None = None
+        self.seen_t: float | None = None    # the latest reading, warm-up included
+        self.recent: deque[tuple[float, float]] = deque()
+        self.levels: deque[tuple[float, float]] = deque()
+        self.baseline = Baseline(cfg.baseline_up_tau_s, cfg.baseline_down_tau_s)
+        self.last_t: float | None = None
+        self.covered = 0.0          # seconds of readings so far (each: the time since the last)
+        self.covered_before = 0.0   # ... before the latest reading
+
+    def add(self, t: float, v: float) -> None:
+        if self.first_t is None:
+            self.first_t = t
+        self.seen_t = t
+        if t - self.first_t < self.warmup_s:
+            return
+        if self.last_t is not None:
+            self.covered_before = self.covered
+            self.covered += min(t - self.last_t, self.stale_s)
+        self.last_t = t
+        self.recent.append((t, v))
+        while self.recent[0][0] <= t - self.smooth_s:
+            self.recent.popleft()
+        level = _median([x for _, x in self.recent])
+        self.levels.append((t, level))
+        while self.levels[0][0] < t - self.rise_window_s:
+            self.levels.popleft()
+        self.baseline.update(t, level)
+
+    def level(self, t: float) -> float:
+        if not self.levels or t - self.levels[-1][0] > self.stale_s:
             return NAN
-        t1, v1 = s.level(t, self.cfg.smooth_s, self.cfg.stale_s)
-        if math.isnan(v1):
-            return NAN
-        t0, v0 = s.level(t - window_s, self.cfg.smooth_s, 0.5 * window_s)
-        if math.isnan(v0) and s.first_t is not None and s.first_t > t - window_s:
-            t0, v0 = s.level(s.first_t + self.cfg.smooth_s, self.cfg.smooth_s, 0.0)  # young
-        if math.isnan(v0) or t1 - t0 < 0.5 * window_s:
-            return NAN
-        return (v1 - v0) / (t1 - t0) * 60.0
+        return self.levels[-1][1]
 
-    def baseline(self, q: str, t: float) -> float:
-        """Slow baseline: lowest sample of the last ``baseline_s`` (NaN: too little history)."""
-        s = self.series.get(q)
-        if s is None or s.first_t is None or t - s.first_t < self.cfg.baseline_min_span_s:
+    def rise(self, t: float) -> float:
+        """How far the level rose within the window: now minus the lowest level in it."""
+        now = self.level(t)
+        if math.isnan(now):
             return NAN
-        return s.minimum(t - self.cfg.baseline_s, t)
+        return now - min(x for _, x in self.levels)
 
-    def model_features(self, t: float) -> list[float]:
-        """:data:`MODEL_FEATURES` at ``t`` (NaN where the data do not allow it)."""
-        eco2 = self.level("eco2_ppm", t)
-        base = self.baseline("eco2_ppm", t)
-        x = [self.rate_per_min("temperature_c", t, 60.0),     # degC/min
-             self.rate_per_min("temperature_c", t, 600.0),
-             -self.rate_per_min("humidity_pct", t, 60.0),     # %RH/min falling (heat dries air)
-             self.rate_per_min("eco2_ppm", t, 60.0),          # ppm/min
-             self.rate_per_min("eco2_ppm", t, 600.0),
-             eco2 - base]                                     # ppm above the 30-min floor
-        dead = (self.cfg.model_t_dead_c_per_min, self.cfg.model_t_dead_c_per_min,
-                self.cfg.model_rh_dead_pct_per_min, 0.0, 0.0, 0.0)
-        return [max(0.0, v - d) if v == v else NAN for v, d in zip(x, dead, strict=True)]
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
+
+
+@dataclass(frozen=True, slots=True)
+class Surge:
+    """One channel judged against its baseline (the ``signals`` of an event)."""
+
+    quantity: str
+    level: float
+    baseline: float
+    excess: float       # level - baseline
+    ratio: float        # level / max(baseline, floor)
+    rise: float         # within the rise window
+    need: float         # the excess this channel needs (delta x scale)
+    surging: bool
+
+    @property
+    def score(self) -> float:
+        """Excess over what is needed (1.0 = the threshold)."""
+        return max(0.0, self.excess / self.need) if self.need > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"quantity": self.quantity, "level": _r(self.level, 1),
+                "baseline": _r(self.baseline, 1), "excess": _r(self.excess, 1),
+                "ratio": _r(self.ratio, 2), "rise": _r(self.rise, 1)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,70 +261,45 @@ def _r(x: float, nd: int = 2) -> float | None:
 
 
 class FireDetector:
-    """Model + physical rules with hysteresis; see the module docstring.
+    """Physical rules against learned baselines, with hysteresis; see the module docstring."""
 
-    ``model``: ``True`` (default) loads the shipped ``agent/models/fire.tflite``;
-    a path loads that file; a loaded :class:`~agent.models.runtime.Model` is used as is;
-    ``None``/``False`` runs on the rules alone (``health["model"] == "disabled"``).
-    """
-
-    def __init__(self, model: Any = True, *, config: FireConfig | None = None) -> None:
+    def __init__(self, config: FireConfig | None = None) -> None:
         self.cfg = config or FireConfig()
-        self.features = FeatureExtractor(self.cfg)
+        self.channels: dict[str, _Channel] = {}
         self.state = CLEAR
-        self.model: Any = None
-        self.threshold = 0.5
-        self.clear_threshold = 0.3
-        self.health: dict[str, Any] = {"model": "disabled", "error": None}
         self.last: dict[str, Any] = {}
         self._last_eval: float | None = None
-        self._since: dict[str, float | None] = {"model": None, "heat_rise": None,
-                                                "smoke": None}
-        self._smoke_readings = 0
+        self._since: dict[str, float] = {}
         self._quiet_since: float | None = None
-        self._seen_pm: dict[str, int] = {}
-        if model is True:
-            from agent.models.runtime import model_path
-
-            model = model_path("fire")
-        if model is not None and model is not False:
-            self._load(model)
-
-    # -- model -------------------------------------------------------------------------
-    def _load(self, model: Any) -> None:
-        from agent.models.runtime import Model, ModelError
-
-        try:
-            m = model if isinstance(model, Model) else Model.load(
-                Path(os.fspath(model)), expect_task="fire")
-            if tuple(m.meta.features) != MODEL_FEATURES:
-                raise ModelError(f"{m.path}: model features {list(m.meta.features)} are not "
-                                 f"the detector's {list(MODEL_FEATURES)}")
-            if m.meta.input_shape != (1, len(MODEL_FEATURES)):
-                raise ModelError(f"{m.path}: input_shape {list(m.meta.input_shape)}, the "
-                                 f"detector feeds [1, {len(MODEL_FEATURES)}]")
-        except ModelError as e:
-            self._fault(str(e))
-            return
-        self.model = m
-        self.threshold = m.meta.threshold
-        self.clear_threshold = float(m.meta.trained.get(
-            "model_clear_threshold", self.threshold * self.cfg.clear_ratio))
-        self.health = {"model": "ok", "error": None, **m.describe()}
-
-    def _fault(self, message: str) -> None:
-        self.model = None
-        self.health = {"model": "fault", "error": message}
-
-    @property
-    def healthy(self) -> bool:
-        """False when a model was asked for and is not running (a sensor-health fault)."""
-        return self.health["model"] != "fault"
+        self._steam_surge = False
 
     # -- feeding -----------------------------------------------------------------------
     def update(self, t: float, values: Mapping[str, float | None]) -> list[FireEvent]:
-        """Add the readings taken at ``t``; ValueError for unknown names or bad values."""
-        self.features.add(t, values)
+        """Add the readings taken at ``t``; ValueError for unknown names, bad values or a
+        time earlier than the previous reading of the same quantity (nothing is added then:
+        sensors feed the detector from their own threads, each in its own order)."""
+        if not math.isfinite(t):
+            raise ValueError(f"t {t!r} is not a finite number")
+        clean: list[tuple[str, float]] = []
+        for q, v in values.items():
+            if q not in QUANTITIES:
+                raise ValueError(f"unknown quantity {q!r} (accepted: {', '.join(QUANTITIES)})")
+            if v is None:
+                continue
+            f = float(v)
+            if not math.isfinite(f):
+                raise ValueError(f"{q} {v!r} is not a finite number")
+            ch = self.channels.get(q)
+            if ch is not None and ch.seen_t is not None and t < ch.seen_t:
+                raise ValueError(f"t {t} is earlier than the previous {q} reading ({ch.seen_t})")
+            clean.append((q, f))
+        for q, f in clean:
+            ch = self.channels.get(q)
+            if ch is None:
+                warm = (self.cfg.gas_warmup_s if q in GAS else
+                        self.cfg.particle_warmup_s if q in PARTICLES else 0.0)
+                ch = self.channels[q] = _Channel(self.cfg, warm)
+            ch.add(t, f)
         return self.tick(t)
 
     def tick(self, t: float) -> list[FireEvent]:
@@ -338,108 +309,123 @@ class FireDetector:
         self._last_eval = t
         return self._evaluate(t)
 
-    # -- decision ----------------------------------------------------------------------
-    def _held(self, key: str, active: bool, t: float, persist_s: float) -> bool:
-        if not active:
-            self._since[key] = None
-            return False
-        if self._since[key] is None:
-            self._since[key] = t
-        return t - (self._since[key] or t) >= persist_s
-
-    def _smoke(self, t: float, rh: float, rh_jump: float) -> tuple[bool, bool, float, dict]:
-        """(surge, steam_like, score, evidence) of the particle channel with the best data."""
-        cfg, fx = self.cfg, self.features
-        for q, delta in (("pm2_5", cfg.smoke_pm_delta_ugm3), ("pm1_0", cfg.smoke_pm_delta_ugm3),
-                         ("pm10", cfg.smoke_pm_delta_ugm3), ("nc0_5", cfg.smoke_nc_delta_cm3),
-                         ("nc1_0", cfg.smoke_nc_delta_cm3), ("nc2_5", cfg.smoke_nc_delta_cm3)):
-            now = fx.level(q, t)
-            base = fx.baseline(q, t)
-            if math.isnan(now) or math.isnan(base):
-                continue
-            need = max(base * cfg.smoke_ratio, base + delta)
-            surge = now >= need
-            steam = surge and (rh >= cfg.steam_rh_pct or rh_jump >= cfg.steam_rh_jump_pct)
-            ev = {"particles": q, "level": _r(now, 1), "baseline": _r(base, 1)}
-            return surge, steam, min(1.0, max(0.0, now / need)), ev
-        return False, False, 0.0, {}
-
-    def _evaluate(self, t: float) -> list[FireEvent]:
-        cfg, fx = self.cfg, self.features
-        temp = fx.level("temperature_c", t)
-        rise1 = fx.rate_per_min("temperature_c", t, 60.0)
-        rh = fx.level("humidity_pct", t)
-        rh_jump = fx.rate_per_min("humidity_pct", t, cfg.steam_window_s) * (
-            cfg.steam_window_s / 60.0)
-        reasons: list[str] = []
-        scores = [0.0]
-
-        # model
-        p = None
-        if self.model is not None:
-            x = fx.model_features(t)
-            if all(math.isfinite(v) for v in x):
-                from agent.models.runtime import ModelError
-
-                try:
-                    p = self.model.predict([x])
-                except ModelError as e:
-                    self._fault(str(e))
-        eco2_since = fx.series["eco2_ppm"].first_t if "eco2_ppm" in fx.series else None
-        warm = eco2_since is not None and t - eco2_since >= cfg.model_warmup_s
-        if p is not None:
-            scores.append(p)
-            if self._held("model", warm and p >= self.threshold, t, cfg.model_persist_s):
-                reasons.append("model")
+    # -- evidence ----------------------------------------------------------------------
+    def surge(self, q: str, t: float) -> Surge | None:
+        """``q`` judged against its baseline at ``t`` (None: not measured or warming up)."""
+        ch = self.channels.get(q)
+        if ch is None:
+            return None
+        level = ch.level(t)
+        if math.isnan(level):
+            return None
+        cfg, k = self.cfg, self.cfg.scale
+        if q == "tvoc_ppb":
+            delta, ratio, floor = cfg.tvoc_delta_ppb, cfg.tvoc_ratio, cfg.tvoc_floor_ppb
+        elif q == "eco2_ppm":
+            delta, ratio, floor = cfg.eco2_delta_ppm, cfg.eco2_ratio, cfg.eco2_floor_ppm
+        elif q.startswith("nc"):
+            delta, ratio, floor = cfg.nc_delta_cm3, cfg.nc_ratio, cfg.nc_floor_cm3
         else:
-            self._since["model"] = None
+            delta, ratio, floor = cfg.pm_delta_ugm3, cfg.pm_ratio, cfg.pm_floor_ugm3
+        base = ch.baseline.value
+        excess = level - base
+        rel = level / max(base, floor)
+        rise = ch.rise(t)
+        need = delta * k
+        surging = (excess >= need and rel >= 1.0 + (ratio - 1.0) * k
+                   and rise >= cfg.rise_share * min(excess, need * 2.0))
+        return Surge(q, level, base, excess, rel, rise, need, surging)
 
-        # heat
+    def _held(self, key: str, active: bool, t: float, quantities: tuple[str, ...]) -> bool:
+        """Whether ``active`` has been seen over ``hold_s`` of readings of ``quantities``.
+
+        Each reading stands for the time since the one before it (at most ``stale_s``):
+        at 1 Hz the condition must hold for ``hold_s`` seconds of readings; a one-minute
+        report window, already an average, counts as the minute it covers.
+        """
+        if not active:
+            self._since.pop(key, None)
+            return False
+        covered = min(self.channels[q].covered for q in quantities)
+        if key not in self._since:
+            self._since[key] = min(self.channels[q].covered_before for q in quantities)
+        return covered - self._since[key] >= self.cfg.hold_s
+
+    def heat(self, t: float) -> tuple[float, float]:
+        """(temperature now, its rise in °C/min over the last minute)."""
+        ch = self.channels.get("temperature_c")
+        if ch is None:
+            return NAN, NAN
+        now = ch.level(t)
+        past = [(tt, x) for tt, x in ch.levels if tt <= t - 60.0]
+        if math.isnan(now) or not past:
+            return now, NAN
+        t0, v0 = past[-1]
+        return now, (now - v0) / (t - t0) * 60.0 if t - t0 <= 120.0 else NAN
+
+    def humidity(self, t: float) -> tuple[float, float, bool]:
+        """(RH now, its rise within ``steam_window_s``, whether the air looks steamy:
+        saturated, or humidity jumping as from a shower or a kettle)."""
+        ch = self.channels.get("humidity_pct")
+        if ch is None:
+            return NAN, NAN, False
+        rh = ch.level(t)
+        past = [x for tt, x in ch.levels if tt >= t - self.cfg.steam_window_s]
+        jump = rh - min(past) if past and math.isfinite(rh) else NAN
+        return rh, jump, rh >= self.cfg.steam_rh_pct or jump >= self.cfg.steam_rh_jump_pct
+
+    # -- decision ----------------------------------------------------------------------
+    def _evaluate(self, t: float) -> list[FireEvent]:
+        cfg = self.cfg
+        reasons: list[str] = []
+        signals: list[Surge] = []
+        tvoc, eco2 = self.surge("tvoc_ppb", t), self.surge("eco2_ppm", t)
+        gas_pair = tvoc is not None and eco2 is not None
+        gas = gas_pair and tvoc.surging and eco2.surging
+        if self._held("gas", gas, t, GAS):
+            reasons.append("gas")
+        particles = next((s for q in PARTICLES if (s := self.surge(q, t)) is not None), None)
+        temp, rise1 = self.heat(t)
+        rh, _jump, steamy = self.humidity(t)
+        # steam seen at any time during a particle surge marks the whole surge: droplets
+        # outlast the humidity jump that announced them
+        surging = particles is not None and particles.surging
+        self._steam_surge = surging and (steamy or self._steam_surge)
+        steamy = steamy or self._steam_surge
+        if particles is not None and self._held("particles", surging, t,
+                                                (particles.quantity,)):
+            one_gas = any(s is not None and s.surging for s in (tvoc, eco2))
+            if one_gas or rise1 >= cfg.warm_rise_c_per_min:
+                reasons.append("smoke")
+            elif tvoc is None and eco2 is None and not steamy:
+                reasons.append("smoke_only")
         if temp >= cfg.heat_fixed_c:
             reasons.append("heat_fixed")
-        scores.append(min(1.0, max(0.0, temp / cfg.heat_fixed_c)) if math.isfinite(temp) else 0)
-        if math.isfinite(rise1):
-            scores.append(min(1.0, max(0.0, rise1 / cfg.heat_rise_c_per_min)))
-        if self._held("heat_rise", rise1 >= cfg.heat_rise_c_per_min, t, cfg.heat_persist_s):
+        heat_rising = rise1 >= cfg.heat_rise_c_per_min
+        if self._held("heat_rise", heat_rising, t, ("temperature_c",)):
             reasons.append("heat_rise")
-
-        # particles: count distinct new readings that show the surge
-        surge, steam, s_score, s_ev = self._smoke(t, rh, rh_jump)
-        q = s_ev.get("particles")
-        if q is not None:
-            n = fx.new_samples.get(q, 0)
-            if n != self._seen_pm.get(q):
-                self._seen_pm[q] = n
-                self._smoke_readings = self._smoke_readings + 1 if surge else 0
-        elif not surge:
-            self._smoke_readings = 0
-        smoke_held = self._held("smoke", surge, t, cfg.smoke_persist_s) and (
-            self._smoke_readings >= cfg.smoke_min_readings)
-        tvoc, tvoc_base = fx.level("tvoc_ppb", t), fx.baseline("tvoc_ppb", t)
-        gas = (math.isfinite(tvoc) and math.isfinite(tvoc_base)
-               and tvoc >= max(tvoc_base * cfg.gas_ratio, tvoc_base + cfg.gas_tvoc_delta_ppb))
-        warming = rise1 >= cfg.warm_rise_c_per_min
-        if smoke_held and not steam:
-            reasons.append("smoke")
-            scores.append(s_score)
-        elif smoke_held and (gas or warming):
-            reasons.append("smoke_gas")
-            scores.append(s_score)
-        elif surge:
-            scores.append(0.5 * s_score)
-
-        # combination with hysteresis
-        model_quiet = p is None or p < self.clear_threshold
-        quiet = (not reasons and model_quiet and not (surge and not steam)
-                 and not rise1 >= cfg.heat_rise_c_per_min)
-        score = max(scores)
-        self.last = {"t": t, "score": score, "model_p": p, "reasons": reasons}
+        for s in (tvoc, eco2, particles):
+            if s is not None:
+                signals.append(s)
+        # the gas pair counts as its weaker channel (one gas alone never alarms)
+        scores = [min(tvoc.score, eco2.score) if gas_pair else 0.0]
+        if particles is not None:
+            scores.append(particles.score)
+        if math.isfinite(temp):
+            scores.append(max(0.0, temp / cfg.heat_fixed_c))
+        if math.isfinite(rise1):
+            scores.append(max(0.0, rise1 / cfg.heat_rise_c_per_min))
+        score = min(max(scores), 10.0)
+        self.last = {"t": t, "score": score, "reasons": reasons}
+        # clear only when every channel is back near its baseline (a plateau of smoke is no
+        # rise any more, but it is still a fire)
+        quiet = not reasons and not any(s.excess >= s.need for s in signals) and not heat_rising
         events: list[FireEvent] = []
         if self.state == CLEAR and reasons:
             self.state = FIRE
             self._quiet_since = None
             events.append(FireEvent(t, FIRE, score, self._evidence(
-                reasons, p, temp, rise1, rh, s_ev, gas, steam)))
+                reasons, signals, temp, rise1, rh, steamy)))
         elif self.state == FIRE:
             if not quiet:
                 self._quiet_since = None
@@ -450,19 +436,13 @@ class FireDetector:
                     self.state = CLEAR
                     self._quiet_since = None
                     events.append(FireEvent(t, CLEAR, score, self._evidence(
-                        reasons, p, temp, rise1, rh, s_ev, gas, steam)))
+                        reasons, signals, temp, rise1, rh, steamy)))
         return events
 
-    def _evidence(self, reasons: list[str], p: float | None, temp: float, rise1: float,
-                  rh: float, s_ev: dict, gas: bool, steam: bool) -> dict[str, Any]:
-        d: dict[str, Any] = {"reasons": reasons,
-                             "model_p": None if p is None else round(p, 3),
-                             "model": self.health["model"],
-                             "temperature_c": _r(temp), "t_rise_c_per_min": _r(rise1),
-                             "humidity_pct": _r(rh, 1)}
-        if s_ev:
-            d.update(s_ev)
-            d["steam_like"] = steam
-        if gas:
-            d["gas_surge"] = True
-        return d
+    @staticmethod
+    def _evidence(reasons: list[str], signals: list[Surge], temp: float, rise1: float,
+                  rh: float, steamy: bool) -> dict[str, Any]:
+        return {"reasons": reasons,
+                "signals": [s.to_dict() for s in signals],
+                "temperature_c": _r(temp), "t_rise_c_per_min": _r(rise1),
+                "humidity_pct": _r(rh, 1), "steam_like": steamy}

@@ -12,12 +12,13 @@ alarm leaves on the sampling thread that confirmed the fall.
 
 *Fire*: the readings of the climate, particulate and gas sensors (``[fire] sensors``,
 default all of them, chosen by their spec's kind) feed one
-:class:`~agent.detectors.fire.FireDetector`; each change of state (``fire``/``clear``) is an
-alarm message.
+:class:`~agent.detectors.fire.FireDetector`, rules only (no model since 2026.12), at the
+shipped thresholds times ``[fire] threshold_scale``; each change of state
+(``fire``/``clear``) is an alarm message.
 
-A model that cannot be loaded or run is reported as the health of a pseudo-sensor
-``fall_model``/``fire_model`` (``errors``, with the reason) and the detectors go on with
-their physical rules; nothing here can stop the daemon.
+A fall model that cannot be loaded or run is reported as the health of a pseudo-sensor
+``fall_model`` (``errors``, with the reason) and the fall detector goes on with its
+physical rules; nothing here can stop the daemon.
 """
 
 from __future__ import annotations
@@ -58,8 +59,11 @@ FALL_FIFO_READ_S = 0.04  # at 100 Hz: 4 samples a read, 25 short I2C reads a sec
 
 
 def fall_sensors(cfg: Config) -> list[SensorConfig]:
-    """The sensors fall detection runs on: those that deliver sample batches."""
-    return [s for s in cfg.sensor if spec_of(s).samples] if cfg.fall.enabled else []
+    """The sensors fall detection runs on: the motion sensors that deliver sample batches
+    (a radar's sample stream is people's positions, not accelerations)."""
+    if not cfg.fall.enabled:
+        return []
+    return [s for s in cfg.sensor if spec_of(s).samples and spec_of(s).kind == "motion"]
 
 
 def fire_sensors(cfg: Config) -> list[SensorConfig]:
@@ -106,13 +110,11 @@ class Safety(Feature):
             ctx.offer(self.alarm)
         feeders = fire_sensors(cfg)
         if feeders:
-            from agent.detectors.fire import FireDetector
+            from agent.detectors.fire import FireConfig, FireDetector
 
-            self.fire = FireDetector(_model_arg(cfg.fire.model, True))
+            # [fire] model is unused (the daemon warns at start): rules only
+            self.fire = FireDetector(FireConfig().scaled(cfg.fire.threshold_scale))
             self._fire_sensors = {s.name for s in feeders}
-            self._fire_ok = self.fire.healthy
-            self._report_model("fire", self.fire.healthy, self.fire.health.get("error") or "",
-                               getattr(self.fire.model, "meta", None))
 
     # -- set-up ------------------------------------------------------------------------
     def _open_falls(self, cfg: Config, accels: list[SensorConfig]) -> None:
@@ -180,17 +182,19 @@ class Safety(Feature):
                 log.warning("fire detector refused a reading: %s", exc,
                             extra={"EVENT": "detector_exception"})
                 return
-            if self._fire_ok != self.fire.healthy:  # the model failed while running
-                self._fire_ok = self.fire.healthy
-                self._report_model("fire", self.fire.healthy,
-                                   self.fire.health.get("error") or "", None)
         for ev in events:
             d = ev.to_dict()
             self.counts["fire"] += d.get("state") == "fire"
-            log.warning("fire detector: %s (score %s)", d.get("state"), d.get("score"),
+            reasons = ",".join(d.pop("reasons", []))
+            log.warning("fire detector: %s (score %s, reasons %s)", d.get("state"),
+                        d.get("score"), reasons or "none",
                         extra={"EVENT": "fire", "SENSOR": "fire"})
             d["event"] = d.pop("state", "fire")
-            self._send("fire", d)
+            # why, in records a platform can read: each signal's level and learned baseline
+            for sig in d.pop("signals", []):
+                d[sig["quantity"]] = sig["level"]
+                d[f"{sig['quantity']}_baseline"] = sig["baseline"]
+            self._send("fire", d, text={"reasons": reasons} if reasons else None)
 
     def _samples_handler(self, sensor: str) -> Callable[[list[Any]], None]:
         det = self.falls[sensor]
@@ -227,9 +231,11 @@ class Safety(Feature):
                 self.counts["cancelled"] += 1
             self._send("fall", d)
 
-    def _send(self, subject: str, d: dict[str, Any]) -> None:
+    def _send(self, subject: str, d: dict[str, Any], text: dict[str, str] | None = None
+              ) -> None:
         confirm_t = d.pop("confirm_t", None)
         recs = event_records(subject, d)
+        recs += [Record(f"{subject}:{k}", text=v) for k, v in (text or {}).items()]
         if confirm_t is not None:  # as text: a compact number would round it by seconds
             recs.append(Record(f"{subject}:confirm_t", text=f"{confirm_t:.4f}"))
         for key in ("model", "version"):
@@ -243,14 +249,15 @@ class Safety(Feature):
 
     # -- the operator --------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        """Falls detected, alarms sent and cancelled, one pending; fire alarms; models."""
+        """Falls detected, alarms sent and cancelled, one pending; fire alarms; the fall
+        model (fire detection has none)."""
         out: dict[str, Any] = {"models": dict(self.models)}
         if self.falls:
             out.update(falls=self.counts["falls"], fall_alarms=self.counts["alarms"],
                        fall_cancelled=self.counts["cancelled"],
                        fall_pending=bool(self.alarm is not None and self.alarm.pending))
         if self.fire is not None:
-            out.update(fire_alarms=self.counts["fire"], fire_model_ok=bool(self.fire.healthy))
+            out.update(fire_alarms=self.counts["fire"])
         return out
 
     def close(self) -> None:

@@ -61,7 +61,7 @@ log = logging.getLogger("citynode.models")
 
 
 def model_path(name: str) -> Path:
-    """The shipped ``.tflite`` of a model by name (``fall``, ``fire``)."""
+    """The shipped ``.tflite`` of a model by name (``fall``: the only one since 2026.12)."""
     return MODELS_DIR / f"{name}.tflite"
 
 

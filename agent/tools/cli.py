@@ -267,9 +267,13 @@ def cmd_detect_fall(args: argparse.Namespace) -> int:
 
 
 def cmd_detect_fire(args: argparse.Namespace) -> int:
+    if args.model is not None:  # parsed (scripts written before), answered, not in --help
+        print("error: detect fire: --model: the fire detector has no model since 2026.12 "
+              "(docs/fire.md)", file=sys.stderr)
+        return EX_USAGE
     from agent.tools.replay.fire import run_cli
 
-    return run_cli(args.input, sys.stdout, sys.stderr, model=args.model)
+    return run_cli(args.input, sys.stdout, sys.stderr, threshold_scale=args.threshold_scale)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -522,7 +526,12 @@ def build_parser(field_tools: bool = True) -> argparse.ArgumentParser:
                            "temperature_c, humidity_pct, eco2_ppm, tvoc_ppb, pressure_hpa, pm1_0, "
                            "pm2_5, pm10, nc0_5, nc1_0, nc2_5; one JSON line per change of state")
     fire.add_argument("--input", required=True, help="CSV file ('-' for stdin)")
-    fire.add_argument("--model", help="another fire model (.tflite with its .json)")
+    # as [fire] threshold_scale (agent/tools/replay/fire.THRESHOLD_SCALE_RANGE; not
+    # imported here: --help stays light)
+    fire.add_argument("--threshold-scale", type=number_between(0.25, 4.0), default=1.0,
+                      metavar="X", help="the shipped thresholds times X, 0.25 to 4 (default "
+                      "1): > 1 fewer alarms and later, < 1 earlier and more false alarms")
+    fire.add_argument("--model", help=argparse.SUPPRESS)  # no fire model since 2026.12
     fire.set_defaults(func=cmd_detect_fire)
 
     cal = sub.add_parser("calibrate", help="measure an empty parking bay's baseline and store it")

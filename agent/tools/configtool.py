@@ -42,6 +42,7 @@ class _Result(NamedTuple):
     rows: list[dict[str, Any]]  # the failed ones
     lines: list[str]  # for stderr
     code: int  # when rows: 78, or 66 for a file that cannot be read
+    text: str = ""  # the file's text, once read (lines for the warnings)
 
 
 def _validate(args: argparse.Namespace, *, machine: bool) -> _Result:
@@ -73,7 +74,7 @@ def _validate(args: argparse.Namespace, *, machine: bool) -> _Result:
                               line=locate(text, key) if key else None)
             rows.append(_row(err, name, "security"))
             lines.append(f"error: {err}")
-    return _Result(cfg, rows, lines, EX_CONFIG)
+    return _Result(cfg, rows, lines, EX_CONFIG, text)
 
 
 def _verdict(cfg: Config) -> str:
@@ -104,13 +105,30 @@ def check_main(args: argparse.Namespace) -> int:
         return _failed(args, "config check", result)
     name = _name(args.file)
     summary = f"{name}: OK - {_verdict(cfg)}"
+    warnings = _warnings(cfg, name, result.text)
+    for w in warnings:  # accepted settings that do nothing: the file stays valid (exit 0)
+        print(f"warning: {w['target']}: {w['detail']}", file=sys.stderr)
     if args.json:
         row = {"name": "config", "target": name, "status": "OK", "detail": _verdict(cfg),
                "hint": "", "file": name, "line": None, "key": ""}
-        sys.stdout.write(dumps(document("config check", 0, summary, rows=[row], file=name)))
+        sys.stdout.write(dumps(document("config check", 0, summary, rows=[row, *warnings],
+                                        file=name)))
     else:
         print(summary)
     return 0
+
+
+def _warnings(cfg: Config, name: str, text: str) -> list[dict[str, Any]]:
+    """WARN rows for the settings :func:`agent.core.config.notices` names, with their line."""
+    from agent.core.config import locate, notices
+
+    rows = []
+    for key, why in notices(cfg):
+        line = locate(text, key)
+        rows.append({"name": "config", "target": f"{name}:{line}" if line else name,
+                     "status": "WARN", "detail": why, "hint": f"remove {key} from the file",
+                     "file": name, "line": line, "key": key})
+    return rows
 
 
 # -- show -----------------------------------------------------------------------------------
@@ -121,9 +139,8 @@ def effective(cfg: Config) -> dict[str, str]:
     out = {"node.state_dir": str(state),
            "spool.path": cfg.spool.path or str(state / "spool.db"),
            "mqtt.client_id": m.client_id or f"{m.prefix.replace('/', '-')}-{cfg.node.id}"}
-    for task in ("fall", "fire"):
-        if getattr(cfg, task).model == "":
-            out[f"{task}.model"] = "the model shipped with citynode"
+    if cfg.fall.model == "":  # [fire] model is unused: fire detection runs on rules
+        out["fall.model"] = "the model shipped with citynode"
     return out
 
 

@@ -12,6 +12,10 @@
    the subjects it never saw), for bench/eval_fall.py; per-fold figures are printed.
 3. The final model on all subjects: agent/models/fall.tflite and fall.json.
 
+The detector's parameters in the metadata are the code's DEFAULTS here; the nested
+cross-validation (``python -m training.fall.nested``) trains the same models plus the inner
+ones and writes the parameters it chooses, which is what the evaluation needs.
+
 Full int8 post-training quantisation (int8 input and output); the runtime scales the
 features with the metadata's mean/std before quantising. Seeds are fixed and TensorFlow's
 op determinism is on, so a rerun gives the same weights on the same machine.
@@ -46,7 +50,7 @@ from .data import (
 )
 
 SEED = 20261123
-VERSION = "2026.11.1"
+VERSION = "2026.12.1"
 MODELS_DIR = ROOT / "agent" / "models"
 FOLDS_DIR = Path(__file__).resolve().parent / "folds"
 HARD_NEG_WEIGHT = 8.0    # ADL candidates that pass the confirmation: the ones that matter
@@ -153,17 +157,17 @@ def write_model(path: Path, blob: bytes, meta: dict) -> None:
 
 def tflite_scores(path: Path, x: np.ndarray) -> np.ndarray:
     """Scores of the quantised model through the node's runtime (what is shipped is judged)."""
-    from agent.models.runtime import Model, ModelMeta, available_runtimes
+    from agent.models.runtime import Model, ModelMeta, _PyBackend, available_runtimes
 
     if available_runtimes():
         m = Model.load(path, expect_task="fall")
-    else:  # `pip install ai-edge-litert` into this venv to use the node's runtime itself
+    else:  # TensorFlow's own interpreter, through the runtime's scaling and quantization
         import tensorflow as tf
 
         it = tf.lite.Interpreter(model_path=str(path))
         it.allocate_tensors()
         meta = ModelMeta.from_dict(json.loads(path.with_suffix(".json").read_text()))
-        m = Model(meta, it, "tf.lite", path)
+        m = Model(meta, _PyBackend(it), "tf.lite", path)
     return np.array([m.predict(r) for r in x])
 
 

@@ -1,1 +1,1 @@
-"""Fire model training: ``.venv-train/bin/python -m training.fire.train``."""
+"""Fire: the development recordings and the model comparison (``python -m bench.eval_fire``)."""

@@ -1,96 +1,137 @@
-"""The smoke data set, its label blocks and the cross-validation folds (no TensorFlow).
+"""The fire development recordings: four real fires, 20 nuisance days, a PMS5003 log.
 
-Shared by ``training/fire/train.py`` and ``bench/eval_fire.py`` so both hold out the same
-rows. Rows are 1 Hz; the label comes in four long blocks (see /work/shared/data/README.md),
-so a random row split would leak: the folds are whole contiguous recordings.
+Shared by ``bench/eval_fire.py`` and ``training/fire/model.py`` (numpy only, no
+TensorFlow). ``../shared/data/fire-tests/README.md`` describes the recordings; other fires
+and another monitor of the same studies are held out and are not here.
 
-    block  rows            label   fold that holds it out
-    N1     0-3,177         normal  f1
-    A2     3,178-24,993    alarm   f1
-    N3     24,994-28,171   normal  f2
-    A4     28,172-49,987   alarm   f2
-
-f1 trains on N3+A4 and tests on N1+A2 (one contiguous recording, normal then alarm);
-f2 the other way round. The 16-column file is rows 0-10,080 of the same recording
-(N1 and the start of A2, with TVOC, pressure and particles too): it is tested with f1's
-model. Caveat (checked, see training/fire/README.md): in the 4-column file humidity and
-eCO2 of N3/A4 are exact copies of N1/A2; only the temperature differs.
+* ``fires/<name>.csv`` at 1 Hz (the electrical ones at 0.5 Hz), SGP30 eCO2/TVOC and
+  temperature/humidity, with ``truth.json``: ``ignition_t`` and ``smoke_alarm_t`` (a
+  commercial smoke alarm beside the sensors).
+* ``nuisance/indoor.csv``: one reading a minute for 20 days (T, RH, PM1/PM2.5/PM10, TVOC,
+  NDIR CO2 as ``eco2_ppm``), no fire; ``events.json`` lists 26 timed nuisance experiments.
+* ``pms5003/pms5003_tidy.csv``: 17 days of a real PMS5003 (PM only), no fire.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-
-from agent.detectors.fire import MODEL_FEATURES, FeatureExtractor
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("CITYNODE_SHARED_DATA", ROOT.parent / "shared" / "data"))
-SMOKE4 = DATA / "smoke" / "smoke_detection_4col_rows0-49987.csv"
-SMOKE16 = DATA / "smoke" / "smoke_detection_16col_rows0-10080.csv"
+FIRE_TESTS = DATA / "fire-tests"
 PMS5003 = DATA / "pms5003" / "pms5003_tidy.csv"
+
+Row = tuple[float, dict[str, float]]
+#: What the daemon reports on a slow node: one window a minute (docs/fire.md).
+WINDOW_S = 60.0
+#: An alarm within this long after an experiment's end is still the experiment's
+#: (the air takes time to clear).
+AFTERMATH_S = 1800.0
 
 
 @dataclass(frozen=True)
-class Block:
+class Fire:
     name: str
-    first: int
-    last: int  # inclusive
-    label: int
+    rows: list[Row]
+    start_t: float
+    ignition_t: float
+    smoke_alarm_t: float
 
 
-BLOCKS = (Block("N1", 0, 3177, 0), Block("A2", 3178, 24993, 1),
-          Block("N3", 24994, 28171, 0), Block("A4", 28172, 49987, 1))
-#: fold -> (held-out recording rows [first, last], training recording rows)
-FOLDS = {"f1": ((0, 24993), (24994, 49987)), "f2": ((24994, 49987), (0, 24993))}
-SEGMENTS = ((0, 24993), (24994, 49987))  # the two contiguous recordings (N1+A2, N3+A4)
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    start_t: float
+    end_t: float
 
-# CSV header -> detector quantity
-COLUMNS_16 = {"Temperature[C]": "temperature_c", "Humidity[%]": "humidity_pct",
-              "TVOC[ppb]": "tvoc_ppb", "eCO2[ppm]": "eco2_ppm", "Pressure[hPa]": "pressure_hpa",
-              "PM1.0": "pm1_0", "PM2.5": "pm2_5", "NC0.5": "nc0_5", "NC1.0": "nc1_0",
-              "NC2.5": "nc2_5"}
+    @property
+    def kind(self) -> str:
+        """The experiment type: "VOC Tubes - Car" and "Car (3m)" are both kinds of their own."""
+        return self.name
 
 
 def available() -> bool:
-    return SMOKE4.is_file() and SMOKE16.is_file() and PMS5003.is_file()
+    return (FIRE_TESTS / "fires" / "truth.json").is_file() and (
+        FIRE_TESTS / "nuisance" / "indoor.csv").is_file()
 
 
-def read_smoke4() -> tuple[list[dict[str, float]], list[int]]:
-    """Rows of the 4-column file as detector values, and the labels."""
-    values, labels = [], []
-    with open(SMOKE4, encoding="utf-8", newline="") as f:
-        r = csv.reader(f)
-        next(r)
-        for row in r:
-            values.append({"temperature_c": float(row[1]), "humidity_pct": float(row[2]),
-                           "eco2_ppm": float(row[3])})
-            labels.append(int(float(row[4])))
-    return values, labels
+def read_csv(path: Path) -> list[Row]:
+    """(t, values) per row; an empty cell is "not measured"."""
+    out: list[Row] = []
+    with open(path, encoding="utf-8", newline="") as fh:
+        for r in csv.DictReader(fh):
+            t = float(r.pop("t"))
+            out.append((t, {k: float(v) for k, v in r.items() if v not in ("", None)}))
+    return out
 
 
-def read_smoke16() -> tuple[list[float], list[dict[str, float]], list[int]]:
-    """UTC seconds, all quantities the detector knows, labels of the 16-column file."""
-    ts, values, labels = [], [], []
-    with open(SMOKE16, encoding="utf-8", newline="") as f:
-        r = csv.DictReader(f)
-        for row in r:
-            ts.append(float(row["UTC"]))
-            values.append({q: float(row[c]) for c, q in COLUMNS_16.items()})
-            labels.append(int(float(row["Fire Alarm"])))
-    return ts, values, labels
+def fires() -> list[Fire]:
+    truth = json.loads((FIRE_TESTS / "fires" / "truth.json").read_text(encoding="utf-8"))
+    return [Fire(name, read_csv(FIRE_TESTS / "fires" / f"{name}.csv"), float(tr["start_t"]),
+                 float(tr["ignition_t"]), float(tr["smoke_alarm_t"]))
+            for name, tr in sorted(truth.items())]
 
 
-def features(values: list[dict[str, float]]) -> Iterator[list[float]]:
-    """:data:`MODEL_FEATURES` for each 1 Hz row, through the detector's own extractor."""
-    fx = FeatureExtractor()
-    for i, v in enumerate(values):
-        fx.add(float(i), v)
-        yield fx.model_features(float(i))
+def nuisance() -> tuple[list[Row], list[Experiment]]:
+    rows = read_csv(FIRE_TESTS / "nuisance" / "indoor.csv")
+    doc = json.loads((FIRE_TESTS / "nuisance" / "events.json").read_text(encoding="utf-8"))
+    return rows, [Experiment(e["name"], float(e["start_t"]), float(e["end_t"]))
+                  for e in doc["events"]]
 
 
-__all__ = ["BLOCKS", "FOLDS", "MODEL_FEATURES", "SEGMENTS", "Block", "available", "features",
-           "read_smoke4", "read_smoke16"]
+def pms5003() -> list[tuple[str, list[Row]]]:
+    """The PMS5003 log twice: atmospheric and CF=1 values ([] when absent)."""
+    if not PMS5003.is_file():
+        return []
+    with open(PMS5003, encoding="utf-8", newline="") as fh:
+        raw = list(csv.DictReader(fh))
+    ts = [datetime.fromisoformat(r["datetime_local"]).timestamp() for r in raw]
+    return [(kind, [(t, {"pm1_0": float(r[f"pm1_{kind}"]), "pm2_5": float(r[f"pm25_{kind}"]),
+                         "pm10": float(r[f"pm10_{kind}"])}) for t, r in zip(ts, raw, strict=True)])
+            for kind in ("atm", "cf1")]
+
+
+def windows(rows: list[Row], width_s: float = WINDOW_S) -> list[Row]:
+    """Mean of each quantity per ``width_s`` window, stamped at the window's end: what
+    a node reporting once a minute sends (its report is a window, not a sample)."""
+    out: list[Row] = []
+    if not rows:
+        return out
+    t0 = rows[0][0]
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    current = 0
+    for t, values in rows:
+        k = int((t - t0) // width_s)
+        if k != current and counts:
+            out.append((t0 + (current + 1) * width_s,
+                        {q: sums[q] / counts[q] for q in sums}))
+            sums, counts = {}, {}
+        current = k
+        for q, v in values.items():
+            sums[q] = sums.get(q, 0.0) + v
+            counts[q] = counts.get(q, 0) + 1
+    if counts:
+        out.append((t0 + (current + 1) * width_s, {q: sums[q] / counts[q] for q in sums}))
+    return out
+
+
+def attribute(t: float, experiments: list[Experiment]) -> str:
+    """The experiment an alarm at ``t`` belongs to (during it or within
+    :data:`AFTERMATH_S` after), else "background"."""
+    for e in experiments:
+        if e.start_t <= t <= e.end_t + AFTERMATH_S:
+            return e.kind
+    return "background"
+
+
+def day_blocks(rows: list[Row], n: int) -> list[tuple[float, float]]:
+    """``n`` equal, contiguous time blocks [start, end) covering ``rows`` (nuisance folds)."""
+    t0, t1 = rows[0][0], rows[-1][0] + 1.0
+    step = (t1 - t0) / n
+    return [(t0 + i * step, t0 + (i + 1) * step) for i in range(n)]

@@ -1,21 +1,21 @@
-"""Offline replay: ``citynode detect fire --input FILE.csv [--model PATH]``.
+"""Offline replay: ``citynode detect fire --input FILE.csv [--threshold-scale X]``.
 
 The CSV has a header with ``t`` (Unix seconds, or seconds since a start, or ISO 8601;
 no zone = UTC) and any of :data:`~agent.detectors.fire.QUANTITIES` (at least one); an
 empty cell means "not measured at this time" (sensors report at different rates). Each
 value must lie in its quantity's plausible range (:data:`RANGES`: what a sensor can
 report, with room; beyond it is a unit error or garbage), and a quantity may have at
-most :data:`MAX_PER_SECOND` readings in one second (the detector keeps half an hour of
+most :data:`MAX_PER_SECOND` readings in one second (the detector keeps ten minutes of
 them). Rows must be in time order. The rows go through exactly the
-:class:`~agent.detectors.fire.FireDetector` the daemon runs, with the shipped model
-unless ``--model`` names another.
+:class:`~agent.detectors.fire.FireDetector` the daemon runs: rules only, at the shipped
+thresholds times ``threshold_scale`` (as ``[fire] threshold_scale``, from
+:data:`THRESHOLD_SCALE_RANGE`).
 
 Output: one JSON line per change of state, ``{"t", "state": "fire"|"clear", "score",
 ...evidence}``. The whole file is checked before anything is printed; an unknown column
 or a malformed row is reported as ``FILE:LINE: reason`` with exit code 65 (EX_DATAERR);
-a missing file exits 66. If the shipped model cannot be used the replay says so once on
-stderr and runs on the rules (as the daemon would); a ``--model`` that cannot be loaded
-is an error, like ``detect fall``'s: 66 when the file is missing, 65 otherwise.
+a missing file exits 66; a scale out of its range is a usage error (64). The fire
+detector has had no model since 2026.12: ``--model`` is refused by the CLI (64).
 """
 
 from __future__ import annotations
@@ -26,17 +26,17 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
-from agent.detectors.fire import QUANTITIES, FireDetector
+from agent.detectors.fire import QUANTITIES, FireConfig, FireDetector
 from agent.tools.replay.common import (
-    EX_DATAERR,
+    EX_USAGE,
     Clock,
     ReplayError,
     csv_records,
-    load_model,
     run_replay,
 )
 
-__all__ = ["MAX_PER_SECOND", "RANGES", "read_fire_rows", "replay_fire", "run_cli"]
+__all__ = ["MAX_PER_SECOND", "RANGES", "THRESHOLD_SCALE_RANGE", "read_fire_rows",
+           "replay_fire", "run_cli", "scale_problem"]
 
 Row = tuple[int, float, dict[str, float]]
 
@@ -55,6 +55,9 @@ RANGES: dict[str, tuple[float, float]] = {
     "nc2_5": (0.0, 100_000.0),
 }
 MAX_PER_SECOND = 10   # sensors report about once a second
+#: ``--threshold-scale`` and ``[fire] threshold_scale`` (agent/core/config.py): from a
+#: quarter to four times the shipped thresholds (tests/test_fire.py checks they agree).
+THRESHOLD_SCALE_RANGE = (0.25, 4.0)
 
 
 def read_fire_rows(lines: Iterable[str]) -> Iterator[Row]:
@@ -141,31 +144,29 @@ def _check(lines: Iterable[str]) -> None:
         pass
 
 
+def scale_problem(value: float) -> str | None:
+    """Why ``value`` cannot be a threshold scale (None: it can)."""
+    lo, hi = THRESHOLD_SCALE_RANGE
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not math.isfinite(value) or not lo <= value <= hi:
+        return f"must be a number from {lo:g} to {hi:g}, got {value!r}"
+    return None
+
+
 def run_cli(input_path: str, out: TextIO, err: TextIO | None = None,
-            model: str | None = None) -> int:
-    """``citynode detect fire``: the exit code (0; 65 bad data or an unusable ``model``;
-    66 no input or no ``model`` file)."""
+            threshold_scale: float = 1.0) -> int:
+    """``citynode detect fire``: the exit code (0; 64 a scale out of range; 65 bad data;
+    66 no input; 73 stdin cannot be copied)."""
     err = sys.stderr if err is None else err
-    if model is not None:
-        loaded = load_model(model, "fire", err)
-        if isinstance(loaded, int):
-            return loaded
-        det = FireDetector(loaded)
-        if not det.healthy:
-            print(f"error: --model {model}: {det.health['error']}", file=err)
-            return EX_DATAERR
-    else:
-        det = FireDetector(True)
+    why = scale_problem(threshold_scale)
+    if why is not None:
+        print(f"error: detect fire: --threshold-scale: {why}", file=err)
+        return EX_USAGE
+    det = FireDetector(FireConfig().scaled(threshold_scale))
 
     def replay(lines: Iterable[str], _info: None) -> int:
-        if not det.healthy:
-            print(f"warning: model not running, rules only: {det.health['error']}", file=err)
-        before = dict(det.health)
         for ev in replay_fire(read_fire_rows(lines), det):
             out.write(json.dumps(ev) + "\n")
-        if det.health != before and not det.healthy:
-            print(f"warning: model fault during the replay, rules only from then on: "
-                  f"{det.health['error']}", file=err)
         return 0
 
     return run_replay(input_path, err, _check, replay)
