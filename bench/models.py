@@ -187,9 +187,13 @@ def run_node(seconds: float, accels: int, out=print, *,
         _config(cfg, d / "state", (broker.host, broker.port), emu.path, accels, 10,
                 models=models)
         logf = open(d / "agent.log", "wb")
+        # the environment of deploy/citynode.service (malloc arenas, bytecode): the daemon
+        # is measured as it runs on a node
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
+               "MALLOC_ARENA_MAX": "2"}
         proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(cfg)],
                                 cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, env=env)
         mem: dict = {}
         try:
             t_end = time.monotonic() + seconds
