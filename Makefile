@@ -22,7 +22,7 @@ help:
 	@echo "make bench        payload size, spool, models (size, latency, memory) and other figures"
 	@echo "make train        retrain the fall model (TensorFlow, own venv)"
 	@echo "make eval-models  the fall model on held-out subjects (build/eval/)"
-	@echo "make eval         detector evaluations (parking, bins, inactivity, falls, fire; build/eval/)"
+	@echo "make eval         detector evaluations (parking, bins, inactivity, falls, fire, counting)"
 	@echo "make clean        remove the virtual environment and caches"
 
 $(STAMP): setup.cfg pyproject.toml
@@ -71,12 +71,14 @@ test-faults: venv deps-system
 
 # Detector evaluations with known truth (parking: 8 bays x 24 h; bins; the inactivity
 # alarm on 40 households built from the tracebase traces; falls on held-out subjects; fire
-# on real fires and 20 nuisance days, event level, about 25 s). CI runs it.
+# on real fires and 20 nuisance days, event level, about 25 s; people counting on 14
+# scripted hours of street scenes, about 35 s). CI runs it.
 eval: venv
 	$(BIN)/python -m bench.eval_parking
 	$(BIN)/python -m bench.eval_inactivity
 	$(BIN)/python -m bench.eval_fall --guard
 	$(BIN)/python -m bench.eval_fire
+	$(BIN)/python -m bench.eval_counting
 
 # The inactivity alarm alone, then on households with no routine (stress figure, no target).
 eval-inactivity: venv

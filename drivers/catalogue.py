@@ -31,6 +31,9 @@ DEVICES = (
     "mpu6050",       # InvenSense MPU-6050 accelerometer (I2C)
     "bh1750",        # ROHM BH1750 ambient light (I2C)
     "ltr390",        # Lite-On LTR390 ambient light and UV index (I2C)
+    "ld2450",        # Hi-Link HLK-LD2450 24 GHz radar, people tracking (UART)
+    "vl53l1x",       # ST VL53L1X time of flight, two-zone people counting (I2C)
+    "pir",           # PIR motion sensor, presence (GPIO)
 )
 
 

@@ -56,3 +56,19 @@ ETHANOL_RAW = Quantity('', 1, 'SGP30 raw ethanol signal in ticks (lower = more g
 # through its relative tolerance.
 LUX = Quantity('lx', 0.1, 'illuminance', '3301/5700')
 UVI = Quantity('', 0.01, 'UV index (erythemally weighted UV irradiance / 25 mW/m2)')
+TARGETS = Quantity('', 1, 'people a radar tracks now (HLK-LD2450: at most 3)')
+# A PIR says presence, not how many: 1 when it saw motion since the previous reading; over a
+# report the mean is the share of readings with motion, a ratio (SenML '/').
+MOTION = Quantity('/', 0.01, 'motion seen since the previous reading, 1 or 0 (PIR)', '3302/5500')
+# People counting (agent/features/counting.py, docs/counting.md): records <sensor>:in,
+# :out, :ppl, :pres. SenML (RFC 8428 section 12.1) registers 'count' for a counter value (a
+# dimensionless number of events): crossings in a report interval are exactly that. A mean
+# number of people is no counter value and neither RFC 8428 nor RFC 8798 registers a unit
+# for people, so it has none (as `targets`); a share of time is SenML's ratio '/'.
+IN = Quantity('count', 1, 'people who crossed the counting line towards +x (in) in the report '
+              'interval')
+OUT = Quantity('count', 1, 'people who crossed the counting line towards -x (out) in the '
+               'report interval')
+PPL = Quantity('', 0.01, 'people in the counting zone, mean over the report interval (radar)')
+PRES = Quantity('/', 0.01, 'share of the report interval with someone there, 0..1 (PIR, '
+                'doorway time-of-flight)')

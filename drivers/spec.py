@@ -25,8 +25,10 @@ if TYPE_CHECKING:
 
 Bus = Literal["uart", "i2c", "gpio"]
 #: What a device measures; features choose their inputs by kind (fire: climate, gas,
-#: particulate; falls: motion; parking and bins: distance; the household: power).
-Kind = Literal["particulate", "climate", "gas", "distance", "power", "motion", "light"]
+#: particulate; falls: motion; parking and bins: distance; the household: power; counting
+#: people: presence).
+Kind = Literal["particulate", "climate", "gas", "distance", "power", "motion", "light",
+               "presence"]
 
 
 class Quantity(msgspec.Struct, frozen=True):

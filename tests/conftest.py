@@ -30,3 +30,18 @@ def mosquitto(tmp_path: Path):
     broker.start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture
+def factory():
+    """gpiozero's mock pins for one test (the driver's pins behave like hardware), then the
+    pin factory the test found."""
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory
+
+    old = Device.pin_factory
+    f = MockFactory()
+    Device.pin_factory = f
+    yield f
+    f.reset()
+    Device.pin_factory = old

@@ -269,6 +269,9 @@ HINTS: dict[tuple[str, str], tuple[list[str], list[str]]] = {
                                                        "=1500", "bay1=1500=2"]),
     ("detect inactivity", "utc_offset"): (["9", "-12", "14"], ["15", "nan", "abc", "-12.5",
                                                                "1e309"]),
+    ("detect crossings", "line_x"): (["0", "0.5", "-2"], ["nan", "abc", "1e9", "10.5", "inf"]),
+    ("detect crossings", "zone_y"): (["0.5:4", "0:10"], ["4:1", "1", ":", "a:b", "1:nan",
+                                                         "-1:2", "0:11", "2:2"]),
 }
 #: Examples per command relative to the others: a simulate case starts a broker, emulators
 #: and an agent (seconds each).
@@ -478,6 +481,7 @@ DETECT_COLUMNS = {
     "inactivity": ("t", "plug", "watts"),
     "fall": ("t", "ax", "ay", "az"),
     "fire": ("t", "temperature_c", "humidity_pct", "eco2_ppm", "tvoc_ppb", "pm2_5"),
+    "crossings": ("t", "target", "x_mm", "y_mm"),
 }
 ODD_FIELDS = st.sampled_from(["", "nan", "inf", "-1", "1e300", "1e309", "abc", " 1 ", "0x1",
                               "2026-01-01T00:00:00Z", "2026-13-45", "\"", "1,2"])
@@ -507,6 +511,9 @@ def csv_text(draw: st.DrawFn, detector: str, tame: bool = False) -> bytes:
                 row.append(repr(t))
             elif c in ("bay", "plug"):
                 row.append(draw(st.sampled_from(["bay1", "kettle", "tv", "fridge", ""])))
+            elif c == "target":
+                row.append(draw(st.sampled_from(["0", "1", "2"] if tame else
+                                                ["0", "1", "2", "3", "-1", "1.0"])))
             elif tame:
                 row.append(f"{draw(st.floats(0, 3000, allow_nan=False)):.3f}")
             else:
@@ -1159,6 +1166,7 @@ STREAMING = [
     ["frames", "bme280", "{FILE}"], ["decode", "{FILE}"],
     ["detect", "occupancy", "--input", "{FILE}"], ["detect", "inactivity", "--input", "{FILE}"],
     ["detect", "fall", "--input", "{FILE}"], ["detect", "fire", "--input", "{FILE}"],
+    ["detect", "crossings", "--input", "{FILE}"],
     ["config", "check", "--no-devices", "{FILE}"], ["status", "--file", "{FILE}"],
     ["doctor", "--config", "{FILE}", "--only", "config"],
     ["run", "--once", "--wait", "1", "--config", "{FILE}"],
@@ -1168,7 +1176,8 @@ SMALL, LARGE = 1 << 20, 8 << 20
 #: time grows with the rows, which is right, but CI has minutes, not hours.
 SIZES = {"detect fire": (SMALL // 4, LARGE // 4), "detect fall": (SMALL // 2, LARGE // 2),
          "detect occupancy": (SMALL // 2, LARGE // 2),
-         "detect inactivity": (SMALL // 2, LARGE // 2)}
+         "detect inactivity": (SMALL // 2, LARGE // 2),
+         "detect crossings": (SMALL // 2, LARGE // 2)}
 #: Time for the larger input (the small one takes an eighth of it).
 STREAM_TIMEOUT_S = 60.0
 #: Growth of peak memory from the small to the large input beyond which a command is taken
@@ -1185,9 +1194,11 @@ def _random_input(argv: list[str], size: int) -> bytes:
         size_now = 0
         while size_now < size:
             i += 1
-            t += 0.02 if argv[1] == "fall" else 30.0
+            t += {"fall": 0.02, "crossings": 0.1}.get(argv[1], 30.0)
             fields = {"t": f"{t:.2f}", "bay": "bay1", "plug": "kettle",
-                      "distance_mm": str(1500 + i % 7), "watts": str(i % 3)}
+                      "distance_mm": str(1500 + i % 7), "watts": str(i % 3),
+                      "target": "0", "x_mm": str((i * 130) % 8000 - 4000),
+                      "y_mm": str(1500 + i % 7)}
             row = ",".join(fields.get(c, f"{(i % 17) / 10:.2f}") for c in cols)
             rows.append(row)
             size_now += len(row) + 1

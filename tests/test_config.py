@@ -627,3 +627,16 @@ def test_a_nul_character_is_a_configuration_error_not_a_crash(key, table):
     with pytest.raises(config.ConfigError, match="NUL") as err:
         config.parse(f'{table}{key} = "a\\u0000b"\n', "c.toml", check_devices=False)
     assert err.value.line == 3 if key == "state_dir" else err.value.line == 4
+
+
+@pytest.mark.parametrize("odd", ["\x85", "\u2028", "a\u2029b", "\x1b[31m"])
+def test_an_unknown_sensor_type_is_named_on_one_printable_line(odd: str) -> None:
+    """A type with a line-breaking or control character (NEL, LINE SEPARATOR, ESC) is
+    shown escaped: the error stays one printable line."""
+    text = (f'[node]\nid = "n"\n[[sensor]]\ntype = {json.dumps(odd)}\nname = "s"\n'
+            'bus = "emulator"\n')
+    with pytest.raises(ConfigError) as exc:
+        config.parse(text)
+    message = str(exc.value)
+    assert "unknown sensor type" in message
+    assert message.isprintable() and len(message.splitlines()) == 1

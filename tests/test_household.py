@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from gpiozero import Device
-from gpiozero.pins.mock import MockFactory
 
 from agent.core import config
 from agent.features.base import FeatureContext, event_records
@@ -37,14 +35,6 @@ prefix = "f."
 [sensor.plug]
 activity = false
 """
-
-
-@pytest.fixture
-def factory():
-    Device.pin_factory = MockFactory()
-    yield Device.pin_factory
-    Device.pin_factory.reset()
-    Device.pin_factory = None
 
 
 def make(tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
 from agent.detectors.protection import OverPowerCutoff
@@ -12,16 +11,6 @@ from drivers.base import DeviceError
 from drivers.relay import Relay
 
 PIN = 17
-
-
-@pytest.fixture
-def factory():
-    old = Device.pin_factory
-    f = MockFactory()
-    Device.pin_factory = f
-    yield f
-    f.reset()
-    Device.pin_factory = old
 
 
 def level(factory: MockFactory) -> bool:

@@ -7,8 +7,6 @@ import time
 
 import i2c_helpers as i2c
 import pytest
-from gpiozero import Device
-from gpiozero.pins.mock import MockFactory
 from i2c_helpers import attach, readings
 
 from agent.tools.cli import main as cli
@@ -149,16 +147,6 @@ def test_capture_decoder_never_raises():
 
 
 # -- HC-SR04 ---------------------------------------------------------------------------------
-@pytest.fixture
-def factory():
-    old = Device.pin_factory
-    f = MockFactory()
-    Device.pin_factory = f
-    yield f
-    f.reset()
-    Device.pin_factory = old
-
-
 def collect(dev: HCSR04, n: int, timeout: float = 2.0) -> list:
     out: list = []
     end = time.monotonic() + timeout

@@ -341,6 +341,8 @@ def _short(value: Any) -> str:
     import json
 
     text = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
+    if not text.isprintable():  # NEL, LINE SEPARATOR...: a one-line error stays one line
+        text = json.dumps(value) if isinstance(value, str) else ascii(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from agent.features.airquality import AirQuality
 from agent.features.base import Feature, FeatureContext
+from agent.features.counting import Counting
 from agent.features.fall_alarm import FallButton
 from agent.features.household import Household
 from agent.features.parking import Parking
@@ -26,6 +27,7 @@ FEATURES: tuple[type[Feature], ...] = (
     Safety,      # fall and fire alarms (docs/fall.md, docs/fire.md)
     AirQuality,  # Korean PM bands in each report (agent/features/airquality.py)
     FallButton,  # the fall alarm's "I'm OK" button, buzzer and LED (after Safety)
+    Counting,    # people crossing a line, presence: counts only (docs/counting.md)
 )
 
 

@@ -276,6 +276,28 @@ def cmd_detect_fire(args: argparse.Namespace) -> int:
     return run_cli(args.input, sys.stdout, sys.stderr, threshold_scale=args.threshold_scale)
 
 
+def cmd_detect_crossings(args: argparse.Namespace) -> int:
+    from agent.tools.replay.crossings import run_cli
+
+    return run_cli(args.input, sys.stdout, sys.stderr, line_x_m=args.line_x,
+                   zone_y_m=args.zone_y)
+
+
+def span_m(text: str) -> tuple[float, float]:
+    """An option type: ``MIN:MAX`` metres, 0 <= MIN < MAX <= 10 (``detect crossings
+    --zone-y``; agent/tools/replay/crossings.ZONE_RANGE_M, not imported here: --help stays
+    light)."""
+    a, sep, b = text.partition(":")
+    try:
+        low, high = float(a), float(b)
+    except ValueError:
+        low = high = math.nan
+    if not sep or not (math.isfinite(low) and math.isfinite(high) and 0 <= low < high <= 10):
+        raise argparse.ArgumentTypeError(f"expected MIN:MAX in metres with 0 <= MIN < MAX <= "
+                                         f"10, got {text!r}")
+    return low, high
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from agent.features.parking import calibrate_bay
 
@@ -478,10 +500,13 @@ def build_parser(field_tools: bool = True) -> argparse.ArgumentParser:
     s.add_argument("--duration", type=float, default=0,
                    help="stop after this many seconds (default: until Ctrl-C)")
     s.add_argument("--sensors", type=int, default=1, help="number of emulated PMS5003 (1-8)")
-    s.add_argument("--site", choices=("pm", "full", "parking", "catalogue"), default="pm",
+    s.add_argument("--site", choices=("pm", "full", "parking", "street", "catalogue"),
+                   default="pm",
                    help="pm: PMS5003s only; full: also an SDS011, an SPS30, an SHT3x and a "
                         "BME280 (the I2C chips emulated inside the agent); parking: eight "
                         "bays on A02YYUW, I2CXL and HC-SR04 rangers playing parking scenes; "
+                        "street: a pole counting passers-by with an LD2450 radar, beside "
+                        "PMS5003s and an SHT3x (docs/counting.md); "
                         "catalogue: every device citynode knows, each on its emulator")
     s.add_argument("--interval", type=float, default=10, help="report interval in seconds")
     s.add_argument("--faults", default="",
@@ -533,6 +558,19 @@ def build_parser(field_tools: bool = True) -> argparse.ArgumentParser:
                       "1): > 1 fewer alarms and later, < 1 earlier and more false alarms")
     fire.add_argument("--model", help=argparse.SUPPRESS)  # no fire model since 2026.12
     fire.set_defaults(func=cmd_detect_fire)
+
+    cross = dsub.add_parser("crossings", help="HLK-LD2450 radar frames: CSV with t (s), "
+                            "target (slot 0-2), x_mm, y_mm; one JSON line per crossing of "
+                            "the counting line (docs/counting.md)")
+    cross.add_argument("--input", required=True, help="CSV file ('-' for stdin)")
+    # as [sensor.counting] line_x_m and zone_y_m (drivers/families/counting.py)
+    cross.add_argument("--line-x", type=number_between(-10, 10), default=0.0, metavar="M",
+                       help="the counting line x = M, metres along the pavement (-10 to 10, "
+                       "default 0); in = towards +x")
+    cross.add_argument("--zone-y", type=span_m, metavar="MIN:MAX",
+                       help="count only crossings MIN to MAX metres out from the radar "
+                       "(0 to 10; default: the whole field)")
+    cross.set_defaults(func=cmd_detect_crossings)
 
     cal = sub.add_parser("calibrate", help="measure an empty parking bay's baseline and store it")
     cal.add_argument("bay", help="the sensor name of the bay, as in the configuration")

@@ -169,7 +169,7 @@ def _value(v: Any) -> str:
         return repr(v)
     if isinstance(v, str):
         return _string(v)
-    if isinstance(v, list):
+    if isinstance(v, list | tuple):
         return "[" + ", ".join(_value(x) for x in v) + "]"
     if isinstance(v, dict):
         return "{ " + ", ".join(f"{_key(k)} = {_value(x)}" for k, x in v.items()

@@ -50,6 +50,10 @@ FLAGS = Quantity("", 1, "quality flags bitmask (docs/payload.md)")
 BAY_MASK = Quantity("", 1, "parking bays bitmask: bit i = i-th configured bay (docs/parking.md)")
 FILL = Quantity("%", 0.1, "bin fill level")
 AQ_BAND = Quantity("", 1, "Korean air-quality bands: 10 x PM2.5 band + PM10 band (1-4)")
+#: People counting (agent/features/counting.py): ``<sensor>:in`` and the others are the
+#: catalogue's quantities of those names; ``<sensor>:cq`` the counts' quality flags.
+COUNTING = ("in", "out", "ppl", "pres")
+COUNTING_FLAGS = Quantity("", 1, "people-counting quality flags bitmask (docs/counting.md)")
 
 
 def lookup(name: str) -> Quantity | None:
@@ -65,6 +69,10 @@ def lookup(name: str) -> Quantity | None:
         return BAY_MASK
     if stat == "fill":
         return FILL
+    if stat in COUNTING:
+        return CATALOGUE[stat]
+    if stat == "cq":
+        return COUNTING_FLAGS
     return CATALOGUE.get(base.rsplit(".", 1)[-1])
 
 

@@ -17,9 +17,10 @@ honest about them:
 * Firmware version, device id and the state the sensor reports (mode, working,
   period) are tracked from the replies as they arrive.
 
-Like h11, it does no I/O: callers pass in received bytes and the current
-monotonic time, and collect the bytes it wants sent from
-:meth:`SDS011Protocol.data_to_send`.
+The command machinery (one in flight, re-sends, duplicates) is
+:class:`drivers.families.commands.CommandChannel`, shared with the LD2450. Like
+h11, it does no I/O: callers pass in received bytes and the current monotonic
+time, and collect the bytes it wants sent from :meth:`SDS011Protocol.data_to_send`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from ..families import commands
 from . import codec
 from .codec import ANY_ID, format_id
 
@@ -78,12 +80,10 @@ class ReplyMismatch:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class NoReply:
-    """A command the sensor never answered, after every retry."""
+class NoReply(commands.NoReply[Request]):
+    """A command the sensor never answered, after every retry (``request``, ``attempts``)."""
 
-    request: Request
-    attempts: int
+    __slots__ = ()
 
 
 ProtocolEvent = Sample | Discarded | codec.Reply | ReplyMismatch | NoReply | codec.Rejected
@@ -98,8 +98,10 @@ def _describe_value(cmd: int, value: int) -> str:
     return str(value)
 
 
-class SDS011Protocol:
+class SDS011Protocol(commands.CommandChannel[Request, Request]):
     """Host side of the SDS011 protocol for one sensor."""
+
+    no_reply_type = NoReply
 
     def __init__(
         self,
@@ -119,14 +121,11 @@ class SDS011Protocol:
             raise ValueError(f"period_min must be 0..{codec.MAX_PERIOD_MIN}")
         if not 0 <= device_id <= 0xFFFF:
             raise ValueError("device_id must fit 16 bits (0xFFFF: any sensor)")
-        if reply_timeout_s <= 0 or retries < 0:
-            raise ValueError("reply_timeout_s must be positive and retries not negative")
+        super().__init__(reply_timeout_s, retries)
         self.mode = mode
         self.warmup_s = warmup_s
         self.device_id = device_id
         self.period_min = period_min
-        self.reply_timeout_s = reply_timeout_s
-        self.retries = retries
         self.decoder = codec.FrameDecoder()
         self.asleep = False
         # What the sensor said about itself (None until a reply says it).
@@ -135,21 +134,11 @@ class SDS011Protocol:
         self.sensor_mode: str | None = None
         self.sensor_working: bool | None = None
         self.sensor_period: int | None = None
-        # Counters.
+        # Counters (and the command channel's: confirmed, mismatches, duplicates, resends,
+        # no_replies).
         self.discarded_warmup = 0
         self.discarded_zero = 0
         self.reasserts = 0
-        self.confirmed = 0
-        self.mismatches = 0
-        self.duplicates = 0
-        self.resends = 0
-        self.no_replies = 0
-        self._outbox = bytearray()
-        self._queue: deque[Request] = deque()
-        self._inflight: Request | None = None
-        self._attempts = 0
-        self._deadline = 0.0
-        self._last_reply: bytes | None = None
         self._warm_until = 0.0
         self._reads_outstanding = 0
         self._last_reassert = float("-inf")
@@ -175,8 +164,7 @@ class SDS011Protocol:
     def start(self, now: float) -> None:
         """The port was (re)opened: wake the sensor, set mode and period, ask its firmware."""
         self.decoder.reset()
-        self._queue.clear()
-        self._inflight = None
+        self._forget()
         self._reads_outstanding = 0
         self._queue.append(self._work_request(True))
         self._queue.append(self._set_mode_request(self.mode))
@@ -233,35 +221,7 @@ class SDS011Protocol:
     def warming_up(self, now: float) -> bool:
         return not self.asleep and now < self._warm_until
 
-    @property
-    def busy(self) -> bool:
-        """A command is waiting for its reply, or queued."""
-        return self._inflight is not None or bool(self._queue)
-
-    def data_to_send(self) -> bytes:
-        """Bytes the host should write to the sensor now (empties the outbox)."""
-        out = bytes(self._outbox)
-        self._outbox.clear()
-        return out
-
-    # -- time and sensor input -----------------------------------------------------
-    def tick(self, now: float) -> list[ProtocolEvent]:
-        """Re-send a command whose reply is overdue; give it up after ``retries``."""
-        events: list[ProtocolEvent] = []
-        req = self._inflight
-        if req is not None and now >= self._deadline:
-            if self._attempts <= self.retries:
-                self._attempts += 1
-                self.resends += 1
-                self._outbox += req.raw
-                self._deadline = now + self.reply_timeout_s
-            else:
-                self.no_replies += 1
-                events.append(NoReply(req, self._attempts))
-                self._inflight = None
-        self._pump(now)
-        return events
-
+    # -- sensor input (tick(), busy and data_to_send() come with the command channel) --
     def receive(self, data: bytes, now: float) -> list[ProtocolEvent]:
         """Decode received bytes into events, applying the sensor's habits."""
         return self._handle(self.decoder.feed(data), now)
@@ -275,12 +235,8 @@ class SDS011Protocol:
         self._queue = deque(r for r in self._queue if r.cmd != codec.CMD_SLEEP_WORK)
         self._queue.appendleft(self._work_request(work))
 
-    def _pump(self, now: float) -> None:
-        if self._inflight is None and self._queue:
-            self._inflight = self._queue.popleft()
-            self._attempts = 1
-            self._deadline = now + self.reply_timeout_s
-            self._outbox += self._inflight.raw
+    def _make(self, item: Request) -> Request:
+        return item  # the queue holds the requests themselves
 
     def _handle(self, events: list[codec.Event], now: float) -> list[ProtocolEvent]:
         out: list[ProtocolEvent] = []
@@ -327,11 +283,10 @@ class SDS011Protocol:
         req = self._inflight
         why = "unexpected reply: no command in flight" if req is None else self._mismatch(
             reply, req)
-        if why is None:
+        # A reply to this command, just not as asked, settles it: do not insist.
+        verdict = self._settle(reply.raw, why, req is not None and reply.cmd == req.cmd)
+        if verdict == "confirmed":
             assert req is not None
-            self.confirmed += 1
-            self._last_reply = reply.raw
-            self._inflight = None
             if req.cmd == codec.CMD_SET_ID and self.device_id != ANY_ID:
                 self.device_id = reply.device_id
             if req.cmd == codec.CMD_SLEEP_WORK and req.value == 1 and not self.asleep:
@@ -339,16 +294,12 @@ class SDS011Protocol:
                 self._warm_until = max(self._warm_until, now + self.warmup_s)
             self._pump(now)
             return reply
-        if reply.raw == self._last_reply:
-            # The late answer to an earlier try of a command already confirmed.
-            self.duplicates += 1
+        if verdict == "duplicate":  # the late answer to an earlier try
             return None
-        self.mismatches += 1
-        if req is not None and reply.cmd == req.cmd:
-            # The sensor answered this command, just not as asked: do not insist.
-            self._last_reply = reply.raw
-            self._inflight = None
+        if verdict == "refused":
+            self.mismatches += 1
             self._pump(now)
+        assert why is not None
         return ReplyMismatch(reply, req, why)
 
     def _on_frame(self, frame: codec.Frame, now: float) -> Sample | Discarded:
