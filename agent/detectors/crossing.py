@@ -130,7 +130,7 @@ class CrossingParams:
     #: side are 0.5 m or more apart.
     gate_m: float = 0.5
     #: Frames with a target before a tentative track is born: one more than the longest
-    #: multipath ghost modelled (6 frames, 0.6 s; drivers/ld2450/emulator.py), and short
+    #: multipath ghost modelled (6 frames, 0.6 s; the radar's emulator), and short
     #: enough for a jogger passing a metre from the radar (a 3.5 m wide field, ~1 s).
     birth_frames: int = 7
     #: A confirmed track unseen this long dies: bridges dropped frames and short fades, and
@@ -273,7 +273,7 @@ class _Note:
 
 
 def from_mm(targets: Iterable[Sequence[Any]]) -> list[tuple[int, float, float]]:
-    """``(slot, x_mm, y_mm, ...)`` rows (the radar's :class:`~drivers.ld2450.codec.Target`,
+    """``(slot, x_mm, y_mm, ...)`` rows (the radar's :class:`Target` of the HLK-LD2450's codec,
     a replay's CSV rows) as the ``(slot, x_m, y_m)`` :meth:`CrossingCounter.update` takes:
     the daemon and the replay convert the same way."""
     return [(int(t[0]), float(t[1]) / 1000.0, float(t[2]) / 1000.0) for t in targets]

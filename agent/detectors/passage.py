@@ -1,6 +1,6 @@
 """People passing under a two-zone time-of-flight sensor (ST UM2600), from its zone samples.
 
-Pure: no I/O, no clock of its own. Feed the :class:`~drivers.vl53l1x.codec.ZoneSample`\\ s a
+Pure: no I/O, no clock of its own. Feed the :class:`ZoneSample`\\ s a
 VL53L1X delivers in counting mode (``t``, ``zone`` 0 or 1, ``distance_mm`` or None) to
 :meth:`PassageCounter.update`; it returns :class:`Passage`\\ s.
 

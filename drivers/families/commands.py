@@ -15,6 +15,7 @@ Like h11, it does no I/O: the protocol collects the bytes to write from
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
@@ -42,7 +43,7 @@ class NoReply(Generic[R]):
     attempts: int
 
 
-class CommandChannel(Generic[R, Q]):
+class CommandChannel(ABC, Generic[R, Q]):
     """One command in flight at a time, the rest queued; overdue ones sent again.
 
     Subclasses queue items in :attr:`_queue`, say what request an item stands for in
@@ -72,9 +73,9 @@ class CommandChannel(Generic[R, Q]):
         self._last_reply: bytes | None = None
 
     # -- for the subclass ------------------------------------------------------------------------
+    @abstractmethod
     def _make(self, item: Q) -> R | None:
         """The request a queued item stands for now; None: nothing to send for it."""
-        raise NotImplementedError
 
     def _gave_up(self, request: R, now: float) -> None:
         """``request`` went unanswered after every try (it is no longer in flight)."""

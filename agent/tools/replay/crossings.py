@@ -17,7 +17,7 @@ other columns are ignored) and one row per target of a report frame:
   and at most 10000. The LD2450 sees about 6 m (Hi-Link's instruction manual V1.00); the
   room beyond is for other mountings, and a value outside it is a unit error (metres,
   micrometres) or garbage. ``y <= 0`` is at or behind the antenna: no radar reports it (the
-  driver refuses such frames too, drivers/ld2450/codec.py).
+  driver refuses such frames too, the radar's codec).
 
 Output: one JSON line per crossing, ``{"t": ..., "direction": "in"|"out"}`` (``in`` =
 towards +x; ``t`` the time the line was crossed, to the millisecond), in time order, and
