@@ -159,11 +159,12 @@ def _sweep(truth: Sequence[float], got: Sequence[float], ti: Sequence[int], gi: 
     taken: set[int] = set()
     for i in ti:
         t = truth[i]
-        while j < len(free) and (free[j] in taken or got[free[j]] < t - window_s):
+        # differences, not shifted bounds: |t - got| <= window_s exactly as the report says
+        while j < len(free) and (free[j] in taken or t - got[free[j]] > window_s):
             j += 1
         for k in range(j, len(free)):
             g = free[k]
-            if got[g] > t + window_s:
+            if got[g] - t > window_s:
                 break
             if g not in taken:
                 taken.add(g)

@@ -8,7 +8,7 @@ import math
 from collections import Counter
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bench import eval_counting as ev
@@ -74,6 +74,9 @@ events = st.lists(st.tuples(st.floats(0, 30, allow_nan=False).map(lambda x: roun
 
 @settings(max_examples=300, deadline=None)
 @given(events, events)
+# 4.006 - 2.006 is 2.0000000000000018 in floating point, though 4.006 == 2.006 + 2.0: the
+# matching must judge the difference, as the report states it, not a shifted bound
+@example([(2.006, "in")], [(4.006, "in")])
 def test_matching_is_a_largest_one_to_one_matching_per_direction(truth, got):
     m = ev.match_events(truth, got)
     # every index used once; the four lists account for everything
