@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fall_traces
 import numpy as np
 import pytest
 
@@ -35,21 +36,8 @@ SITTING = np.array([0.0, -math.cos(math.radians(15)), math.sin(math.radians(15))
 
 def signal(parts: list[tuple[str, float, np.ndarray]], rate: float = 100.0,
            seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenate ("still" | "walk" | "impact", seconds, gravity direction) pieces (g)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for kind, secs, g in parts:
-        n = round(secs * rate)
-        tt = np.arange(n) / rate
-        a = np.tile(g, (n, 1)) + rng.normal(0, 0.01, (n, 3))
-        if kind == "walk":
-            a += np.outer(0.45 * np.sin(2 * np.pi * 2.0 * tt), g)
-            a[:, 0] += 0.25 * np.sin(2 * np.pi * 1.0 * tt)
-        elif kind == "impact":
-            a += np.outer(np.hanning(n) * 4.0, g)   # about 5 g peak
-        out.append(a)
-    acc = np.concatenate(out)
-    return np.arange(len(acc)) / rate, acc
+    """tests/fall_traces.py's traces, at this file's rate and seed."""
+    return fall_traces.signal(parts, rate, seed)
 
 
 def falls(det: FallDetector, t: np.ndarray, acc: np.ndarray) -> list[dict]:

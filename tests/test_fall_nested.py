@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import fall_traces
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -47,21 +48,8 @@ SMALL_GRID = {"trigger_g": (2.0,), "still_std_g": (0.1, 0.2), "orientation_deg":
 
 def signal(parts: list[tuple[str, float, np.ndarray]], rate: float = 200.0,
            seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """("still" | "walk" | "impact", seconds, gravity direction) pieces, in g."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for kind, secs, g in parts:
-        n = round(secs * rate)
-        tt = np.arange(n) / rate
-        a = np.tile(g, (n, 1)) + rng.normal(0, 0.01, (n, 3))
-        if kind == "walk":
-            a += np.outer(0.45 * np.sin(2 * np.pi * 2.0 * tt), g)
-            a[:, 0] += 0.25 * np.sin(2 * np.pi * 1.0 * tt)
-        elif kind == "impact":
-            a += np.outer(np.hanning(n) * 4.0, g)
-        out.append(a)
-    acc = np.concatenate(out)
-    return np.arange(len(acc)) / rate, acc
+    """tests/fall_traces.py's traces, at this file's rate and seed."""
+    return fall_traces.signal(parts, rate, seed)
 
 
 # -- the confirmation on synthetic traces ---------------------------------------------------

@@ -100,6 +100,11 @@ class Platform:
     def births_since(self, wall: float) -> list[Arrival]:
         return [a for a in self.since(wall) if a.leaf == "state" and a.status == "online"]
 
+    def unique(self) -> set[tuple[int, int]]:
+        """(boot session, sequence) of every numbered arrival: what de-duplication keeps."""
+        with self.lock:
+            return {(a.b, a.q) for a in self.arrivals if a.q is not None}
+
     def sessions(self) -> set[int]:
         with self.lock:
             return {a.b for a in self.arrivals}

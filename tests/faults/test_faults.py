@@ -20,16 +20,11 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
-import uuid
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from uplink_blackbox import Platform, check, outage_and_kills, wait_for
 
 from agent.tools.simulate import Mosquitto, find_mosquitto, free_port, write_config
 from agent.wire import formats
@@ -50,62 +45,6 @@ def need_mosquitto():
         pytest.skip("mosquitto is not installed")
 
 
-class DurableSubscriber:
-    """A platform-side consumer with a persistent session: it misses nothing across a
-    broker restart, and de-duplicates by (boot session, sequence) as docs/payload.md says."""
-
-    def __init__(self, port: int, topic: str) -> None:
-        self.port, self.topic = port, topic
-        self.arrivals: list[tuple[str, int, int | None, bool, float]] = []
-        self.lock = threading.Lock()
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"platform-{uuid.uuid4().hex[:6]}",
-                        protocol=MQTTProtocolVersion.MQTTv5)
-        c.on_connect = self._on_connect
-        c.on_message = self._on_message
-        c.reconnect_delay_set(0.1, 1.0)
-        self.client = c
-        self.subscribed = threading.Event()
-
-    def _on_connect(self, client, userdata, flags, rc, props) -> None:
-        if not flags.session_present:
-            client.subscribe(self.topic, qos=1)
-        self.subscribed.set()
-
-    def _on_message(self, client, userdata, msg) -> None:
-        try:
-            pack = formats.decode(msg.payload)
-        except formats.PayloadError:
-            return
-        leaf = msg.topic.rsplit("/", 1)[-1]
-        with self.lock:
-            self.arrivals.append((leaf, pack.session, pack.seq, pack.historical,
-                                  time.monotonic()))
-
-    def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 3600
-        self.client.connect("127.0.0.1", self.port, clean_start=False, properties=props)
-        self.client.loop_start()
-        assert self.subscribed.wait(10)
-
-    def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-    def unique(self) -> set[tuple[int, int]]:
-        with self.lock:
-            return {(b, q) for _, b, q, _, _ in self.arrivals if q is not None}
-
-
-def wait_for(pred, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def start_agent(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(cfg)],
                             cwd=ROOT, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
@@ -117,7 +56,7 @@ def test_broker_down_for_minutes_then_everything_arrives_events_first(tmp_path):
     broker = Mosquitto(tmp_path / "broker", port=port, persistence=True)
     (tmp_path / "broker").mkdir()
     broker.start()
-    sub = DurableSubscriber(port, "citynode/fault-1/#")
+    sub = Platform(port, "citynode/fault-1/#")
     sub.start()
     model = PMS5003Model(itertools.cycle([(5, 8, 11, 5, 8, 11)]), interval_s=0.5, warmup_s=0)
     emu = SerialEmulator(model, tmp_path / "dev" / "pms0")
@@ -130,7 +69,7 @@ def test_broker_down_for_minutes_then_everything_arrives_events_first(tmp_path):
         f.write("\n[spool]\ndrain_rate = 0\n")
     agent = start_agent(cfg, tmp_path / "agent.log")
     try:
-        assert wait_for(lambda: any(k == "telemetry" for k, *_ in sub.arrivals), 20)
+        assert wait_for(lambda: any(a.leaf == "telemetry" for a in sub.arrivals), 20)
         broker.stop()
         down_at = time.monotonic()
         # While the broker is away: sampling goes on; health events happen too.
@@ -142,26 +81,26 @@ def test_broker_down_for_minutes_then_everything_arrives_events_first(tmp_path):
         assert agent.poll() is None
         broker = Mosquitto(tmp_path / "broker", port=port, persistence=True)
         broker.start()
-        up_at = time.monotonic()
+        up_at = time.time()
         # Everything numbered in this boot session arrives: no gap in the sequence.
         def complete() -> bool:
             got = sorted(q for b, q in sub.unique())
             return bool(got) and got == list(range(got[0], got[-1] + 1)) and \
-                len([a for a in sub.arrivals if a[4] > up_at and a[0] == "telemetry"]) \
+                len([a for a in sub.arrivals if a.wall > up_at and a.leaf == "telemetry"]) \
                 >= OUTAGE_S * 0.8
         assert wait_for(complete, 60), sorted(q for _, q in sub.unique())[-20:]
-        after = [a for a in sub.arrivals if a[4] > up_at]
-        backlog_tele = [a for a in after if a[0] == "telemetry" and a[3]]
-        backlog_ev = [a for a in after if a[0] == "event" and a[3]]
+        after = [a for a in sub.arrivals if a.wall > up_at]
+        backlog_tele = [a for a in after if a.leaf == "telemetry" and a.h]
+        backlog_ev = [a for a in after if a.leaf == "event" and a.h]
         assert len(backlog_tele) >= OUTAGE_S * 0.8  # about one report a second
         assert backlog_ev, "the cable pull during the outage raised events"
         # Events of the outage arrive before the telemetry backlog.
-        assert max(a[4] for a in backlog_ev) <= min(a[4] for a in backlog_tele)
+        assert max(a.wall for a in backlog_ev) <= min(a.wall for a in backlog_tele)
         # In order within each lane: the live messages among themselves, the history
         # (marked "h") among itself; live ones do not wait behind the history.
         for lane in ("event", "telemetry"):
             for historical in (False, True):
-                qs = [a[2] for a in after if a[0] == lane and a[3] == historical]
+                qs = [a.q for a in after if a.leaf == lane and a.h == historical]
                 assert qs == sorted(qs), (lane, historical)
         assert time.monotonic() - down_at >= OUTAGE_S
     finally:
@@ -177,7 +116,7 @@ def test_sigkill_during_backlog_drain_loses_nothing(tmp_path):
     (tmp_path / "broker").mkdir()
     broker = Mosquitto(tmp_path / "broker", port=port, persistence=True)
     broker.start()
-    sub = DurableSubscriber(port, "citynode/fault-2/#")
+    sub = Platform(port, "citynode/fault-2/#")
     sub.start()
     state = tmp_path / "state"
     state.mkdir()
@@ -218,7 +157,7 @@ def test_sigkill_during_backlog_drain_loses_nothing(tmp_path):
     agent = start_agent(cfg, log)
     try:
         assert wait_for(lambda: backlog <= sub.unique(), 60), len(backlog - sub.unique())
-        s_arrivals = [a for a in sub.arrivals if a[1] == 999]
+        s_arrivals = [a for a in sub.arrivals if a.b == 999]
         # Duplicates happen (kills between PUBLISH and the delete); consumers drop them.
         assert len(s_arrivals) >= len(backlog)
     finally:
@@ -249,12 +188,12 @@ def test_disk_full_agent_keeps_sampling_and_alarming(tmp_path):
     write_config(cfg, node_id="fault-3", state_dir=mnt, ports=[emu.path], interval=1,
                  fmt="senml-cbor", broker=("127.0.0.1", proxy.port), warmup_s=0,
                  read_interval_s=0.2)
-    sub = DurableSubscriber(port, "citynode/fault-3/#")
+    sub = Platform(port, "citynode/fault-3/#")
     sub.start()
     log = tmp_path / "agent.log"
     agent = start_agent(cfg, log)
     try:
-        assert wait_for(lambda: any(k == "telemetry" for k, *_ in sub.arrivals), 20)
+        assert wait_for(lambda: any(a.leaf == "telemetry" for a in sub.arrivals), 20)
         proxy.cut()
         with open(mnt / "filler", "wb", buffering=0) as f:
             try:
@@ -269,11 +208,11 @@ def test_disk_full_agent_keeps_sampling_and_alarming(tmp_path):
         assert agent.poll() is None, log.read_text()[-2000:]
         text = log.read_text()
         assert "spool cannot write" in text
-        restored = time.monotonic()
+        restored = time.time()
         proxy.restore()
         # The health events raised while the disk was full were kept in memory and
         # now reach the platform.
-        assert wait_for(lambda: any(a[0] == "event" and a[4] > restored
+        assert wait_for(lambda: any(a.leaf == "event" and a.wall > restored
                                     for a in sub.arrivals), 30)
         (mnt / "filler").unlink()
         time.sleep(3)
@@ -295,7 +234,6 @@ def test_outage_and_five_kills_keep_order_and_leave_no_gap(tmp_path):
     """Issue 14, item 12, as it was found: the broker stopped for a minute, five SIGKILLs
     (one while connected, one in the outage, one just after the reconnect, two while the
     backlog drains)."""
-    from uplink_blackbox import check, outage_and_kills
 
     run = outage_and_kills(tmp_path, node_id="fault-4", outage_s=ORDER_OUTAGE_S, drain_rate=5,
                            kills_before=1, kills_in_outage=1, kill_at_reconnect=True,
@@ -310,7 +248,6 @@ def test_a_kill_just_after_the_reconnect_never_leaves_a_gap(tmp_path, trial):
     batch window behind 10 s of backlog, then SIGKILL: before the fix a kill that came
     inside that window left a gap (the same case, made certain with a fake clock, is
     test_a_kill_after_the_birth_loses_no_number_below_it in tests/test_uplink.py)."""
-    from uplink_blackbox import check, outage_and_kills
 
     check(outage_and_kills(tmp_path, node_id=f"fault-5-{trial}", outage_s=10, drain_rate=2,
                            kill_at_reconnect=True, kills_in_drain=0, seed=100 + trial))
