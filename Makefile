@@ -8,7 +8,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 PYTEST  := $(BIN)/python -m pytest
 
-.PHONY: all venv deps-system demo test test-system test-nspawn test-faults eval eval-inactivity eval-models train docs lint bench clean help
+.PHONY: all venv deps-system demo test test-system test-nspawn test-faults test-onem2m test-platforms sparkplug-host-venv asyncapi eval eval-inactivity eval-models train docs lint bench clean help
 
 all: test
 
@@ -18,6 +18,9 @@ help:
 	@echo "make test-system  tests against a real private journald (root)"
 	@echo "make test-nspawn  the installed unit under a real systemd in systemd-nspawn (root)"
 	@echo "make test-faults  broker outage, SIGKILLs during a drain, a full disk (minutes)"
+	@echo "make test-onem2m  the oneM2M format against a real KETI Mobius (../shared/vendor)"
+	@echo "make test-platforms  the platform formats (Home Assistant...) against real brokers"
+	@echo "make asyncapi     docs/asyncapi.yaml validated by the AsyncAPI CLI (npm registry)"
 	@echo "make lint         ruff"
 	@echo "make bench        payload size, spool, models (size, latency, memory) and other figures"
 	@echo "make train        retrain the fall model (TensorFlow, own venv)"
@@ -50,7 +53,7 @@ demo: venv deps-system
 	$(BIN)/citynode simulate
 
 test: venv deps-system
-	$(PYTEST) -q -m "not system and not faults and not nspawn and not arm64"
+	$(PYTEST) -q -m "not system and not faults and not nspawn and not arm64 and not asyncapi and not homeassistant and not sparkplug and not onem2m"
 
 test-system: venv deps-system
 	@if [ ! -x /lib/systemd/systemd-journald ] && [ "$$(id -u)" = 0 ]; then \
@@ -68,6 +71,63 @@ test-nspawn: venv
 # Broker down for minutes, 50 SIGKILLs during a drain, a full disk (about 4 minutes).
 test-faults: venv deps-system
 	$(PYTEST) -q -m faults
+
+# The oneM2M format against a real KETI Mobius started by ../shared/vendor/mobius-fixture.sh
+# with MariaDB and mosquitto (Debian packages, installed when root) and Node.js (its
+# node_modules come from the npm registry once, cached in ~/.cache/mobius-fixture):
+# registration, contentInstances, commands, resets, restarts (tests/onem2m, about 3 minutes).
+test-onem2m: venv deps-system
+	@missing=""; for t in mariadbd mosquitto node npm; do \
+		command -v $$t >/dev/null 2>&1 || [ -x /usr/sbin/$$t ] || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing mariadb-server, mosquitto, nodejs, npm (Debian packages)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			mariadb-server mosquitto nodejs npm >/dev/null; \
+	elif [ -n "$$missing" ]; then \
+		echo "missing:$$missing (sudo apt-get install mariadb-server mosquitto nodejs npm);"; \
+		echo "the onem2m tests will say why and skip"; fi
+	$(PYTEST) -q -m onem2m
+
+# The platform formats against real brokers and daemons: Home Assistant discovery (tests/
+# homeassistant: retained configurations, removal, announcing again; about 10 s); Sparkplug B
+# judged by a pysparkplug host application in its own venv (tests/sparkplug: births, seq,
+# rebirth, commands, primary host, the NDEATH of a killed node; about 40 s).
+test-platforms: venv deps-system sparkplug-host-venv
+	$(PYTEST) -q -m "homeassistant or sparkplug"
+
+# pysparkplug (the independent Sparkplug host in tests/sparkplug) pins paho-mqtt<2: its own venv.
+SPARKPLUG_VENV := .venv-sparkplug
+$(SPARKPLUG_VENV)/.stamp: tests/sparkplug/host_venv.py
+	$(PY) tests/sparkplug/host_venv.py $(SPARKPLUG_VENV) || \
+		echo "no Sparkplug host environment: the sparkplug tests will say why and skip"
+
+sparkplug-host-venv: $(SPARKPLUG_VENV)/.stamp
+
+# docs/asyncapi.yaml against the AsyncAPI project's own CLI (@asyncapi/cli from the npm
+# registry, cached in build/asyncapi-cli; Node.js and npm from Debian when root and
+# missing): it validates, broken documents do not, the YAML reads back as the JSON, and
+# every example fits its schema (tests/test_asyncapi.py -m asyncapi, about 40 s). The
+# tests run the CLI with analytics and its update check off (ASYNCAPI_METRICS_CONFIG_PATH,
+# ASYNCAPI_SKIP_NEW_VERSION_CHECK); it then opens no connection. Install scripts are not
+# run (--ignore-scripts: shell completion and install analytics).
+ASYNCAPI_CLI   := build/asyncapi-cli
+ASYNCAPI_PKGS  := @asyncapi/cli@4.1.1 ajv@8 js-yaml@4
+ASYNCAPI_STAMP := $(ASYNCAPI_CLI)/.installed-cli-4.1.1
+
+$(ASYNCAPI_STAMP):
+	@if ! command -v npm >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing Node.js and npm (Debian packages)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				nodejs npm >/dev/null; \
+		else echo "npm is not installed: sudo apt-get install nodejs npm"; exit 1; fi; fi
+	mkdir -p $(ASYNCAPI_CLI)
+	cd $(ASYNCAPI_CLI) && SCARF_ANALYTICS=false npm install --prefix . --no-audit --no-fund \
+		--ignore-scripts --loglevel=error $(ASYNCAPI_PKGS)
+	touch $@
+
+asyncapi: venv $(ASYNCAPI_STAMP)
+	CITYNODE_ASYNCAPI_REQUIRED=1 $(PYTEST) -q -m asyncapi tests/test_asyncapi.py
 
 # Detector evaluations with known truth (parking: 8 bays x 24 h; bins; the inactivity
 # alarm on 40 households built from the tracebase traces; falls on held-out subjects; fire

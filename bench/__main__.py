@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from . import cli_startup, models, payload_size, pms_recovery, spool_bench
+from . import cli_startup, models, payload_size, platforms, pms_recovery, spool_bench
 
 
 def main() -> int:
@@ -15,6 +15,7 @@ def main() -> int:
         ("PMS5003 frame recovery", pms_recovery.main),
         ("command-line start-up", lambda: cli_startup.main([])),
         ("models: size, latency, memory, alarm latency", models.main),
+        ("platform formats: bytes per report, memory, Mobius latency", platforms.main),
     ):
         print(f"== {name} ==", flush=True)
         failed += bool(bench())

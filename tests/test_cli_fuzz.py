@@ -255,6 +255,14 @@ HINTS: dict[tuple[str, str], tuple[list[str], list[str]]] = {
     ("simulate", "unplug_every"): (["0", "5"], ["1", "-1", "nan", "abc"]),
     ("simulate", "speed"): (["60", "1"], ["0", "-1", "nan", "1e9"]),
     ("simulate", "broker"): BROKERS,
+    ("simulate", "onem2m"): BROKERS,
+    ("simulate", "sparkplug"): BROKERS,
+    ("simulate", "homeassistant"): BROKERS,
+    ("simulate", "cse_id"): (["Mobius2", "/Mobius2"], ["", "/", "a b", "a/b", "x" * 65]),
+    ("simulate", "cse_name"): (["Mobius"], ["", "a b", "a/b", "x" * 65]),
+    ("simulate", "group_id"): (["citynode", "site 1"], ["", "a/b", "a+b", "#", "x" * 65]),
+    ("simulate", "discovery_prefix"): (["homeassistant", "ha/test"],
+                                       ["", "/x", "a//b", "a+b", "#"]),
     ("simulate", "faults"): (["noise=0.05", "checksum=0.02,truncate=0.02"],
                              ["checksum=2", "bogus=1", "noise", "", "noise=nan", ",",
                               "noise=0.1,noise=0.2"]),
@@ -272,6 +280,10 @@ HINTS: dict[tuple[str, str], tuple[list[str], list[str]]] = {
     ("detect crossings", "line_x"): (["0", "0.5", "-2"], ["nan", "abc", "1e9", "10.5", "inf"]),
     ("detect crossings", "zone_y"): (["0.5:4", "0:10"], ["4:1", "1", ":", "a:b", "1:nan",
                                                          "-1:2", "0:11", "2:2"]),
+    ("asyncapi", "format"): ([*formats.NAMES, ",".join(formats.NAMES)],
+                             ["", "nosuch", ",", "SENML-CBOR", f"{formats.DEFAULT},"]),
+    ("asyncapi", "prefix"): (["citynode", "city/air"], ["", "/x", "a//b", "a/", "a+b", "#"]),
+    ("asyncapi", "node"): (["node-1", "n" * 64], ["", "-x", "a/b", "x" * 65, "\u00fcn"]),
 }
 #: Examples per command relative to the others: a simulate case starts a broker, emulators
 #: and an agent (seconds each).
@@ -279,7 +291,10 @@ SHARE = {"simulate": 0.3, "run": 0.7}
 #: In a tame case, only these options of a command (the others exclude one another, e.g.
 #: provision's --cert without --key, or --username without a password, exit 64).
 TAME_ONLY = {"provision": {"node_id", "broker", "config", "secrets_dir", "no_check", "force",
-                           "password_file", "owner"}}
+                           "password_file", "owner"},
+             # a platform's settings (--cse-id...) without its --onem2m HOST:PORT are 64
+             "simulate": {a.dest for a in args_of("simulate")}
+             - {"cse_id", "cse_name", "group_id", "discovery_prefix"}}
 #: The share of cases made of valid values (the rest mix in hostile ones): deep enough to
 #: reach what a command does after parsing, hostile enough to find what breaks it.
 TAME = 0.6
@@ -293,7 +308,7 @@ ALWAYS = {
 #: Where a command is asked to write: a special file there must survive (refused, or
 #: written through), a regular file may be replaced.
 OUTPUTS = {("provision", "config"), ("provision", "secrets_dir"), ("sdcard-kit", "out"),
-           ("config devices", "write"), ("simulate", "workdir")}
+           ("config devices", "write"), ("simulate", "workdir"), ("asyncapi", "output")}
 #: Inputs a command may do without: ``status`` works with a broken or missing configuration
 #: (docs/status.md).
 TOLERANT = {("status", "config")}
@@ -354,19 +369,20 @@ def _toml(v: Any) -> str:
 def toml_text(doc: dict[str, Any]) -> str:
     lines = []
     for table, body in doc.items():
-        if table == "sensor":
+        if isinstance(body, list):
             continue
         lines.append(f"[{table}]")
         lines += [f"{json.dumps(k)} = {_toml(v)}" for k, v in body.items()]
         lines.append("")
-    for sensor in doc.get("sensor", []):
-        lines.append("[[sensor]]")
-        subs = {k: v for k, v in sensor.items() if isinstance(v, dict)}
-        lines += [f"{json.dumps(k)} = {_toml(v)}" for k, v in sensor.items() if k not in subs]
-        for k, sub in subs.items():
-            lines.append(f"[sensor.{k}]")
-            lines += [f"{json.dumps(sk)} = {_toml(sv)}" for sk, sv in sub.items()]
-        lines.append("")
+    for array in [k for k, v in doc.items() if isinstance(v, list)]:  # [[sensor]], [[uplink]]
+        for entry in doc[array]:
+            lines.append(f"[[{array}]]")
+            subs = {k: v for k, v in entry.items() if isinstance(v, dict)}
+            lines += [f"{json.dumps(k)} = {_toml(v)}" for k, v in entry.items() if k not in subs]
+            for k, sub in subs.items():
+                lines.append(f"[{array}.{k}]")
+                lines += [f"{json.dumps(sk)} = {_toml(sv)}" for sk, sv in sub.items()]
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -418,6 +434,25 @@ def _sensor(draw: st.DrawFn, case: Case, index: int) -> dict[str, Any]:
     return table
 
 
+@st.composite
+def _uplink(draw: st.DrawFn, case: Case, index: int) -> dict[str, Any]:
+    """An [[uplink]] of any format, to a closed port on this machine, with its format's
+    own table (every key at its default) or, now and then, another format's."""
+    name = draw(st.sampled_from(formats.NAMES))
+    table: dict[str, Any] = {"name": draw(st.sampled_from([f"u{index}", "main", "u0"])),
+                             "format": name, "host": "127.0.0.1", "port": CLOSED,
+                             "backoff_max_s": 1.0}
+    for key in ("ca_file", "credentials_file"):
+        if not case.tame and draw(st.integers(0, 5)) == 0:
+            table[key] = draw(_path_value(case))
+    own = draw(st.sampled_from(formats.NAMES)) if not case.tame else name
+    options = formats.options(own)
+    if options is not None:
+        table[own.replace("-", "_")] = {k: v for k, v in msgspec.to_builtins(options()).items()
+                                        if v is not None}
+    return table
+
+
 def _mutate(draw: st.DrawFn, table: dict[str, Any], protect: tuple[str, ...] = ()) -> None:
     """Change, delete or add one key of ``table`` (never those in ``protect``)."""
     keys = [k for k in table if k not in protect]
@@ -447,7 +482,8 @@ def config_text(draw: st.DrawFn, case: Case) -> bytes:
     if not case.tame and draw(st.integers(0, 9)) == 0:  # a file, a device, a loop
         doc["node"]["state_dir"] = draw(_path_value(case))
     for table in draw(st.lists(st.sampled_from([t for t in DEFAULTS if t not in
-                                                ("node", "sensor")]), max_size=4, unique=True)):
+                                                ("node", "sensor", "uplink")]), max_size=4,
+                               unique=True)):
         body = {k: v for k, v in DEFAULTS[table].items() if v is not None}
         for key in list(body):  # no file of the system, no host but this one
             if key.endswith(("_file", "path", "model")):
@@ -461,6 +497,10 @@ def config_text(draw: st.DrawFn, case: Case) -> bytes:
         if not case.tame and draw(st.integers(0, 3)) == 0:
             _mutate(draw, body, protect=("host", "port", "state_dir"))
     doc["sensor"] = [draw(_sensor(case, i)) for i in range(draw(st.integers(0, 3)))]
+    doc["uplink"] = [draw(_uplink(case, i)) for i in range(draw(st.integers(0, 2)))]
+    for table in doc["uplink"]:
+        if not case.tame and draw(st.integers(0, 3)) == 0:
+            _mutate(draw, table, protect=("host", "port"))
     for table in doc["sensor"]:
         if not case.tame and draw(st.integers(0, 4)) == 0:
             _mutate(draw, table, protect=("port", "bus", "pins"))

@@ -232,7 +232,7 @@ def test_interval_records_and_their_catalogue_units() -> None:
     assert quantities.lookup("bays:occ") is quantities.BAY_MASK  # the parking summary's own
 
 
-@pytest.mark.parametrize("fmt", formats.NAMES)
+@pytest.mark.parametrize("fmt", formats.PACK_NAMES)
 def test_the_records_survive_every_payload_format(fmt: str) -> None:
     recs = interval_records("radar", Interval(12, 7, people=1.23, presence=0.5,
                                               flags=frozenset({"warming_up"})))

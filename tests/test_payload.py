@@ -339,14 +339,20 @@ FORMATS_DIR = ROOT / "agent" / "wire" / "formats"
 
 
 def test_every_format_module_is_registered_under_its_name() -> None:
-    modules = sorted(p.stem for p in FORMATS_DIR.glob("*.py") if p.stem not in ("__init__",
-                                                                                   "senml"))
+    modules = sorted([p.stem for p in FORMATS_DIR.glob("*.py") if p.stem not in ("__init__",
+                                                                                    "senml")]
+                     + [p.parent.name for p in FORMATS_DIR.glob("*/__init__.py")])
     assert sorted(formats.FORMATS) == modules
-    assert formats.NAMES == ("senml-cbor", "senml-json") and formats.DEFAULT == "senml-cbor"
-    for name in formats.NAMES:
+    assert formats.PACK_NAMES == ("senml-cbor", "senml-json") and formats.DEFAULT == "senml-cbor"
+    for name in formats.PACK_NAMES:
         fmt = formats.get(name)
-        assert fmt.name == name and fmt is formats.for_content_type(fmt.content_type)
-    assert [f.content_type for f in formats.all_formats()] == [
+        assert fmt.packs and fmt.name == name
+        assert fmt is formats.for_content_type(fmt.content_type)
+    for name in set(formats.NAMES) - set(formats.PACK_NAMES):  # platform formats
+        fmt = formats.get(name)
+        assert not fmt.packs and fmt.name == name
+        assert formats.for_content_type(fmt.content_type).packs  # spooled rows are packs
+    assert [f.content_type for f in formats.pack_formats()] == [
         "application/senml+cbor", "application/senml+json"]
     # Rows without a known content type (tools, tests) are taken as the default format.
     assert formats.for_content_type("") is formats.get(formats.DEFAULT)
@@ -360,12 +366,12 @@ def test_configuration_and_cli_choices_come_from_the_registry() -> None:
     from agent.core.config import ReportConfig
     from agent.tools.cli import build_parser
 
-    assert typing.get_args(typing.get_type_hints(ReportConfig)["format"]) == formats.NAMES
+    assert typing.get_args(typing.get_type_hints(ReportConfig)["format"]) == formats.PACK_NAMES
     assert ReportConfig().format == formats.DEFAULT
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     simulate = sub.choices["simulate"]
     choice = next(a for a in simulate._actions if a.dest == "format")
-    assert tuple(choice.choices) == formats.NAMES and choice.default == formats.DEFAULT
+    assert tuple(choice.choices) == formats.PACK_NAMES and choice.default == formats.DEFAULT
 
 
 def test_the_model_and_the_registry_know_no_wire_format() -> None:
@@ -394,7 +400,7 @@ def test_senml_formats_have_no_connect_messages() -> None:
     from agent.wire.topics import Topics
 
     node = NodeInfo(Topics("citynode", "n1"), 3, (("pm", "pms5003"),))
-    assert all(f.on_connect(node) == [] for f in formats.all_formats())
+    assert all(f.on_connect(node) == [] for f in formats.pack_formats())
 
 
 # -- historical marking: in place, at the mark the encoder returned ------------------------

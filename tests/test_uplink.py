@@ -274,7 +274,7 @@ def test_backlog_is_marked_by_its_format_without_decoding(spool, monkeypatch):
     monkeypatch.setattr(senml, "decode", no_decoding)
     items = spool.iter_ready(TELEMETRY)
     assert all(item.mark is not None for item in items)
-    assert [up._wire(item)[0] for item in items] == expected
+    assert [up._render(item)[0].payload for item in items] == expected
     assert up.historical == len(expected)
 
 
@@ -293,7 +293,7 @@ def test_rows_without_a_mark_are_marked_by_decoding(spool):
     spool.put(TELEMETRY, "t", b"\x80", content_type=CBOR.content_type)  # not a pack: as it is
     spool.put(TELEMETRY, "t", b"raw", content_type="application/octet-stream")
     up._connected_wall = time.time() + 10
-    sent = [up._wire(m)[0] for m in spool.iter_ready(TELEMETRY)]
+    sent = [up._render(m)[0].payload for m in spool.iter_ready(TELEMETRY)]
     assert sent[-2:] == [b"\x80", b"raw"]
     assert [(data[:1], formats.decode(data)) for data in sent[:-2]] == expected
     assert up.historical == len(expected)
@@ -304,16 +304,20 @@ def test_live_messages_are_not_marked(spool):
     up._connected_wall = time.time() - 10
     up.publish(message("t", backlog_packs()[0]))
     item = spool.iter_ready(TELEMETRY)[0]
-    assert up._wire(item)[0] == CBOR.encode(backlog_packs()[0]).payload
+    assert up._render(item)[0].payload == CBOR.encode(backlog_packs()[0]).payload
     assert up.historical == 0
 
 
 def test_the_uplink_knows_no_payload_format() -> None:
+    """No pack format and no platform's session is loaded with the uplink: only the
+    platform formats' settings (their packages' ``Options``), which the configuration's
+    ``[[uplink]]`` table is made of."""
     code = ("import sys\nimport agent.wire.uplink\n"
-            "print(sorted(m for m in sys.modules if m.startswith('agent.wire.formats.')))\n")
+            "print(' '.join(sorted(m for m in sys.modules "
+            "if m.startswith('agent.wire.formats.'))))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout.split()
-    assert out == ["[]"]
+    assert sorted(out) == sorted(f"agent.wire.formats.{m}" for m in formats.PLATFORM_FORMATS)
 
 
 # -- item 12 of issue 14: order of sending, no gap in q, the goodbye last --------------------

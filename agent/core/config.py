@@ -47,7 +47,7 @@ DEFAULT_PATH = "/etc/citynode/citynode.toml"
 NodeId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")]
 TopicPrefix = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*\Z")]
 #: The output formats agent/wire/formats registers ("senml-cbor", "senml-json").
-PayloadFormat = Literal[formats.NAMES]  # type: ignore[valid-type]
+PayloadFormat = Literal[formats.PACK_NAMES]  # type: ignore[valid-type]
 
 
 class _Table(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -95,6 +95,35 @@ class MqttConfig(_Table):
     key_file: str = ""
     server_name: str = ""  # name to verify instead of host (e.g. when host is an IP)
     credentials_file: str = ""  # TOML with username and password, mode 0600
+
+
+UplinkName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}\Z")]
+FormatName = Literal[formats.NAMES]  # type: ignore[valid-type]
+#: The uplink [mqtt] makes, as status, health and the spool call it.
+MAIN_UPLINK = "main"
+
+
+def _uplink_table() -> type:
+    """``[[uplink]]``: every [mqtt] key, a name, a format, its own drain rate, and one
+    sub-table per format that takes settings (``[uplink.onem2m]``...), from the formats'
+    own ``Options``: a new format adds its table here without an edit."""
+    fields: list[tuple[str, Any, Any]] = [
+        ("name", UplinkName, msgspec.field(default="")),
+        ("format", FormatName, msgspec.field(default=formats.DEFAULT)),
+        # Messages a second when a backlog drains (0 = unlimited); default [spool] drain_rate.
+        ("drain_rate", Annotated[float, msgspec.Meta(ge=0, le=100_000)] | None,
+         msgspec.field(default=None)),
+    ]
+    for name in formats.NAMES:
+        options = formats.options(name)
+        if options is not None:
+            fields.append((name.replace("-", "_"), options,
+                           msgspec.field(default_factory=options)))
+    return msgspec.defstruct("UplinkConfig", fields, bases=(MqttConfig,), kw_only=True,
+                             forbid_unknown_fields=True)
+
+
+UplinkConfig: Any = _uplink_table()
 
 
 class SpoolConfig(_Table):
@@ -193,11 +222,22 @@ class Config(_Table):
     fall: FallConfig = msgspec.field(default_factory=FallConfig)
     fire: FireConfig = msgspec.field(default_factory=FireConfig)
     sensor: list[SensorConfig] = msgspec.field(default_factory=list)
+    uplink: list[UplinkConfig] = msgspec.field(default_factory=list)
 
     @property
     def local_mode(self) -> bool:
         """No broker configured: messages go to the log instead."""
-        return not self.mqtt.host
+        return not self.mqtt.host and not self.uplink
+
+    def uplinks(self) -> list[Any]:
+        """Every uplink: [mqtt] as "main" (in [report] format) when it names a host, then
+        each [[uplink]]; the spool keeps one delivery position for each, by name."""
+        out: list[Any] = []
+        if self.mqtt.host:
+            fields = {f: getattr(self.mqtt, f) for f in self.mqtt.__struct_fields__}
+            out.append(UplinkConfig(name=MAIN_UPLINK, format=self.report.format,
+                                    drain_rate=None, **fields))
+        return out + list(self.uplink)
 
 
 class ConfigError(Exception):
@@ -517,6 +557,7 @@ def _semantics(cfg: Config, locate: Callable[[str], int | None]) -> Iterator[Pro
     """What one table's schema cannot see: consistency across keys and tables."""
     if cfg.mqtt.backoff_max_s < cfg.mqtt.backoff_initial_s:
         yield "mqtt.backoff_max_s", "must not be smaller than mqtt.backoff_initial_s"
+    yield from _uplink_problems(cfg)
     names_all = [x.name for x in cfg.sensor]
     for i, n in enumerate(cfg.fire.sensors):
         if n not in names_all:
@@ -577,6 +618,30 @@ def _semantics(cfg: Config, locate: Callable[[str], int | None]) -> Iterator[Pro
                    f"({first.key}{f', line {at}' if at else ''}){also}")
 
 
+def _uplink_problems(cfg: Config) -> Iterator[Problem]:
+    """Each [[uplink]]: a host, a name of its own, settings only for its own format."""
+    taken = {MAIN_UPLINK: "[mqtt]"} if cfg.mqtt.host else {}
+    for i, u in enumerate(cfg.uplink):
+        key = f"uplink[{i}]"
+        if not u.name:
+            yield f"{key}.name", "is required: a short name for status and health, e.g. \"mobius\""
+        elif u.name in taken:
+            yield f"{key}.name", f"'{u.name}' is already used by {taken[u.name]}"
+        else:
+            taken[u.name] = key
+        if not u.host:
+            yield f"{key}.host", "is required: the broker this uplink connects to"
+        if u.backoff_max_s < u.backoff_initial_s:
+            yield f"{key}.backoff_max_s", f"must not be smaller than {key}.backoff_initial_s"
+        own = u.format.replace("-", "_")
+        for name in formats.NAMES:
+            table = name.replace("-", "_")
+            if table != own and formats.options(name) is not None and \
+                    getattr(u, table) != formats.options(name)():
+                yield f"{key}.{table}", (f"is for format = \"{name}\"; this uplink's format is "
+                                         f"\"{u.format}\"")
+
+
 def _pin_owner(u: PinClaim) -> str:
     return f"the fall {u.role}" if u.owner == "fall" else f"the {u.role} of sensor '{u.owner}'"
 
@@ -610,6 +675,8 @@ def _machine(cfg: Config, user: hostcheck.User | None) -> Iterator[Problem]:
     files = [("fall.model", path) for path in _model_files(cfg.fall.model)
              if cfg.fall.enabled]
     files += [(f"mqtt.{k}", getattr(cfg.mqtt, k))
+              for k in ("ca_file", "cert_file", "key_file", "credentials_file")]
+    files += [(f"uplink[{i}].{k}", getattr(u, k)) for i, u in enumerate(cfg.uplink)
               for k in ("ca_file", "cert_file", "key_file", "credentials_file")]
     files.append(("commands.hmac_key_file", cfg.commands.hmac_key_file))
     failed: set[str] = set()

@@ -20,12 +20,13 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
 from agent import __version__
 from agent.core.aggregate import Aggregator, Quality
-from agent.core.config import EX_CONFIG, Config, ConfigError, notices
+from agent.core.config import EX_CONFIG, MAIN_UPLINK, Config, ConfigError, notices
 from agent.core.health import HealthReporter
 from agent.core.sampling import DutyCycle, Health, SensorLoop
 from agent.core.sensors import build_device, latest_values, type_name, valid_range
@@ -36,9 +37,10 @@ from agent.features.registry import start_features
 from agent.wire import formats
 from agent.wire.model import Kind, NodeInfo, Pack, Record, to_readable
 from agent.wire.mqtt import node_client_id
+from agent.wire.session import Command, Context, SensorInfo
 from agent.wire.spool import Spool, SpoolError, SpoolLocationError
 from agent.wire.topics import Topics
-from agent.wire.uplink import Message, Uplink
+from agent.wire.uplink import Message, Uplink, Uplinks
 from drivers.files import write_atomic
 
 log = logging.getLogger("citynode.daemon")
@@ -140,7 +142,7 @@ class Node:
         self._seq_lock = threading.RLock()
         self._stop = threading.Event()
         self.loops: list[SensorLoop] = []
-        self.uplink: Uplink | None = None
+        self.uplink: Uplinks | None = None
         self.started_wall = time.time()
         self.messages = 0
         self._status = ""
@@ -153,13 +155,17 @@ class Node:
             self._seq += 1
             return seq
 
+    def pack(self, records: list[Record], *, kind: Kind, t: float | None = None,
+             numbered: bool = True) -> Pack:
+        """A pack; only events keep milliseconds (whole seconds save 4 bytes)."""
+        t = time.time() if t is None else t
+        return Pack(time=t if kind == "event" else float(round(t)), session=self.session,
+                    seq=self.next_seq() if numbered else None, records=records, kind=kind)
+
     def message(self, topic: str, records: list[Record], *, kind: Kind, retain: bool = False,
                 t: float | None = None, numbered: bool = True) -> Message:
-        """Build a pack; only events keep milliseconds (whole seconds save 4 bytes)."""
-        t = time.time() if t is None else t
-        pack = Pack(time=t if kind == "event" else float(round(t)), session=self.session,
-                    seq=self.next_seq() if numbered else None, records=records, kind=kind)
-        enc = self.format.encode(pack)
+        """A pack in the spool's format ([report] format), as the uplinks take it."""
+        enc = self.format.encode(self.pack(records, kind=kind, t=t, numbered=numbered))
         return Message(topic, enc.payload, retain=retain, content_type=self.content_type,
                        kind=kind, mark=enc.mark)
 
@@ -195,12 +201,18 @@ class Node:
         ], kind="state", retain=True)
 
     def on_connect(self) -> list[Message]:
-        """The birth, then whatever the format announces (none for SenML)."""
+        """The birth, then whatever the format announces (none for SenML); a platform's
+        own announcements come from its uplink's session."""
         node = NodeInfo(self.topics, self.session,
                         tuple((s.name, type_name(s)) for s in self.cfg.sensor))
         return [self.birth()] + [
             Message(p.topic, p.payload, retain=p.retain, content_type=p.content_type,
                     kind="state", per_connection=True) for p in self.format.on_connect(node)]
+
+    def offline_pack(self, reason: str) -> Pack:
+        """The last will's pack (unnumbered), for each uplink's session to put in its terms."""
+        return self.pack([Record("status", text="offline"), Record("reason", text=reason)],
+                         kind="state", numbered=False)
 
     def offline(self, reason: str, *, will: bool = False) -> Message:
         """The goodbye, or (``will``) the last will: unnumbered, since the broker
@@ -396,11 +408,11 @@ class Node:
                 return result
         return False, f"sensor {sensor!r} has no device actions"
 
-    def on_command(self, topic: str, data: bytes, correlation: bytes | None,
-                   response_topic: str | None) -> None:
-        """From the uplink thread: queue for the main thread, which owns the sensors."""
+    def on_command(self, command: Command) -> None:
+        """From an uplink's thread: queue for the main thread, which owns the sensors."""
         try:
-            self._commands.put_nowait((data, correlation, response_topic))
+            self._commands.put_nowait((command.data, command.correlation,
+                                       command.response_topic))
         except queue.Full:
             log.warning("command queue full: dropped a command", extra={"EVENT": "command_drop"})
 
@@ -422,19 +434,22 @@ class Node:
         key = load_hmac_key(c.hmac_key_file) if c.hmac_key_file else None
         return CommandProcessor(self, c, key=key)
 
-    def _configure_client(self, client) -> None:
-        m = self.cfg.mqtt
-        if m.tls or m.credentials_file:
-            from agent.wire import security
+    @staticmethod
+    def _configure(m: Any) -> Callable[[Any], None]:
+        """TLS and credentials for one uplink's client."""
+        def configure(client) -> None:
+            if m.tls or m.credentials_file:
+                from agent.wire import security
 
-            security.apply(client, m)
+                security.apply(client, m)
+        return configure
 
     def validate_security(self) -> None:
         """Refuse to start on unsafe or unusable secrets (raises SecurityError)."""
-        if not self.cfg.local_mode:
+        for m in self.cfg.uplinks():
             from agent.wire import security
 
-            security.validate_security(self.cfg.mqtt, config_path=self.config_path or "",
+            security.validate_security(m, config_path=self.config_path or "",
                                        config_text=self._config_text or None)
         c = self.cfg.commands
         if c.enabled and c.hmac_key_file:
@@ -446,7 +461,8 @@ class Node:
         self.emit(self.topics.health, self._health.records(
             sensors={lp.sensor: lp.health.value for lp in self.loops},
             spool=self.spool.stats() if self.spool else None,
-            uplink={"reconnects": self.uplink.reconnects, "historical": self.uplink.historical}
+            uplink={"reconnects": self.uplink.reconnects, "historical": self.uplink.historical,
+                    "uplinks": self.uplink.status() if len(self.uplink.members) > 1 else []}
             if self.uplink else None,
             commands=self._processor.stats() if self._processor else None,
         ), kind="health")
@@ -519,33 +535,29 @@ class Node:
         self._status_file.tick("starting")
         log.info("citynode %s starting: node %s, boot session %d, %d sensor(s), %s",
                  __version__, self.cfg.node.id, self.session, len(self.cfg.sensor),
-                 "local mode" if self.cfg.local_mode else
-                 f"broker {self.cfg.mqtt.host}:{self.cfg.mqtt.port}",
+                 "local mode" if self.cfg.local_mode else ", ".join(
+                     f"uplink {u.name} {u.format} to {u.host}:{u.port}"
+                     for u in self.cfg.uplinks()),
                  extra={"EVENT": "start", "BOOT_SESSION": self.session})
         for key, why in notices(self.cfg):  # accepted, unused: said once, at start
             log.warning("%s", why, extra={"EVENT": "config_warning", "KEY": key})
         watchdog = self._watchdog = Watchdog(self.notifier)
         self._main_beat = watchdog.register("report")
         if not self.cfg.local_mode:
-            m = self.cfg.mqtt
             sp = self.cfg.spool
+            links = self.cfg.uplinks()
             try:
                 self.spool = Spool(sp.path or state_dir / "spool.db", max_bytes=sp.max_bytes,
-                                   batch_s=sp.batch_s, send_uncommitted=sp.send_uncommitted)
+                                   batch_s=sp.batch_s, send_uncommitted=sp.send_uncommitted,
+                                   readers=tuple(u.name for u in links))
             except SpoolError as exc:  # its place (78), or in use, or a full disk (75)
                 code, line = exit_for(exc)
                 log.error("cannot open the spool: %s", line, extra={"EVENT": "spool_error"})
                 return code
             if self.cfg.commands.enabled:
                 self._processor = self._make_processor()
-            client_id = node_client_id(m, self.cfg.node.id)
-            self.uplink = Uplink(m, client_id, self.spool, drain_rate=sp.drain_rate,
-                                 will=lambda: self.offline("lost", will=True),
-                                 on_connect=self.on_connect,
-                                 subscribe=self.topics.command if self._processor else None,
-                                 on_message=self.on_command,
-                                 configure_client=self._configure_client,
-                                 accept_lock=self._seq_lock)
+            self.uplink = Uplinks([self._uplink(k, u, state_dir)
+                                   for k, u in enumerate(links)])
             if self.spool.quarantined:  # spooled like any event (a number, and sent)
                 self.emit(self.topics.event, [Record("spool", text="quarantined")],
                           kind="event")
@@ -557,6 +569,28 @@ class Node:
         watchdog.start()
         log.info("ready: %s", self.status_line(), extra={"EVENT": "ready"})
         return None
+
+    def _uplink(self, reader: int, u: Any, state_dir: Path) -> Uplink:
+        """One configured uplink: its session, client id, TLS, and its spool position."""
+        sensors = tuple((s.name, type_name(s)) for s in self.cfg.sensor)
+        table = u.format.replace("-", "_")
+        ctx = Context(node=self.cfg.node.id, topics=Topics(u.prefix, self.cfg.node.id),
+                      home=self.topics, boot=self.session, version=__version__,
+                      sensors=sensors, state_dir=state_dir / "uplinks" / u.name,
+                      uplink=u.name, host=u.host, port=u.port,
+                      options=getattr(u, table, None), interval_s=self.cfg.report.interval_s,
+                      commands=self._processor is not None,
+                      sensor_info=tuple(SensorInfo(s.name, type_name(s), s.prefix,
+                                                   tuple(s.reported())) for s in self.cfg.sensor))
+        client_id = node_client_id(u, self.cfg.node.id)
+        if u.name != MAIN_UPLINK and not u.client_id:
+            client_id = f"{client_id[:63 - len(u.name)]}-{u.name}"
+        drain = self.cfg.spool.drain_rate if u.drain_rate is None else u.drain_rate
+        return Uplink(u, client_id, self.spool, session=formats.get(u.format).session(ctx),
+                      name=u.name, reader=reader, drain_rate=drain,
+                      will=lambda: self.offline_pack("lost"), on_connect=self.on_connect,
+                      on_command=self.on_command, configure_client=self._configure(u),
+                      accept_lock=self._seq_lock)
 
     def shutdown(self, watchdog: Watchdog) -> int:
         self.notifier.stopping()

@@ -11,6 +11,7 @@ import os
 import resource
 import time
 from pathlib import Path
+from typing import Any
 
 from agent.wire.model import Record
 
@@ -39,7 +40,7 @@ class HealthReporter:
         self._last = (self._start, cpu_seconds())
 
     def records(self, *, sensors: dict[str, str], spool: dict[str, int] | None,
-                uplink: dict[str, int] | None, commands: dict[str, int] | None) -> list[Record]:
+                uplink: dict[str, Any] | None, commands: dict[str, int] | None) -> list[Record]:
         now, cpu = self._clock(), cpu_seconds()
         last_t, last_cpu = self._last
         self._last = (now, cpu)
@@ -62,6 +63,9 @@ class HealthReporter:
         if uplink is not None:
             out += [Record("reconnects", value=uplink["reconnects"]),
                     Record("historical", value=uplink["historical"])]
+            for u in uplink.get("uplinks") or ():  # with several: each one's state
+                out += [Record(f"{u['name']}.up", flag=bool(u["connected"])),
+                        Record(f"{u['name']}.backlog", value=u["backlog"])]
         if commands is not None:
             out += [Record("cmd_ok", value=commands.get("accepted", 0)),
                     Record("cmd_refused", value=sum(v for k, v in commands.items()

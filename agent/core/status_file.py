@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from agent.core.config import Config
     from agent.core.sampling import SensorLoop
     from agent.wire.spool import Spool
-    from agent.wire.uplink import Uplink
+    from agent.wire.uplink import Uplinks
 
 log = logging.getLogger("citynode.status")
 
@@ -45,7 +45,7 @@ class NodeView(Protocol):
     started_wall: float  # Unix time the daemon started
     messages: int  # messages sent since the start
     loops: Sequence[SensorLoop]  # one per sensor: health, latest values, counters
-    uplink: Uplink | None  # None in local mode
+    uplink: Uplinks | None  # None in local mode
     spool: Spool | None
 
     @property
@@ -114,9 +114,10 @@ def build_snapshot(node: NodeView, *, state: str = "running", period_s: float = 
             "readings": lp.readings, "errors": lp.errors, "reopens": lp.reopens,
         })
     uplink = None
+    uplinks: list[dict[str, Any]] = []
     up = node.uplink
     if up is not None:
-        m = cfg.mqtt
+        m = (cfg.uplinks() or [cfg.mqtt])[0]  # the first uplink: [mqtt], else [[uplink]]
         uplink = {
             "connected": bool(up.connected), "state": up.state,
             "broker": f"{m.host}:{m.port}", "tls": m.tls, "protocol": up.protocol_name,
@@ -126,6 +127,8 @@ def build_snapshot(node: NodeView, *, state: str = "running", period_s: float = 
             "published": up.published, "refused": up.refused, "historical": up.historical,
             "pending": up.pending(),
         }
+        uplinks = [_uplink_status(u, cfg_u, now_wall, now_mono)
+                   for u, cfg_u in zip(getattr(up, "members", ()), cfg.uplinks(), strict=False)]
     spool = None
     sp = node.spool
     if sp is not None:
@@ -152,8 +155,23 @@ def build_snapshot(node: NodeView, *, state: str = "running", period_s: float = 
         "period_s": period_s, "boot_session": node.session,
         "last_seq": node.last_seq, "messages": node.messages,
         "config": str(node.config_path or ""), "local_mode": cfg.local_mode,
-        "sensors": sensors, "uplink": uplink, "spool": spool,
+        "sensors": sensors, "uplink": uplink, "uplinks": uplinks, "spool": spool,
         "models": models, "features": features,
+    }
+
+
+def _uplink_status(u: Any, m: Any, now_wall: float, now_mono: float) -> dict[str, Any]:
+    """One uplink: its platform, connection, delivery counts and backlog in the spool."""
+    facts = u.session.status()
+    return {
+        "name": u.name, "format": m.format, "connected": bool(u.connected), "state": u.state,
+        "broker": f"{m.host}:{m.port}", "tls": m.tls, "protocol": u.protocol_name,
+        "client_id": u.client_id,
+        "last_connect": _wall_of(u.connected_since, now_wall, now_mono),
+        "reconnects": u.reconnects, "published": u.published, "refused": u.refused,
+        "historical": u.historical, "pending": u.pending(),
+        "platform": {str(k): v for k, v in facts.items()
+                     if isinstance(v, (str, int, float, bool)) or v is None},
     }
 
 

@@ -327,6 +327,22 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_asyncapi(args: argparse.Namespace) -> int:
+    from agent.tools.asyncapi import main as asyncapi_main
+
+    return asyncapi_main(args)
+
+
+def _asyncapi_type(name: str) -> Callable[[str], Any]:
+    """An option type of agent/tools/asyncapi.py, imported only when the option is given
+    (``--help`` and ``run`` stay light)."""
+    def convert(text: str) -> Any:
+        return getattr(importlib.import_module("agent.tools.asyncapi"), name)(text)
+
+    convert.__name__ = name
+    return convert
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from agent.tools.simulate import main as simulate_main
 
@@ -490,11 +506,30 @@ def build_parser(field_tools: bool = True) -> argparse.ArgumentParser:
 
     from agent.wire import formats
 
-    d = sub.add_parser("decode", help=f"decode a citynode payload ({', '.join(formats.NAMES)}) "
+    d = sub.add_parser("decode", help=f"decode a citynode payload "
+                       f"({', '.join(formats.PACK_NAMES)}) "
                        "to JSON")
     add_input(d)
     d.add_argument("--compact", action="store_true", help="one line of JSON")
     d.set_defaults(func=cmd_decode)
+
+    aa = sub.add_parser("asyncapi", help="the node's MQTT interface as an AsyncAPI 3.0 document "
+                        "(YAML, or JSON with --json), generated from every format's channels "
+                        "(docs/asyncapi.yaml)")
+    aa.add_argument("--format", action="append", type=_asyncapi_type("format_names"),
+                    metavar="NAME", help=f"only these formats ({', '.join(formats.NAMES)}); "
+                    "repeat it or separate names with commas (default: every format)")
+    aa.add_argument("--prefix", type=_asyncapi_type("topic_prefix"), metavar="PREFIX",
+                    help="the {prefix} parameter's default (default citynode, as [mqtt] prefix)")
+    aa.add_argument("--node", type=_asyncapi_type("node_id"), metavar="ID",
+                    help="the {node} parameter's default (default: none, an example id)")
+    aa.add_argument("--json", action="store_true", help="JSON instead of YAML")
+    aa.add_argument("-o", "--output", metavar="FILE",
+                    help="write FILE (atomically) instead of printing; an existing file is "
+                    "replaced only if citynode asyncapi wrote it, or with --force")
+    aa.add_argument("--force", action="store_true",
+                    help="with -o: replace FILE even if citynode asyncapi did not write it")
+    aa.set_defaults(func=cmd_asyncapi)
 
     s = sub.add_parser("simulate", help="run a whole node on emulated sensors and a local broker")
     s.add_argument("--duration", type=float, default=0,
@@ -516,10 +551,30 @@ def build_parser(field_tools: bool = True) -> argparse.ArgumentParser:
     s.add_argument("--broker", default="",
                    help="use this broker HOST:PORT instead of starting mosquitto")
     s.add_argument("--no-broker", action="store_true", help="local mode: messages to the log")
-    s.add_argument("--format", choices=formats.NAMES, default=formats.DEFAULT)
+    s.add_argument("--format", choices=formats.PACK_NAMES, default=formats.DEFAULT,
+                   help="the node's payload format ([report] format)")
     s.add_argument("--speed", type=float, default=60.0,
                    help="replay the recorded PM log this many times faster than real time")
     s.add_argument("--workdir", default="", help="where to keep config, state and logs")
+    # Rehearse against a platform: one [[uplink]] more each, to the broker HOST:PORT the
+    # platform uses; SenML stays on the private broker (or --broker). docs/platforms.md.
+    s.add_argument("--onem2m", default=None, metavar="HOST:PORT",
+                   help="also register the node as a oneM2M AE with a Mobius whose MQTT "
+                        "broker is HOST:PORT (MQTT 3.1.1)")
+    s.add_argument("--cse-id", default=None, metavar="ID",
+                   help="with --onem2m: the CSE-ID (default Mobius2)")
+    s.add_argument("--cse-name", default=None, metavar="NAME",
+                   help="with --onem2m: the CSEBase name (default Mobius)")
+    s.add_argument("--sparkplug", default=None, metavar="HOST:PORT",
+                   help="also speak Sparkplug B to the broker HOST:PORT a host application "
+                        "(Ignition, SCADA) listens on")
+    s.add_argument("--group-id", default=None, metavar="ID",
+                   help="with --sparkplug: the Sparkplug group id (default citynode)")
+    s.add_argument("--homeassistant", default=None, metavar="HOST:PORT",
+                   help="also announce the node to Home Assistant through its MQTT broker "
+                        "HOST:PORT (MQTT discovery)")
+    s.add_argument("--discovery-prefix", default=None, metavar="PREFIX",
+                   help="with --homeassistant: its discovery prefix (default homeassistant)")
     s.set_defaults(func=cmd_simulate)
 
     det = sub.add_parser("detect", help="replay recorded data through a detector")

@@ -67,7 +67,13 @@ def _validate(args: argparse.Namespace, *, machine: bool) -> _Result:
         from agent.wire.security import SecurityError, validate_security
 
         try:
-            validate_security(cfg.mqtt)
+            for i, u in enumerate([cfg.mqtt] * bool(cfg.mqtt.host) + list(cfg.uplink)):
+                where = "mqtt." if u is cfg.mqtt else f"uplink[{i - bool(cfg.mqtt.host)}]."
+                try:
+                    validate_security(u)
+                except SecurityError as exc:
+                    raise SecurityError(exc.what.replace("mqtt.", where), exc.path,
+                                        exc.problem, exc.fix) from None
         except SecurityError as exc:
             key = exc.key
             err = ConfigError(str(exc), path=name, key=key, hint=exc.fix,
@@ -78,16 +84,23 @@ def _validate(args: argparse.Namespace, *, machine: bool) -> _Result:
 
 
 def _verdict(cfg: Config) -> str:
-    mode = "local mode (no broker)" if cfg.local_mode else \
-        f"broker {cfg.mqtt.host}:{cfg.mqtt.port}"
+    mode = "local mode (no broker)" if cfg.local_mode else ", ".join(
+        f"broker {u.host}:{u.port}" + (f" ({u.name}, {u.format})" if cfg.uplink else "")
+        for u in cfg.uplinks())
     return (f"node {cfg.node.id}, {len(cfg.sensor)} sensor(s), {mode}, "
             f"report every {cfg.report.interval_s:g} s as {cfg.report.format}")
+
+
+#: Control characters in a value quoted by an error ("\x1e" as a port) are written as
+#: escapes: one problem stays one line, whatever the file holds.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+_ESCAPES.update({0x2028: "\\u2028", 0x2029: "\\u2029"})
 
 
 def _failed(args: argparse.Namespace, command: str, result: _Result) -> int:
     name = _name(args.file)
     for line in result.lines:
-        print(line, file=sys.stderr)
+        print(line.translate(_ESCAPES), file=sys.stderr)
     if args.json:
         n = len(result.rows)
         sys.stdout.write(dumps(document(command, result.code, f"{name}: {n} error"
@@ -208,12 +221,13 @@ def to_toml(cfg: Config, name: str) -> str:
     notes = effective(cfg)
     out = [f"# citynode config show {name}: the effective configuration, every default "
            "filled in"]
+    arrays = [(k, v) for k, v in data.items() if isinstance(v, list)]  # [[sensor]], [[uplink]]
     for k, v in data.items():
-        if k == "sensor":
-            continue
-        _table(out, [_key(k)], v, notes)
-    for s in data.get("sensor", []):
-        _table(out, ["sensor"], s, notes, array=True)
+        if not isinstance(v, list):
+            _table(out, [_key(k)], v, notes)
+    for k, tables in arrays:
+        for table in tables:
+            _table(out, [_key(k)], table, notes, array=True)
     return "\n".join(out) + "\n"
 
 

@@ -6,6 +6,14 @@ agent as a separate process against them, and a subscriber that prints each
 message as the platform would receive it. Installers use it to rehearse a site
 (``--faults``, ``--unplug-every``); ``make demo`` runs it. Ctrl-C stops
 everything and leaves nothing running.
+
+Against a platform (``--onem2m``, ``--sparkplug``, ``--homeassistant HOST:PORT``) the
+node gets one ``[[uplink]]`` more per platform, to the broker that platform uses, while
+its native SenML uplink stays on the private broker (or ``--broker``): the rehearsal
+shows several uplinks at once, as a city runs them, and the SenML printout still says
+what the node measured. A watcher on each platform broker counts what the node sent
+there (and, for oneM2M, the CSE's answers), so a run with ``--duration`` fails when the
+platform never heard from it (docs/platforms.md).
 """
 
 from __future__ import annotations
@@ -22,7 +30,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -150,8 +159,10 @@ def _toml_value(v: object) -> str:
 def write_config(path: Path, *, node_id: str, state_dir: Path, ports: list[str],
                  interval: float, fmt: str, broker: tuple[str, int] | None,
                  warmup_s: float = 5.0, read_interval_s: float = 1.0,
-                 sensors: list[dict[str, object]] = ()) -> None:
-    """A configuration for emulated sensors: PMS5003s on ``ports`` plus ``sensors`` tables."""
+                 sensors: list[dict[str, object]] = (),
+                 platforms: Sequence[Platform] = ()) -> None:
+    """A configuration for emulated sensors: PMS5003s on ``ports`` plus ``sensors`` tables,
+    and one ``[[uplink]]`` per platform."""
     lines = [
         "# Written by `citynode simulate`: emulated sensors, private broker.",
         "[node]", f'id = "{node_id}"', f'state_dir = "{state_dir}"', "",
@@ -173,6 +184,8 @@ def write_config(path: Path, *, node_id: str, state_dir: Path, ports: list[str],
             if isinstance(sub, dict):
                 lines += [f"[sensor.{key}]",
                           *(f"{k} = {_toml_value(v)}" for k, v in sub.items()), ""]
+    for platform in platforms:
+        lines += platform.table()
     path.write_text("\n".join(lines))
 
 
@@ -245,15 +258,217 @@ RANGES = (
 UNPLUG_FOR_S = 3.0
 
 
-def parse_broker(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[IPV6]:PORT``; no host: 127.0.0.1) to (host, port); ValueError."""
+def parse_broker(text: str, option: str = "--broker") -> tuple[str, int]:
+    """``HOST:PORT`` (``[IPV6]:PORT``; no host: 127.0.0.1) to (host, port); ValueError
+    naming ``option``."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"--broker {text!r}: expected HOST:PORT with a port 1..65535")
+        raise ValueError(f"{option} {text!r}: expected HOST:PORT with a port 1..65535")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if any(c.isspace() or c in "[]/" for c in host):
-        raise ValueError(f"--broker {text!r}: {host!r} is not a host name or address")
+        raise ValueError(f"{option} {text!r}: {host!r} is not a host name or address")
     return host or "127.0.0.1", int(port)
+
+
+#: The platforms to rehearse against: option -> (format, its qualifying options as
+#: (option, the format's ``Options`` field, what a value must look like)).
+PLATFORMS: dict[str, tuple[str, tuple[tuple[str, str, str], ...]]] = {
+    "--onem2m": ("onem2m", (
+        ("--cse-id", "cse_id", "a CSE-ID: up to 64 letters, digits and . _ ~ -, with or "
+                               "without its leading / (e.g. Mobius2)"),
+        ("--cse-name", "cse_name", "a CSEBase resource name: up to 64 letters, digits and "
+                                   ". _ ~ - (e.g. Mobius)"))),
+    "--sparkplug": ("sparkplug", (
+        ("--group-id", "group_id", "a Sparkplug group id: 1 to 64 characters, none of them "
+                                   "+ / # or a control character"),)),
+    "--homeassistant": ("homeassistant", (
+        ("--discovery-prefix", "discovery_prefix", "topic levels of letters, digits, _ and "
+                                                   "- (e.g. homeassistant)"),)),
+}
+
+
+@dataclass(frozen=True)
+class Platform:
+    """One platform uplink simulate adds: the format, the broker the platform listens on,
+    and the settings given for the format's ``[uplink.<format>]`` table."""
+
+    format: str
+    host: str
+    port: int
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def protocol(self) -> str:
+        """oneM2M's MQTT binding runs on the 3.1.1 broker Mobius is set up with
+        (TS-0010; ../shared/reference/onem2m-mobius.md); the others negotiate."""
+        return "3.1.1" if self.format == "onem2m" else "auto"
+
+    def resolved(self) -> Any:
+        """The format's Options, as the daemon will read them (msgspec.ValidationError)."""
+        import msgspec
+
+        return msgspec.convert(self.options, formats.options(self.format), strict=True)
+
+    def table(self) -> list[str]:
+        """Its ``[[uplink]]`` table, with the format's options written out in full for
+        the settings simulate has options for (an installer can read them off)."""
+        opts = self.resolved()
+        lines = ["[[uplink]]", f'name = "{self.format}"', f'format = "{self.format}"',
+                 f"host = {_toml_value(self.host)}", f"port = {self.port}",
+                 f'protocol = "{self.protocol}"',
+                 "backoff_initial_s = 0.5", "backoff_max_s = 10", ""]
+        keys = [attr for _, attr, _ in PLATFORMS[f"--{self.format}"][1]]
+        return [*lines, f"[uplink.{self.format}]",
+                *(f"{k} = {_toml_value(getattr(opts, k))}" for k in keys), ""]
+
+    @property
+    def url_host(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+    def watch(self, node: str) -> list[str]:
+        """Topic filters on which the platform's broker carries this node's messages
+        (for oneM2M also the CSE's responses to it)."""
+        opts = self.resolved()
+        if self.format == "onem2m":
+            from agent.wire.formats.onem2m.primitives import Topics
+
+            topics = Topics(opts.originator or f"S{opts.ae or node}", opts.cse_id)
+            return [topics.request, topics.response]
+        if self.format == "sparkplug":
+            base = f"spBv1.0/{opts.group_id}/+/{opts.edge_node or node}"
+            return [base, f"{base}/+"]
+        return [f"{opts.discovery_prefix}/+/{node}/+/config", f"citynode/{node}/ha/#"]
+
+    def hint(self, node: str) -> str:
+        """Where a person sees the node arrive on the platform."""
+        opts = self.resolved()
+        at = f"{self.url_host}:{self.port}"
+        if self.format == "onem2m":
+            ae = opts.ae or node
+            return (f"# oneM2M: AE {ae!r} registers with {opts.cse_id} through the broker {at} "
+                    f"(MQTT 3.1.1); see it in Mobius (7579: its default HTTP port): "
+                    f"curl -H 'X-M2M-RI: 1' -H 'X-M2M-Origin: S' "
+                    f"http://{self.url_host}:7579/{opts.cse_name}/{ae}?rcn=4")
+        if self.format == "sparkplug":
+            return (f"# Sparkplug B: edge node {opts.edge_node or node!r} in group "
+                    f"{opts.group_id!r} on {at}, each sensor a device; a host application "
+                    f"subscribed to spBv1.0/{opts.group_id}/# decodes it "
+                    f"(mosquitto_sub -h {self.host} -p {self.port} -v -t "
+                    f"'spBv1.0/{opts.group_id}/#' shows the topics)")
+        return (f"# Home Assistant: device {node!r} announced under "
+                f"{opts.discovery_prefix}/ on {at}; with Home Assistant's MQTT integration "
+                f"on that broker it shows in Settings > Devices & services > MQTT "
+                f"(mosquitto_sub -h {self.host} -p {self.port} -v -t "
+                f"'{opts.discovery_prefix}/+/{node}/#' -t 'citynode/{node}/ha/#')")
+
+    def leftover(self, node: str) -> str | None:
+        """What stays on the platform after the run, and how to remove it."""
+        if self.format != "homeassistant":
+            return None
+        prefix = self.resolved().discovery_prefix
+        return (f"# Home Assistant keeps the device: its discovery is retained on "
+                f"{self.url_host}:{self.port}; remove it with mosquitto_sub -h {self.host} "
+                f"-p {self.port} -t '{prefix}/+/{node}/+/config' -t 'citynode/{node}/ha/#' "
+                "--remove-retained -W 2")
+
+
+def platforms(args: argparse.Namespace) -> list[Platform]:
+    """The platforms the options name, validated: ValueError with a one-line reason."""
+    import msgspec
+
+    out: list[Platform] = []
+    for option, (fmt, qualifiers) in PLATFORMS.items():
+        target = getattr(args, fmt, None)
+        given = [(opt, attr, shape, getattr(args, attr, None)) for opt, attr, shape in qualifiers]
+        if target is None:
+            for opt, _, _, value in given:
+                if value is not None:
+                    raise ValueError(f"{opt} is a setting of {option} HOST:PORT, which is "
+                                     "not given")
+            continue
+        host, port = parse_broker(target, option)
+        options: dict[str, str] = {}
+        for opt, attr, shape, value in given:
+            if value is None:
+                continue
+            value = f"/{value}" if attr == "cse_id" and not value.startswith("/") else value
+            try:
+                msgspec.convert({attr: value}, formats.options(fmt), strict=True)
+            except msgspec.ValidationError:
+                raise ValueError(f"{opt} {getattr(args, attr)!r}: expected {shape}") from None
+            options[attr] = value
+        out.append(Platform(fmt, host, port, options))
+    return out
+
+
+class PlatformWatch:
+    """Counts, on a platform's broker, the messages of the node (and, for oneM2M, the
+    CSE's responses): what the platform heard, reported when simulate ends. It only
+    subscribes: it never speaks for a host application or Home Assistant."""
+
+    def __init__(self, platform: Platform, node: str) -> None:
+        self.platform = platform
+        self.node = node
+        self.filters = platform.watch(node)
+        self.counts: dict[str, int] = {}
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                  client_id=f"sim-watch-{platform.format}-{os.getpid()}",
+                                  protocol=MQTTProtocolVersion.MQTTv311)
+        self.client.reconnect_delay_set(0.5, 5)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self._lock = threading.Lock()
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
+                    props: Any = None) -> None:
+        if not rc.is_failure:
+            client.subscribe([(f, 1) for f in self.filters])
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: Any) -> None:
+        key = self.kind(msg.topic)
+        with self._lock:
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def kind(self, topic: str) -> str:
+        """What a message is: a Sparkplug verb, a oneM2M request or response, a Home
+        Assistant discovery config or state."""
+        if self.platform.format == "onem2m":
+            return "responses" if topic == self.filters[1] else "requests"
+        if self.platform.format == "sparkplug":
+            return topic.split("/")[2]
+        return "configs" if topic.endswith("/config") else "states"
+
+    def start(self) -> None:
+        """Connects in the background: a broker that is not up yet is tried again."""
+        self.client.connect_async(self.platform.host, self.platform.port, keepalive=30)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def from_node(self) -> int:
+        with self._lock:
+            return sum(n for k, n in self.counts.items() if k != "responses")
+
+    def summary(self) -> str:
+        p = self.platform
+        with self._lock:
+            counts = dict(self.counts)
+        return f"# {p.format} on {p.url_host}:{p.port}: received {counts}"
+
+    def problem(self) -> str | None:
+        """Why the rehearsal failed on this platform, or None."""
+        p = self.platform
+        if not self.from_node():
+            return (f"nothing from the node reached the {p.format} broker "
+                    f"{p.url_host}:{p.port}")
+        if p.format == "onem2m" and not self.counts.get("responses"):
+            opts = p.resolved()
+            return (f"the CSE {opts.cse_id} never answered on {p.url_host}:{p.port}: is "
+                    f"Mobius running with this broker, and is its CSE-ID "
+                    f"{opts.cse_id.lstrip('/')} (--cse-id)?")
+        return None
 
 
 def check_args(args: argparse.Namespace) -> tuple[int, str] | None:
@@ -277,6 +492,10 @@ def check_args(args: argparse.Namespace) -> tuple[int, str] | None:
             parse_broker(args.broker)
         except ValueError as exc:
             return EX_USAGE, str(exc)
+    try:
+        platforms(args)
+    except ValueError as exc:
+        return EX_USAGE, str(exc)
     if args.workdir:
         work = Path(args.workdir)
         try:
@@ -322,6 +541,7 @@ def main(args: argparse.Namespace) -> int:
     emulators: list[SerialEmulator] = []
     agent: subprocess.Popen[str] | None = None
     sub: Subscriber | None = None
+    watches: list[PlatformWatch] = []
     received = {"telemetry": 0, "event": 0, "state": 0}
     out = sys.stdout
 
@@ -408,11 +628,20 @@ def main(args: argparse.Namespace) -> int:
                   + (f" with faults {faults[i].spec()}" if faults[i] else ""), file=sys.stderr)
         node_id = "sim-node-1"
         cfg = workdir / "citynode.toml"
+        targets = platforms(args)
         write_config(cfg, node_id=node_id, state_dir=workdir / "state", ports=ports,
-                     interval=args.interval, fmt=args.format, broker=target, sensors=extra)
+                     interval=args.interval, fmt=args.format, broker=target, sensors=extra,
+                     platforms=targets)
         if target:
-            sub = Subscriber(target[0], target[1], f"citynode/{node_id}/#", show)
+            # The native topics are one level under the node; a platform uplink to the
+            # same broker (Home Assistant's citynode/<node>/ha/...) is not SenML.
+            sub = Subscriber(target[0], target[1], f"citynode/{node_id}/+", show)
             sub.start()
+        for platform in targets:
+            watch = PlatformWatch(platform, node_id)
+            watch.start()
+            watches.append(watch)
+            print(platform.hint(node_id), file=sys.stderr)
         # The agent's status snapshot goes to the work directory every 5 s, as under systemd.
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "RUNTIME_DIRECTORY": str(workdir / "run")}
         env.pop("NOTIFY_SOCKET", None)
@@ -452,6 +681,12 @@ def main(args: argparse.Namespace) -> int:
         time.sleep(0.3)  # let the goodbye reach the subscriber
         if sub is not None:
             sub.stop()
+        for watch in watches:
+            watch.stop()
+            print(watch.summary(), file=sys.stderr)
+            left = watch.platform.leftover(watch.node)
+            if left:
+                print(left, file=sys.stderr)
         for emu in emulators:
             try:
                 emu.stop()
@@ -466,4 +701,10 @@ def main(args: argparse.Namespace) -> int:
     if args.duration and target and not received.get("telemetry"):
         print("error: no telemetry reached the broker", file=sys.stderr)
         return 1
+    if args.duration:
+        problems = [why for why in (w.problem() for w in watches) if why]
+        for why in problems:
+            print(f"error: {why}", file=sys.stderr)
+        if problems:
+            return 1
     return 0 if code in (0, None) else 1

@@ -201,6 +201,13 @@ _UPLINK = _object({
     "last_disconnect": _nullable(_unix_time), "reconnects": _count, "published": _count,
     "refused": _count, "historical": _count, "pending": _count,
 }, required=("connected",))
+_UPLINKS = _list_of(_object({
+    "name": _string, "format": _string, "connected": _boolean, "state": _string,
+    "broker": _string, "tls": _boolean, "protocol": _string, "client_id": _string,
+    "last_connect": _nullable(_unix_time), "reconnects": _count, "published": _count,
+    "refused": _count, "historical": _count, "pending": _count,
+    "platform": _map_of(_anything),
+}, required=("name", "connected")))
 _SPOOL = _object({
     "path": _string, "depth": _count, "lanes": _map_of(_count), "bytes": _count,
     "max_bytes": _count, "oldest_pending_age_s": _nullable(_seconds), "mode": _string,
@@ -213,7 +220,8 @@ _SNAPSHOT = _object({
     "pid": _pid, "config": _string, "started_at": _unix_time, "written_at": _unix_time,
     "uptime_s": _seconds, "period_s": _period, "boot_session": _nullable(_count),
     "last_seq": _nullable(_count), "messages": _count, "local_mode": _boolean,
-    "sensors": _list_of(_SENSOR), "uplink": _nullable(_UPLINK), "spool": _nullable(_SPOOL),
+    "sensors": _list_of(_SENSOR), "uplink": _nullable(_UPLINK), "uplinks": _UPLINKS,
+    "spool": _nullable(_SPOOL),
     "models": _map_of(_string), "features": _map_of(_map_of(_anything)),
 }, required=REQUIRED)
 
@@ -282,7 +290,11 @@ def assess(snap: dict[str, Any], *, now: float | None = None,
             problems.append(f"sensor {s['name']} {s['health']}"
                             + (f" ({s['detail']})" if s.get("detail") else ""))
     up = snap.get("uplink")
-    if up is not None and not up.get("connected"):
+    links = snap.get("uplinks") or []
+    if len(links) > 1:  # several: say which
+        problems += [f"uplink {u['name']} down ({u.get('state', '')})"
+                     for u in links if not u.get("connected")]
+    elif up is not None and not up.get("connected"):
         problems.append(f"uplink down ({up.get('state', '')})")
     sp = snap.get("spool")
     if sp is not None and sp.get("mode") != "disk":
@@ -361,6 +373,15 @@ def render(snap: dict[str, Any], verdict: tuple[int, str, list[str]], path: Path
         out.append(f"          {up.get('reconnects', 0)} reconnects, last disconnect "
                    f"{_clock_time(up.get('last_disconnect'))}; {up.get('published', 0)} "
                    f"published, {up.get('refused', 0)} refused, {up.get('pending', 0)} pending")
+    links = snap.get("uplinks") or []
+    if len(links) > 1:
+        for u in links:
+            facts = ", ".join(f"{k} {v}" for k, v in (u.get("platform") or {}).items())
+            line = (f"{u['name']}: {u.get('format', '?')} to {u.get('broker', '?')}, "
+                    + ("up" if u.get("connected") else f"DOWN ({u.get('state', '')})")
+                    + f", {u.get('published', 0)} published, {u.get('pending', 0)} pending"
+                    + (f"; {facts}" if facts else ""))
+            out.append(f"          {line}")
     sp = snap.get("spool")
     if sp is None:
         out.append("  spool   none (local mode)")

@@ -29,6 +29,7 @@ _NODE: dict[str, Quantity] = {
     "historical": Quantity("", 1, "messages sent late (after an outage) since start"),
     "cmd_ok": Quantity("", 1, "downlink commands accepted since start"),
     "cmd_refused": Quantity("", 1, "downlink commands refused since start"),
+    "backlog": Quantity("", 1, "messages an uplink has yet to deliver (<uplink>.backlog)"),
 }
 
 

@@ -23,6 +23,13 @@ Why these choices (docs/spool.md has the measurements):
   broker took in that window, which consumers drop by (boot session, sequence);
 * eviction removes the oldest rows until the counted size is back at 90 % of the
   bound, not a row more, in statements of at most ``EVICT_ROWS`` rows;
+* several uplinks read one spool, each with its own delivery position (*readers*): a
+  message is kept once and deleted when every reader has it. A reader's position is
+  the id below which it has everything (plus what it has above, in memory); with more
+  than one reader the positions are saved with the commits that happen anyway, so a
+  crash makes a reader send again at most what it had above its position (consumers
+  drop duplicates by boot session and sequence). A reader that is down holds rows back
+  from deletion, never another reader; the size bound and eviction are shared;
 * a store that is corrupt (not a database, malformed, fails its integrity check) is
   moved aside (``spool.db.corrupt-<time>``) and a new one started: it never blocks
   start-up. A location that cannot hold a store (a directory, a read-only file system,
@@ -53,13 +60,18 @@ CREATE TABLE IF NOT EXISTS {lane} (
     retain INTEGER NOT NULL,
     content_type TEXT NOT NULL,
     payload BLOB NOT NULL,
-    mark INTEGER
+    mark INTEGER,
+    kind TEXT
 );
 """
 #: Added after the first release: where the format marks a pack historical (NULL: it
 #: decodes). Stores created before it get the column when opened.
 _MARK = "ALTER TABLE {lane} ADD COLUMN mark INTEGER"
+#: Added with several uplinks: what the message is (telemetry, alarm...), so a platform's
+#: session need not guess it from the topic. NULL in older rows: the topic's leaf tells.
+_KIND = "ALTER TABLE {lane} ADD COLUMN kind TEXT"
 _META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+_POS = "pos:{reader}:{lane}"  # meta key of a reader's saved position
 ROW_OVERHEAD = 48  # bytes per row beyond topic and payload, for the size bound
 ACK_BATCH_MAX = 1000  # acknowledged ids held before their deletion is committed
 EVICT_ROWS = 256  # rows one eviction statement looks at: bounded work, no minimum
@@ -78,6 +90,7 @@ class Spooled:
     retain: bool = False
     content_type: str = ""
     mark: int | None = None  # the format's historical marker position (agent.wire.formats)
+    kind: str | None = None  # agent.wire.model.Kind; None in rows of older versions
 
     @property
     def key(self) -> tuple[str, int]:
@@ -168,9 +181,13 @@ class Spool:
         ack_flush_s: float | None = None,
         memory_limit: int = 1000,
         send_uncommitted: bool = True,
+        readers: tuple[str, ...] = ("main",),
         clock=time.monotonic,
     ) -> None:
+        if not readers or len(set(readers)) != len(readers):
+            raise ValueError(f"spool readers must be distinct and at least one: {readers}")
         self.path = Path(path)
+        self.readers = tuple(readers)
         self.max_bytes = max_bytes
         self.batch_s = batch_s
         # Deletions ride with the batch: a kill re-sends at most one window's acknowledged
@@ -181,15 +198,23 @@ class Spool:
         self._clock = clock
         self._lock = threading.RLock()
         self.quarantined: Path | None = None
-        #: Set whenever messages become eligible to send: the uplink sleeps on it.
-        self.ready = threading.Event()
+        #: Set whenever messages become eligible to send, one per reader: its uplink
+        #: sleeps on it. ``ready`` is the first reader's.
+        self.wakeups = [threading.Event() for _ in self.readers]
+        self.ready = self.wakeups[0]
         self.disk_full = False
         # Not yet committed (telemetry batch, or anything while the disk is full).
         self._pending: list[Spooled] = []
         self._pending_since: float | None = None
-        # Acknowledged but not yet deleted on disk.
+        # Acknowledged by every reader but not yet deleted on disk.
         self._acked: dict[str, set[int]] = {lane: set() for lane in LANES}
         self._acked_since: float | None = None
+        # Per reader: its position (it has every id up to it) and what it has above.
+        self._pos: list[dict[str, int]] = [{lane: 0 for lane in LANES} for _ in self.readers]
+        self._got: list[dict[str, set[int]]] = [{lane: set() for lane in LANES}
+                                               for _ in self.readers]
+        self._saved_pos: dict[str, int] = {}  # meta values as last committed
+        self.behind = [0 for _ in self.readers]  # stored messages each reader lacks
         self._next_id: dict[str, int] = {}
         self._db = self._open()
         self.counts = {lane: 0 for lane in LANES}
@@ -220,6 +245,8 @@ class Spool:
             columns = {row[1] for row in db.execute(f"PRAGMA table_info({lane})")}
             if "mark" not in columns:  # written by an older version: rows keep NULL
                 db.execute(_MARK.format(lane=lane))
+            if "kind" not in columns:
+                db.execute(_KIND.format(lane=lane))
         db.execute(_META)
         db.execute("BEGIN IMMEDIATE")  # take the lock now: one daemon per spool
         db.execute("COMMIT")
@@ -306,32 +333,82 @@ class Spool:
             self.counts[lane] = n
             self.bytes += size + n * ROW_OVERHEAD
             self._next_id[lane] = top + 1
+        saved: dict[str, int] = {}
         for key, value in self._db.execute("SELECT key, value FROM meta"):
             lane = key.removeprefix("evicted_")
             if lane in self.evicted:
                 self.evicted[lane] = value
+            elif key.startswith("pos:"):
+                saved[key] = value
+        self._load_positions(saved)
+
+    def _load_positions(self, saved: dict[str, int]) -> None:
+        """Each reader's position: as saved; a reader new to a spool that has positions
+        starts at the present, and with none saved (a spool of one reader) every reader
+        starts at the beginning, so an uplink added to a node gets its backlog. Rows that
+        every reader has (their deletion was lost in a crash) are deleted now."""
+        keep = {_POS.format(reader=r, lane=lane) for r in self.readers for lane in LANES}
+        for key, value in saved.items():  # ids are never given twice: a reader at 9 with
+            lane = key.rsplit(":", 1)[-1]  # an empty lane would take a new 9 as had
+            if lane in self._next_id:
+                self._next_id[lane] = max(self._next_id[lane], value + 1)
+        for k, reader in enumerate(self.readers):
+            for lane in LANES:
+                key = _POS.format(reader=reader, lane=lane)
+                start = self._next_id[lane] - 1 if saved else 0
+                self._pos[k][lane] = min(saved.get(key, start), self._next_id[lane] - 1)
+        stale = [key for key in saved if key not in keep]
+        low = {lane: min(p[lane] for p in self._pos) for lane in LANES}
+        if stale or any(low.values()):
+            self._db.execute("BEGIN IMMEDIATE")
+            for key in stale:
+                self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+            for lane, top in low.items():
+                if top:
+                    self._db.execute(f"DELETE FROM {lane} WHERE id <= ?", (top,))
+            self._db.execute("COMMIT")
+            if any(low.values()):
+                self.counts = {lane: 0 for lane in LANES}
+                self.bytes = 0
+                for lane in LANES:
+                    n, size = self._db.execute(
+                        f"SELECT COUNT(*), COALESCE(SUM(LENGTH(payload) + LENGTH(topic)), 0) "
+                        f"FROM {lane}").fetchone()
+                    self.counts[lane] = n
+                    self.bytes += size + n * ROW_OVERHEAD
+        self._saved_pos = {key: value for key, value in saved.items() if key in keep}
+        for k in range(len(self.readers)):
+            self.behind[k] = sum(
+                self._db.execute(f"SELECT COUNT(*) FROM {lane} WHERE id > ?",
+                                 (self._pos[k][lane],)).fetchone()[0] for lane in LANES)
 
     # -- writing -------------------------------------------------------------------
     def put(self, lane: str, topic: str, payload: bytes, *, retain: bool = False,
             content_type: str = "", created: float | None = None,
-            mark: int | None = None) -> Spooled:
+            mark: int | None = None, kind: str | None = None) -> Spooled:
         """Accept a message. Events are on disk when this returns; telemetry within batch_s
         (unless the broker has acknowledged it by then)."""
         if lane not in LANES:
             raise ValueError(f"unknown lane {lane!r}")
         with self._lock:
             msg = Spooled(lane, self._next_id[lane], time.time() if created is None else created,
-                          topic, payload, retain, content_type, mark)
+                          topic, payload, retain, content_type, mark, kind)
             self._next_id[lane] += 1
             self._pending.append(msg)
             self.counts[lane] += 1
             self.bytes += msg.size
+            for k in range(len(self.readers)):
+                self.behind[k] += 1
             if self._pending_since is None:
                 self._pending_since = self._clock()
             if lane == EVENT or self.batch_s == 0:
                 self._commit()
-            self.ready.set()
+            self._wake()
             return msg
+
+    def _wake(self) -> None:
+        for event in self.wakeups:
+            event.set()
 
     def last_id(self, lane: str) -> int:
         """The id of the last message accepted in ``lane`` (0 if none ever was)."""
@@ -370,25 +447,39 @@ class Spool:
         with self._lock:
             self._commit()
 
+    def _positions_due(self) -> dict[str, int]:
+        """Positions to save with this commit: only with several readers (one reader's
+        acknowledged rows are deleted, which says it all) and only those that moved."""
+        if len(self.readers) < 2:
+            return {}
+        now = {_POS.format(reader=r, lane=lane): self._pos[k][lane]
+               for k, r in enumerate(self.readers) for lane in LANES}
+        return {key: v for key, v in now.items() if self._saved_pos.get(key) != v}
+
     def _commit(self) -> None:
-        if not self._pending and not any(self._acked.values()):
+        moved = self._positions_due()
+        if not self._pending and not any(self._acked.values()) and not moved:
             self._pending_since = self._acked_since = None
             return
         self._evict_if_needed()
         pending, acked = self._pending, {k: set(v) for k, v in self._acked.items()}
         try:
             self._db.execute("BEGIN IMMEDIATE")
+            if moved:
+                self._db.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
+                    "SET value = excluded.value", list(moved.items()))
             for lane, ids in acked.items():
                 if ids:
                     self._db.executemany(f"DELETE FROM {lane} WHERE id = ?",
                                          [(i,) for i in ids])
             for lane in LANES:
                 rows = [(m.id, m.created, m.topic, int(m.retain), m.content_type, m.payload,
-                         m.mark) for m in pending if m.lane == lane]
+                         m.mark, m.kind) for m in pending if m.lane == lane]
                 if rows:
                     self._db.executemany(
                         f"INSERT INTO {lane} (id, created, topic, retain, content_type, payload,"
-                        " mark) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                        " mark, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
             self._db.execute("COMMIT")
         except sqlite3.OperationalError as exc:
             self._rollback()
@@ -396,12 +487,13 @@ class Spool:
             return
         self.commits += 1
         if pending:
-            self.ready.set()
+            self._wake()
         self._pending = []
         self._pending_since = None
         for lane, ids in acked.items():
             self._acked[lane] -= ids
         self._acked_since = None
+        self._saved_pos.update(moved)
         if self.disk_full:
             self.disk_full = False
             log.warning("spool writable again: %d message(s) committed", len(pending),
@@ -432,6 +524,37 @@ class Spool:
         self.counts[m.lane] -= 1
         self.bytes -= m.size
         self.evicted[m.lane] += 1
+        for k in range(len(self.readers)):  # gone for everyone: no reader waits for it
+            if not self._has(k, m.lane, m.id):
+                self.behind[k] -= 1
+                self._got[k][m.lane].add(m.id)
+                self._advance(k, m.lane)
+
+    def _has(self, k: int, lane: str, msg_id: int) -> bool:
+        return msg_id <= self._pos[k][lane] or msg_id in self._got[k][lane]
+
+    def _advance(self, k: int, lane: str) -> None:
+        """Move reader k's position over what it has and over ids no longer stored (taken
+        by every reader before a restart, or evicted), so its set stays small."""
+        got, pos = self._got[k][lane], self._pos[k][lane]
+        while True:
+            while pos + 1 in got:
+                pos += 1
+                got.discard(pos)
+            if not got or pos + 1 >= self._next_id[lane]:
+                break
+            nxt = self._next_stored(lane, pos)
+            if nxt is None or nxt == pos + 1:
+                break
+            pos = nxt - 1  # pos + 1 .. nxt - 1 are stored no more
+        self._pos[k][lane] = pos
+
+    def _next_stored(self, lane: str, after: int) -> int | None:
+        row = self._db.execute(f"SELECT MIN(id) FROM {lane} WHERE id > ?", (after,)).fetchone()
+        ids = [m.id for m in self._pending if m.lane == lane and m.id > after]
+        if row and row[0] is not None:
+            ids.append(row[0])
+        return min(ids) if ids else None
 
     def _evict_if_needed(self) -> None:
         """Over the bound: evict the oldest telemetry (events only when no telemetry is
@@ -460,14 +583,16 @@ class Spool:
             if on_disk_only:
                 return False
             # Only not-yet-committed messages remain: drop the oldest of those.
-            keep, freed = [], 0
+            keep, freed, gone = [], 0, []
             for m in self._pending:
                 if m.lane == lane and freed < need:
-                    self._forget(m)
+                    gone.append(m)
                     freed += m.size
                 else:
                     keep.append(m)
             self._pending = keep
+            for m in gone:
+                self._forget(m)
             if not self._pending:
                 self._pending_since = None
             return freed > 0
@@ -496,12 +621,21 @@ class Spool:
         self.counts[lane] -= len(victims)
         self.bytes -= freed
         self.evicted[lane] += len(victims)
+        for k in range(len(self.readers)):
+            lacked = sum(1 for i, _ in found if i <= top and i not in acked
+                         and not self._has(k, lane, i))
+            self.behind[k] -= lacked
+            if self._pos[k][lane] < top:
+                self._pos[k][lane] = top
+                self._got[k][lane] = {i for i in self._got[k][lane] if i > top}
+                self._advance(k, lane)
         return True
 
     # -- reading and acknowledging ---------------------------------------------------
     def iter_ready(self, lane: str, after: int = 0, limit: int = 100,
-                   upto: int | None = None) -> list[Spooled]:
-        """Messages of a lane with after < id (<= upto), oldest first, not yet acknowledged.
+                   upto: int | None = None, reader: int = 0) -> list[Spooled]:
+        """Messages of a lane with after < id (<= upto), oldest first, that ``reader``
+        (an index into ``readers``) does not have yet.
 
         Committed messages are ready. So is telemetry still in its batch window when
         ``send_uncommitted`` is on (the default): if the broker acknowledges it
@@ -514,31 +648,55 @@ class Spool:
         """
         top = upto if upto is not None else self._next_id[lane]
         with self._lock:
-            acked = self._acked[lane]
+            acked = self._acked[lane] | self._got[reader][lane]
             out: list[Spooled] = []
+            after = max(after, self._pos[reader][lane])
             cursor = after
             while len(out) < limit and cursor < top:
                 # Acknowledged rows wait for their deletion: read past them, so a batch
                 # of them never hides what follows.
                 rows = self._db.execute(
-                    f"SELECT id, created, topic, retain, content_type, payload, mark FROM {lane} "
-                    "WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+                    f"SELECT id, created, topic, retain, content_type, payload, mark, kind "
+                    f"FROM {lane} WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
                     (cursor, top, limit)).fetchall()
-                out += [Spooled(lane, i, c, t, p, bool(r), ct, mk)
-                        for i, c, t, r, ct, p, mk in rows if i not in acked]
+                out += [Spooled(lane, i, c, t, p, bool(r), ct, mk, kd)
+                        for i, c, t, r, ct, p, mk, kd in rows if i not in acked]
                 if len(rows) < limit:
                     break
                 cursor = rows[-1][0]
             early = self.disk_full or (self.send_uncommitted and lane == TELEMETRY)
             if early and len(out) < limit:
-                out += [m for m in self._pending if m.lane == lane and after < m.id <= top]
+                out += [m for m in self._pending
+                        if m.lane == lane and after < m.id <= top and m.id not in acked]
             return out[:limit]
 
-    def ack(self, lane: str, msg_id: int) -> None:
-        """The broker has the message: delete it in the next commit."""
+    def ack(self, lane: str, msg_id: int, reader: int = 0) -> None:
+        """``reader``'s broker has the message; once every reader has it, it is deleted
+        in the next commit."""
         with self._lock:
             if msg_id in self._acked[lane]:
                 return
+            if len(self.readers) == 1:  # it has it: everyone has it
+                self._done(lane, msg_id)
+                return
+            if self._has(reader, lane, msg_id) or not self._stored(lane, msg_id):
+                return  # evicted while in flight: already counted out
+            self._got[reader][lane].add(msg_id)
+            self.behind[reader] -= 1
+            everyone = all(self._has(k, lane, msg_id) for k in range(len(self.readers)))
+            self._advance(reader, lane)
+            if everyone:
+                self._done(lane, msg_id)
+
+    def _stored(self, lane: str, msg_id: int) -> bool:
+        if any(m.lane == lane and m.id == msg_id for m in self._pending):
+            return True
+        return self._db.execute(f"SELECT 1 FROM {lane} WHERE id = ?",
+                                (msg_id,)).fetchone() is not None
+
+    def _done(self, lane: str, msg_id: int) -> None:
+        """Every reader has the message: forget it now or delete it in the next commit."""
+        with self._lock:
             for m in self._pending:
                 if m.lane == lane and m.id == msg_id:  # sent before its commit: never written
                     self._pending.remove(m)
@@ -563,6 +721,13 @@ class Spool:
     def depth(self) -> int:
         with self._lock:
             return sum(self.counts.values())
+
+    def backlog(self, reader: int = 0) -> int:
+        """Stored messages that ``reader`` does not have yet."""
+        with self._lock:
+            if len(self.readers) == 1:
+                return sum(self.counts.values())
+            return self.behind[reader]
 
     def stats(self) -> dict[str, int]:
         with self._lock:

@@ -1,4 +1,10 @@
-"""The MQTT uplink: paho-mqtt 2.x, MQTT 5 with a 3.1.1 fallback, QoS 1, fed by the spool.
+"""The MQTT uplinks: paho-mqtt 2.x, MQTT 5 with a 3.1.1 fallback, QoS 1, fed by the spool.
+
+A node has one uplink per configured platform ([mqtt], each [[uplink]]); each is one
+broker connection with its own thread, backoff, health and position in the one spool
+(:class:`agent.wire.spool.Spool` readers), and speaks through its format's session
+(:mod:`agent.wire.session`: the platform's topics, births, responses, commands). An
+outage of one holds no other back. :class:`Uplinks` gives the daemon one face for all.
 
 Every numbered message (birth, events, results, telemetry, health) waits in the
 durable :class:`agent.wire.spool.Spool` and leaves it only when the broker has
@@ -37,6 +43,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
@@ -46,10 +54,12 @@ from paho.mqtt.properties import Properties
 from agent.core.config import MqttConfig
 from agent.core.sampling import backoff_delay
 from agent.wire import formats
-from agent.wire.model import Kind
+from agent.wire.model import Kind, Pack
 from agent.wire.mqtt import connack_code, fall_back, first_protocol, new_client, version_name
 from agent.wire.security import SecurityError
+from agent.wire.session import Command, Context, Item, Out, Reaction, Session
 from agent.wire.spool import EVENT, LANES, TELEMETRY, Spool, Spooled
+from agent.wire.topics import Topics
 
 log = logging.getLogger("citynode.uplink")
 
@@ -83,6 +93,23 @@ class Message:
 
 
 Inbound = Callable[[str, bytes, bytes | None, str | None], None]
+#: Spooled messages a connection has started and not finished (PUBACKs, responses).
+MAX_OPEN_ITEMS = MAX_INFLIGHT
+
+
+def default_session(cfg: MqttConfig, fmt: str = formats.DEFAULT) -> Session:
+    """The native session on ``cfg``'s prefix, taking spooled topics as they are (for an
+    uplink built without one: tools and tests)."""
+    topics = Topics(cfg.prefix, "node")
+    return formats.get(fmt).session(Context(
+        node="node", topics=topics, home=topics, boot=0, version="", sensors=(),
+        state_dir=Path("."), uplink="main", host=cfg.host,
+        port=cfg.port))
+
+
+def _item_of(msg: Message) -> Item:
+    return Item(msg.kind, msg.topic, msg.payload, msg.content_type, msg.mark, msg.retain,
+                correlation=msg.correlation)
 
 
 class TokenBucket:
@@ -107,7 +134,8 @@ class TokenBucket:
 
 
 class Uplink:
-    """Publishes spooled messages to one broker from a background thread."""
+    """Publishes spooled messages to one broker from a background thread, through its
+    format's session."""
 
     def __init__(
         self,
@@ -115,11 +143,15 @@ class Uplink:
         client_id: str,
         spool: Spool,
         *,
+        session: Session | None = None,
+        name: str = "main",
+        reader: int = 0,
         drain_rate: float = 0.0,
-        will: Callable[[], Message] | None = None,
+        will: Callable[[], Message | Pack] | None = None,
         on_connect: Callable[[], list[Message]] = lambda: [],
         subscribe: str | None = None,
         on_message: Inbound | None = None,
+        on_command: Callable[[Command], None] | None = None,
         configure_client: Callable[[mqtt.Client], None] = lambda c: None,
         rng: random.Random | None = None,
         accept_lock: threading.RLock | None = None,
@@ -128,10 +160,14 @@ class Uplink:
         self.cfg = cfg
         self.client_id = client_id
         self.spool = spool
+        self.name = name
+        self.reader = reader
+        self.session = session if session is not None else default_session(cfg)
         self.will = will
         self._on_connect_msgs = on_connect
         self._subscribe = subscribe
         self._on_message = on_message
+        self._on_command = on_command
         self._configure_client = configure_client
         self._rng = rng or random.Random()
         self._bucket = TokenBucket(drain_rate)
@@ -139,8 +175,18 @@ class Uplink:
         #: lock), so that acceptance order is number order.
         self._accept = accept_lock if accept_lock is not None else threading.RLock()
         self._wall = wall
+        self._wakeup = spool.wakeups[reader]
+        # Per connection: what the session says first (and whenever it reacts), and the
+        # goodbye; neither is spooled.
+        self._announce: collections.deque[Out] = collections.deque(maxlen=10000)
+        #: Messages for this connection only (a goodbye, a format's announcement): rendered
+        #: by the uplink's own thread, so a session is only ever used from one thread.
         self._direct: collections.deque[Message] = collections.deque(maxlen=1000)
-        self._inflight: dict[int, Spooled | Message] = {}
+        # mid -> (the spooled message it belongs to or None, the publication)
+        self._inflight: dict[int, tuple[tuple[str, int] | None, Out]] = {}
+        # Spooled messages started on this connection: publications not yet delivered.
+        self._open: dict[tuple[str, int], int] = {}
+        self._tokens: dict[str, tuple[str, int] | None] = {}
         self._correlation: dict[tuple[str, int], bytes] = {}
         # Per connection: ids up to the boundary are history; ids up to ``_before`` were
         # accepted before it came up (not retained on it); the opening is its birth.
@@ -182,31 +228,38 @@ class Uplink:
         if msg.per_connection:
             with self._lock:
                 self._direct.append(msg)
-            self.spool.ready.set()
+            self._wakeup.set()
             return None
         with self._accept:
             if not msg.correlation:
                 return self._put(msg)
             with self._lock:  # known before the uplink thread can read the row
                 item = self._put(msg)
-                self._correlation[item.key] = msg.correlation
-                while len(self._correlation) > MAX_CORRELATIONS:  # evicted, never acked
-                    del self._correlation[next(iter(self._correlation))]
+                self.remember(item, msg.correlation)
             return item
+
+    def remember(self, item: Spooled, correlation: bytes) -> None:
+        """The MQTT 5 correlation data of a spooled result (held until it is delivered)."""
+        self._correlation[item.key] = correlation
+        while len(self._correlation) > MAX_CORRELATIONS:  # evicted, never acked
+            del self._correlation[next(iter(self._correlation))]
 
     def _put(self, msg: Message) -> Spooled:
         return self.spool.put(LANE_OF.get(msg.kind, EVENT), msg.topic, msg.payload,
                               retain=msg.retain, content_type=msg.content_type,
-                              created=self._wall(), mark=msg.mark)
+                              created=self._wall(), mark=msg.mark, kind=msg.kind)
 
     def pending(self) -> int:
+        """Messages this uplink has not delivered yet: its spool backlog and what it
+        holds for the connection (a goodbye)."""
         with self._lock:
             direct = len(self._direct) + sum(
-                isinstance(m, Message) for m in self._inflight.values())
-        return direct + self.spool.depth()
+                key is None for key, _ in self._inflight.values())
+        return direct + self.spool.backlog(self.reader)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"uplink-{self.name}",
+                                        daemon=True)
         self._thread.start()
 
     def flush(self, timeout: float) -> bool:
@@ -229,36 +282,66 @@ class Uplink:
         deadline = time.monotonic() + timeout
         self.flush(timeout)
         if goodbye is not None:
-            self._say_goodbye(goodbye, max(0.0, deadline - time.monotonic()) + GOODBYE_S)
+            with self._accept:
+                if self.close_for_goodbye():
+                    self.say_goodbye(goodbye())
+            self.wait_goodbye(max(0.0, deadline - time.monotonic()) + GOODBYE_S)
+        self.halt(timeout)
+
+    def halt(self, timeout: float = 5.0) -> None:
+        """Disconnect and end the thread."""
         self._stop.set()
         if self._thread:
             self._thread.join(timeout + 2)
         self.spool.flush()
 
-    def _say_goodbye(self, goodbye: Callable[[], Message], wait: float) -> None:
-        """The goodbye after everything accepted before it: nothing spooled is started
-        after it and no new connection is made, so no number follows it."""
-        with self._accept:
-            self._closing = True
-            if not self._connected:
-                return
-            self.spool.flush()  # what was accepted before it is on disk, or already sent
-            msg = goodbye()
-            with self._lock:
-                self._direct.append(msg)
-        self.spool.ready.set()
+    def close_for_goodbye(self) -> bool:
+        """Nothing spooled is started after this and no new connection is made, so no
+        number follows the goodbye. True if connected (a goodbye can be sent); call
+        with the accept lock held. What was accepted before is on disk or sent."""
+        self._closing = True
+        if not self._connected:
+            return False
+        self.spool.flush()
+        return True
+
+    def say_goodbye(self, msg: Message) -> None:
+        with self._lock:
+            self._direct.append(msg)
+        self._wakeup.set()
+
+    def wait_goodbye(self, wait: float) -> None:
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and self._connected:
             with self._lock:
-                if msg not in self._direct and msg not in self._inflight.values():
+                if not self._direct and not self._announce and \
+                        not any(k is None for k, _ in self._inflight.values()):
                     return
             time.sleep(0.02)
+
+    def status(self) -> dict[str, Any]:
+        """This uplink for ``citynode status`` and health."""
+        return {"name": self.name, "host": f"{self.cfg.host}:{self.cfg.port}",
+                "connected": self._connected, "state": self.state,
+                "backlog": self.spool.backlog(self.reader), "published": self.published,
+                "refused": self.refused, "reconnects": self.reconnects,
+                "historical": self.historical, **self.session.status()}
 
     # -- connection ------------------------------------------------------------
     def _set_state(self, state: str, level: int = logging.INFO) -> None:
         if state != self.state:
             self.state = state
-            log.log(level, "uplink %s", state, extra={"EVENT": "uplink_state"})
+            log.log(level, "uplink %s %s", self.name, state,
+                    extra={"EVENT": "uplink_state", "UPLINK": self.name})
+
+    def _will(self) -> Out | None:
+        if self.will is None:
+            return None
+        made = self.will()
+        if isinstance(made, Message):  # tools and tests: the will as it goes
+            return Out(made.topic, made.payload, retain=made.retain,
+                       content_type=made.content_type)
+        return self.session.will(made)
 
     def _new_client(self) -> mqtt.Client:
         c = new_client(self.client_id, self._protocol)
@@ -268,13 +351,14 @@ class Uplink:
         c.on_publish = self._handle_publish
         c.on_message = self._handle_message
         self._configure_client(c)
-        if self.will is not None:
-            will = self.will()
+        will = self._will()
+        if will is not None:
             props = None
             if self._protocol == MQTTProtocolVersion.MQTTv5 and will.content_type:
                 props = Properties(PacketTypes.WILLMESSAGE)
                 props.ContentType = will.content_type
-            c.will_set(will.topic, will.payload, qos=1, retain=will.retain, properties=props)
+            c.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain,
+                       properties=props)
         return c
 
     def _run(self) -> None:
@@ -299,11 +383,13 @@ class Uplink:
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not self._client_alive():
                 self._teardown(f"connection lost ({mqtt.error_string(rc)})")
                 continue
+            if self._connected:
+                self._react(self.session.poll(time.monotonic()))
             if self._connected and not self._send_some(client):
                 # Nothing to send: sleep in paho's select until traffic or a new message.
-                self.spool.ready.clear()
+                self._wakeup.clear()
                 if not self._inflight:
-                    self.spool.ready.wait(0.2)
+                    self._wakeup.wait(0.2)
         if self._client is not None:
             try:
                 self._client.disconnect()
@@ -352,7 +438,7 @@ class Uplink:
         if fallback is not None:
             self._protocol = fallback
             log.info("broker does not speak MQTT 5; falling back to 3.1.1",
-                     extra={"EVENT": "protocol_fallback"})
+                     extra={"EVENT": "protocol_fallback", "UPLINK": self.name})
             return self._try_connect()
         self._set_state(f"disconnected: broker {reason}", logging.WARNING)
         return False
@@ -367,12 +453,17 @@ class Uplink:
         self.connected_since = time.monotonic()
         self._connected_wall = self._wall()
         self._set_state(f"connected to {self.cfg.host}:{self.cfg.port} (MQTT {self.protocol_name})")
+        topics = list(self.session.subscriptions())
         if self._subscribe:
-            client.subscribe(self._subscribe, qos=1)
+            topics.append(self._subscribe)
+        for topic in dict.fromkeys(topics):
+            client.subscribe(topic, qos=1)
         with self._accept:  # nothing is numbered meanwhile
             cutoff = self._connected_wall - HISTORY_AFTER_S
             self._open_parts({lane: self.spool.last_id_before(lane, cutoff) for lane in LANES},
                              {lane: self.spool.last_id(lane) for lane in LANES})
+            with self._lock:
+                self._announce.extend(self.session.opening())
             for m in [] if self._closing else self._on_connect_msgs():
                 item = self.publish(m)
                 if item is not None:
@@ -397,55 +488,115 @@ class Uplink:
         self._connack = -1 if self._connack == 0 else self._connack
 
     def _handle_message(self, client, userdata, msg) -> None:
-        if self._on_message is None:
-            return
-        if msg.retain:
-            # A retained command would be handed over again at every reconnect: never act on it.
-            log.warning("ignored a retained message on %s (clear it: publish an empty retained "
-                        "message)", msg.topic, extra={"EVENT": "command_retained"})
-            return
         props = getattr(msg, "properties", None)
         correlation = getattr(props, "CorrelationData", None) if props else None
         response = getattr(props, "ResponseTopic", None) if props else None
         try:
-            self._on_message(msg.topic, bytes(msg.payload), correlation, response)
+            if self._on_message is not None and msg.topic == self._subscribe:
+                if msg.retain:
+                    log.warning("ignored a retained message on %s (clear it: publish an empty "
+                                "retained message)", msg.topic, extra={"EVENT": "command_retained"})
+                    return
+                self._on_message(msg.topic, bytes(msg.payload), correlation, response)
+                return
+            self._react(self.session.receive(msg.topic, bytes(msg.payload),
+                                             retained=bool(msg.retain),
+                                             correlation=correlation, response_topic=response))
         except Exception:  # a handler bug must not take the uplink down
-            log.exception("command handler failed", extra={"EVENT": "command_handler_error"})
+            log.exception("inbound message handler failed",
+                          extra={"EVENT": "command_handler_error", "UPLINK": self.name})
+
+    def _react(self, r: Reaction) -> None:
+        """What the session made of an inbound message or a poll."""
+        if r.reopen:
+            with self._lock:
+                self._announce.extend(self.session.opening())
+        if r.send:
+            with self._lock:
+                self._announce.extend(r.send)
+        for token in r.confirmed:
+            self._deliver(self._tokens.pop(token, None))
+        for token, why in r.refused:
+            if token in self._tokens:
+                self.refused += 1
+                log.warning("uplink %s: %s refused a message: %s", self.name,
+                            self.cfg.host, why, extra={"EVENT": "publish_refused",
+                                                       "UPLINK": self.name})
+                self._deliver(self._tokens.pop(token))
+        for command in r.commands:
+            if self._on_command is not None:
+                self._on_command(command)
+            elif self._on_message is not None:
+                self._on_message("", command.data, command.correlation, command.response_topic)
+        if r.send or r.reopen:
+            self._wakeup.set()
+
+    def _deliver(self, key: tuple[str, int] | None) -> None:
+        """One publication of a spooled message is delivered; the message is, once all are."""
+        if key is None or key not in self._open:
+            return
+        self._open[key] -= 1
+        if self._open[key] <= 0:
+            del self._open[key]
+            with self._lock:
+                self._correlation.pop(key, None)
+            self.spool.ack(key[0], key[1], self.reader)
 
     def _handle_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._lock:
-            item = self._inflight.pop(mid, None)
-            if isinstance(item, Spooled):
-                self._correlation.pop(item.key, None)
-        if item is None:
+            entry = self._inflight.pop(mid, None)
+        if entry is None:
             return
+        key, out = entry
         rc = int(getattr(reason_code, "value", 0))
         if rc >= 0x80:
             # Refused (not authorised, quota): retrying will not help; count and drop.
-            log.warning("broker refused message on %s: %s", item.topic, reason_code,
-                        extra={"EVENT": "publish_refused"})
+            log.warning("broker refused message on %s: %s", out.topic, reason_code,
+                        extra={"EVENT": "publish_refused", "UPLINK": self.name})
             self.refused += 1
+            if out.token is not None:
+                self._tokens.pop(out.token, None)
+                self._deliver(key)
+                return
         else:
             self.published += 1
-        if isinstance(item, Spooled):
-            self.spool.ack(item.lane, item.id)
+        if out.token is None:
+            self._deliver(key)
 
     # -- sending ---------------------------------------------------------------
-    def _next(self) -> Spooled | Message | None:
-        """The next message by the order of the module docstring, or None."""
+    def _next(self) -> Spooled | Out | None:
+        """The next message by the order of the module docstring, or None: what the
+        session says first, then (once it is ready) the birth, live events, the goodbye,
+        live telemetry, history."""
+        with self._lock:
+            if self._announce:
+                return self._announce.popleft()
+        if not self.session.ready() or len(self._open) >= MAX_OPEN_ITEMS:
+            return self._direct_next() if self._closing else None
         if not self._closing:
             if self._opening:
                 return self._opening.popleft()
             item = self._take(EVENT, LIVE)
             if item is not None:
                 return item
-        with self._lock:
-            if self._direct:
-                return self._direct.popleft()
-        if self._closing:
-            return None
+        out = self._direct_next()
+        if out is not None or self._closing:
+            return out
         return self._take(TELEMETRY, LIVE) or self._take(EVENT, HISTORY) or \
             self._take(TELEMETRY, HISTORY)
+
+    def _direct_next(self) -> Out | None:
+        """The next publication of the per-connection messages, rendered here."""
+        while True:
+            with self._lock:
+                if not self._direct:
+                    return None
+                msg = self._direct.popleft()
+            outs = self.session.render(_item_of(msg))
+            if outs:
+                with self._lock:
+                    self._announce.extendleft(reversed(outs[1:]))
+                return outs[0]
 
     def _take(self, lane: str, live: bool) -> Spooled | None:
         part = (lane, live)
@@ -458,12 +609,14 @@ class Uplink:
             if live:
                 if self.spool.last_id(lane) <= after:
                     return None
-                ready.extend(self.spool.iter_ready(lane, after, limit=READ_AHEAD))
+                ready.extend(self.spool.iter_ready(lane, after, limit=READ_AHEAD,
+                                                   reader=self.reader))
             else:
                 upto = self._boundary[lane]
                 if after >= upto:
                     return None
-                ready.extend(self.spool.iter_ready(lane, after, limit=READ_AHEAD, upto=upto))
+                ready.extend(self.spool.iter_ready(lane, after, limit=READ_AHEAD, upto=upto,
+                                                   reader=self.reader))
                 if not ready:
                     self._cursor[part] = upto  # the rest was acknowledged or evicted
             if ready:
@@ -481,36 +634,32 @@ class Uplink:
         """Accepted more than HISTORY_AFTER_S before the current connection came up."""
         return item.id <= self._boundary[item.lane]
 
-    def _wire(self, item: Spooled | Message) -> tuple[bytes, Properties | None, bool]:
-        """Payload, properties and retain flag as the message goes out now."""
-        data, retain, corr = item.payload, item.retain, None
-        if isinstance(item, Spooled):
-            if item.created < self._connected_wall - HISTORY_AFTER_S:
-                data = self._historical(item)
-            if retain and item.id <= self._before[item.lane]:
-                retain = False  # a state that waited: the connection's birth is current
-            with self._lock:
-                corr = self._correlation.get(item.key)
-        else:
-            corr = item.correlation
-        props = None
-        if self._protocol == MQTTProtocolVersion.MQTTv5:
-            ctype = item.content_type
-            if ctype or corr:
-                props = Properties(PacketTypes.PUBLISH)
-                if ctype:
-                    props.ContentType = ctype
-                if corr:
-                    props.CorrelationData = corr
-        return data, props, retain
-
-    def _historical(self, item: Spooled) -> bytes:
-        """Mark a pack that waited through an outage; its timestamps stay as they were.
-        Its format does it, at the mark stored with the row (no decoding)."""
-        data = formats.for_content_type(item.content_type).historical(item.payload, item.mark)
-        if data is not item.payload:
+    def _render(self, item: Spooled) -> list[Out]:
+        """A spooled message's publications as they go out now: history marked, a
+        retained state that waited not retained (the connection's birth is current)."""
+        historical = item.created < self._connected_wall - HISTORY_AFTER_S
+        with self._lock:
+            corr = self._correlation.get(item.key)
+        view = Item(item.kind or kind_of(item.topic), item.topic, item.payload,
+                    item.content_type, item.mark, item.retain, historical, item.created, corr)
+        outs = self.session.render(view)
+        if historical and outs and outs[0].payload is not item.payload:
             self.historical += 1
-        return data
+        if item.retain and item.id <= self._before[item.lane]:
+            for out in outs:
+                out.retain = False
+        return outs
+
+    def _properties(self, out: Out) -> Properties | None:
+        if self._protocol != MQTTProtocolVersion.MQTTv5 or not (out.content_type or
+                                                                 out.correlation):
+            return None
+        props = Properties(PacketTypes.PUBLISH)
+        if out.content_type:
+            props.ContentType = out.content_type
+        if out.correlation:
+            props.CorrelationData = out.correlation
+        return props
 
     def _send_some(self, client: mqtt.Client) -> bool:
         """Publish while the in-flight window has room; False if there was nothing to send."""
@@ -519,24 +668,49 @@ class Uplink:
             item = self._next()
             if item is None:
                 return sent
-            data, props, retain = self._wire(item)
-            info = client.publish(item.topic, data, qos=1, retain=retain, properties=props)
-            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                self._requeue(item)
-                return sent
+            if isinstance(item, Out):
+                if not self._send(client, None, item):
+                    with self._lock:
+                        self._announce.appendleft(item)
+                    return sent
+                sent = True
+                continue
+            try:
+                outs = self._render(item)
+            except Exception:  # a row no session can read must not stop the others
+                log.exception("uplink %s cannot render spooled %s message %d: skipped",
+                              self.name, item.lane, item.id,
+                              extra={"EVENT": "render_error", "UPLINK": self.name})
+                self.refused += 1
+                self.spool.ack(item.lane, item.id, self.reader)
+                continue
             sent = True
-            with self._lock:
-                self._inflight[info.mid] = item
+            if not outs:  # nothing for this platform: delivered as far as it goes
+                self.spool.ack(item.lane, item.id, self.reader)
+                continue
+            self._open[item.key] = len(outs)
+            for out in outs:
+                if out.token is not None:
+                    self._tokens[out.token] = item.key
+                if not self._send(client, item.key, out):
+                    # The connection is going: what was started is read again after it.
+                    self._teardown("publish failed")
+                    return sent
         return True
 
-    def _requeue(self, item: Spooled | Message) -> None:
-        if isinstance(item, Message):
-            with self._lock:
-                self._direct.appendleft(item)
-        elif item.key in self._opening_ids:
-            self._opening.appendleft(item)
-        else:
-            self._ready[(item.lane, not self._history(item))].appendleft(item)
+    def _send(self, client: mqtt.Client, key: tuple[str, int] | None, out: Out) -> bool:
+        info = client.publish(out.topic, out.payload, qos=out.qos, retain=out.retain,
+                              properties=self._properties(out))
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return False
+        if out.qos == 0:
+            self.published += 1
+            if out.token is None:
+                self._deliver(key)
+            return True
+        with self._lock:
+            self._inflight[info.mid] = (key, out)
+        return True
 
     def _teardown(self, why: str) -> None:
         client, self._client = self._client, None
@@ -545,7 +719,11 @@ class Uplink:
             # Spooled messages are read again from the spool, oldest unacknowledged first;
             # what was kept for this connection (announcements, a goodbye) is dropped.
             self._inflight.clear()
+            self._announce.clear()
             self._direct.clear()
+            self._open.clear()
+            self._tokens.clear()
+        self.session.lost()
         self._open_parts({lane: 0 for lane in LANES}, {lane: 0 for lane in LANES})
         if client is not None:
             sock = client.socket()
@@ -556,3 +734,99 @@ class Uplink:
                     pass
         level = logging.INFO if why == "stopped" else logging.WARNING
         self._set_state(f"disconnected: {why}", level)
+
+
+def kind_of(topic: str) -> Kind:
+    """The kind of a row spooled before rows kept their kind: by its topic's leaf."""
+    leaf = topic.rsplit("/", 1)[-1]
+    return {"telemetry": "telemetry", "health": "health", "state": "state",
+            "result": "result"}.get(leaf, "event")  # type: ignore[return-value]
+
+
+class Uplinks:
+    """Every uplink of a node behind the one face the daemon uses: a message is
+    accepted once (one spool row), and each uplink delivers it in its own time."""
+
+    def __init__(self, members: list[Uplink]) -> None:
+        if not members:
+            raise ValueError("no uplink")
+        self.members = members
+        self.spool = members[0].spool
+        self._accept = members[0]._accept
+
+    # What the status and health of a single uplink said, for the whole: the first.
+    @property
+    def connected(self) -> bool:
+        """Every uplink is connected."""
+        return all(u.connected for u in self.members)
+
+    @property
+    def state(self) -> str:
+        return "; ".join(f"{u.name} {u.state}" for u in self.members) \
+            if len(self.members) > 1 else self.members[0].state
+
+    def __getattr__(self, name: str) -> Any:  # client_id, protocol_name, connected_since...
+        return getattr(self.members[0], name)
+
+    @property
+    def reconnects(self) -> int:
+        return sum(u.reconnects for u in self.members)
+
+    @property
+    def historical(self) -> int:
+        return sum(u.historical for u in self.members)
+
+    @property
+    def published(self) -> int:
+        return sum(u.published for u in self.members)
+
+    @property
+    def refused(self) -> int:
+        return sum(u.refused for u in self.members)
+
+    def publish(self, msg: Message) -> Spooled | None:
+        if msg.per_connection:
+            for u in self.members:
+                u.publish(msg)
+            return None
+        with self._accept:
+            item = self.members[0].publish(msg)
+            if item is not None and msg.correlation:
+                for u in self.members[1:]:
+                    with u._lock:
+                        u.remember(item, msg.correlation)
+            return item
+
+    def pending(self) -> int:
+        """The most any uplink has yet to deliver."""
+        return max(u.pending() for u in self.members)
+
+    def start(self) -> None:
+        for u in self.members:
+            u.start()
+
+    def flush(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        return all([u.flush(max(0.0, deadline - time.monotonic())) for u in self.members])
+
+    def stop(self, goodbye: Callable[[], Message] | None = None, timeout: float = 5.0) -> None:
+        """Flush every uplink (the same ``timeout`` for all), then one goodbye, numbered
+        once, to every uplink still connected, and disconnect them."""
+        deadline = time.monotonic() + timeout
+        self.flush(timeout)
+        if goodbye is not None:
+            with self._accept:
+                open_ = [u for u in self.members if u.close_for_goodbye()]
+                if open_:
+                    msg = goodbye()
+                    for u in open_:
+                        u.say_goodbye(msg)
+            for u in open_:  # they send at once; each waits what is left of the time
+                u.wait_goodbye(max(0.0, deadline - time.monotonic()) + GOODBYE_S)
+        for u in self.members:
+            u._stop.set()
+        for u in self.members:
+            u.halt(max(0.0, deadline - time.monotonic()))
+
+    def status(self) -> list[dict[str, Any]]:
+        return [u.status() for u in self.members]

@@ -81,14 +81,21 @@ def _why(exc: BaseException) -> str:
 
 
 def check_broker(cfg: Config, *, timeout_s: float = CONNECT_TIMEOUT_S) -> Iterator[Check]:
-    """TCP, then TLS (verified as the daemon verifies), then MQTT CONNECT with its
-    credentials, each only if the step before it worked."""
-    m = cfg.mqtt
+    """Each uplink's broker ([mqtt], every [[uplink]]): TCP, then TLS (verified as the
+    daemon verifies), then MQTT CONNECT with its credentials, each only if the step
+    before it worked."""
     if cfg.local_mode:
         yield Check("broker", "mqtt.host", WARN, "local mode, nothing leaves the node",
                     HINT_LOCAL)
         return
-    target = f"{m.host}:{m.port}"
+    links = cfg.uplinks()
+    for m in links:
+        target = f"{m.host}:{m.port}" + (f" ({m.name}, {m.format})" if len(links) > 1 else "")
+        yield from _check_one(cfg, m, target, timeout_s)
+
+
+def _check_one(cfg: Config, m: Any, target: str, timeout_s: float) -> Iterator[Check]:
+    """One uplink's broker."""
     t0 = time.monotonic()
     try:
         sock = socket.create_connection((m.host, m.port), timeout=timeout_s)
@@ -108,19 +115,18 @@ def check_broker(cfg: Config, *, timeout_s: float = CONNECT_TIMEOUT_S) -> Iterat
         return
     yield Check("broker", target, OK, f"TCP connected in {1000 * (time.monotonic() - t0):.0f} ms")
     if m.tls:
-        ok = yield from _check_tls(cfg, sock, target, timeout_s)
+        ok = yield from _check_tls(m, sock, target, timeout_s)
         if not ok:
             return
     else:
         sock.close()
-    yield from _check_connect(cfg, target, timeout_s)
+    yield from _check_connect(cfg, m, target, timeout_s)
 
 
-def _check_tls(cfg: Config, sock: socket.socket, target: str,
+def _check_tls(m: Any, sock: socket.socket, target: str,
                timeout_s: float) -> Iterator[Check]:
     from agent.wire.security import SecurityError, tls_context
 
-    m = cfg.mqtt
     try:
         ctx = tls_context(m)
     except SecurityError as exc:
@@ -155,11 +161,10 @@ def _check_tls(cfg: Config, sock: socket.socket, target: str,
     return True
 
 
-def _check_connect(cfg: Config, target: str, timeout_s: float) -> Iterator[Check]:
+def _check_connect(cfg: Config, m: Any, target: str, timeout_s: float) -> Iterator[Check]:
     from agent.wire.mqtt import ConnectFailed, handshake, tool_client_id
     from agent.wire.security import SecurityError
 
-    m = cfg.mqtt
     client_id = tool_client_id(m, cfg.node.id, "doctor")
     try:
         answer = handshake(m, client_id, timeout_s)

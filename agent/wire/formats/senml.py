@@ -29,7 +29,7 @@ from typing import Any
 import cbor2
 
 from agent.wire import quantities
-from agent.wire.formats import PayloadError
+from agent.wire.formats import Channel, PayloadError
 from agent.wire.model import MAX_PAYLOAD, Pack, Record
 
 # RFC 8428 table 4: JSON label -> CBOR integer label.
@@ -247,3 +247,219 @@ def remark(payload: bytes) -> bytes:
     pack.historical = True
     cbor = not is_json(payload)
     return dumps(record_maps(pack, cbor), cbor)
+
+
+# -- the topics, for `citynode asyncapi` ---------------------------------------------------
+#: What each RFC 8428 label (table 4) means in a citynode pack; those it never sends say so.
+_LABEL_DOCS = {
+    "bn": ("string", "base name: never sent (the node id is in the topic); accepted when "
+           "decoding"),
+    "bt": ("number", "base time: Unix seconds (UTC) when the pack was made; on the first "
+           "record of every pack; whole seconds as integers, else to the millisecond"),
+    "n": ("string", "name: `<sensor>:<quantity>` style record names (docs/payload.md section "
+          "5); the quantity fixes unit and resolution (section 6)"),
+    "v": ("number", "numeric value, in the unit its name's quantity fixes; round it to the "
+          "quantity's resolution (docs/payload.md section 7)"),
+    "vs": ("string", "string value: status, reason, version, sensors, a sensor's health, "
+           "command results"),
+    "vb": ("boolean", "boolean value (command results: pong)"),
+    "t": ("number", "time relative to bt, seconds; only when the record's time differs"),
+}
+#: The extension fields on the first record (RFC 8428 section 4.4: not must-understand).
+_EXTENSION_DOCS = {
+    SESSION: {"type": "integer", "minimum": 1, "maximum": 2**32 - 1,
+              "description": "extension: boot session, grows by one each time the daemon "
+                             "starts (docs/payload.md section 4)"},
+    SEQUENCE: {"type": "integer", "minimum": 0,
+               "description": "extension: sequence number, from 0 in each boot session, over "
+                              "every topic together; absent only on the last will"},
+    HISTORICAL: {"type": "boolean", "enum": [True],
+                 "description": "extension: historical, present (true) only when the pack "
+                                "waited through an outage; bt is then its original time"},
+}
+
+
+def pack_schema(cbor: bool) -> dict[str, Any]:
+    """JSON Schema of a citynode SenML pack (RFC 8428 sections 4 to 6): an array of
+    records with the pack's fields on the first. CBOR keys its maps by the integer labels
+    of RFC 8428 table 4, which JSON Schema cannot name: they appear as their decimal
+    text ("-3" is the integer label -3, bt), as in the examples."""
+    kind = "cbor" if cbor else "json"
+    record = f"senml-record-{kind}"
+
+    def key(label: str) -> str:
+        return str(LABELS[label]) if cbor else label
+
+    props: dict[str, Any] = {}
+    for label, (typ, doc) in _LABEL_DOCS.items():
+        named = f"{label} (label {LABELS[label]})" if cbor else label
+        props[key(label)] = {"type": typ, "description": f"{named}: {doc}"}
+    props.update(_EXTENSION_DOCS)
+    one_value = [{"required": [key(v)]} for v in ("v", "vs", "vb")]
+    if cbor:
+        title = "SenML pack (CBOR)"
+        how = ("RFC 8428 section 6: a CBOR array (RFC 8949) of maps, encoded "
+               "deterministically (map keys sorted), each number in the smallest encoding "
+               "that holds it (docs/payload.md section 7). The labels are the integers of "
+               "RFC 8428 table 4 (bt -3, n 0, v 2, vs 3, vb 4, t 6); JSON Schema keys objects "
+               "by text, so they are written here as their decimal text. The extension "
+               "fields b, q and h keep their text labels.")
+    else:
+        title = "SenML pack (JSON)"
+        how = "RFC 8428 section 5: a JSON array of records, minified."
+    return {
+        "title": title,
+        "description": f"{how} The pack's fields (bt, b, q, h) are on the first record; "
+                       "every record has a name and one value. docs/payload.md has the "
+                       "record names, units and a byte-level walk-through.",
+        "type": "array",
+        "minItems": 1,
+        "items": [{"allOf": [{"$ref": f"#/$defs/{record}"},
+                             {"required": [key("bt"), SESSION]}]}],
+        "additionalItems": {"$ref": f"#/$defs/{record}"},
+        "$defs": {record: {
+            "title": f"SenML record ({kind.upper()})",
+            "type": "object",
+            "properties": props,
+            "required": [key("n")],
+            "oneOf": one_value,
+            # RFC 8428 section 4.4: a label ending in "_" must be understood; none is sent.
+            "propertyNames": {"not": {"pattern": "_$"}},
+        }},
+    }
+
+
+def _ecma(pattern: str) -> str:
+    """A Python regular expression anchored with \\A and \\Z as JSON Schema's (ECMA 262)
+    anchors ^ and $, which without the multiline flag mean the same."""
+    if pattern.startswith(("\\A", "^")):
+        pattern = "^" + pattern.removeprefix("\\A").removeprefix("^")
+    if pattern.endswith("\\Z"):
+        pattern = pattern.removesuffix("\\Z") + "$"
+    return pattern
+
+
+def _portable(schema: Any) -> Any:
+    """msgspec's JSON Schema with ECMA 262 patterns, and without the titles of internal
+    struct names."""
+    if isinstance(schema, dict):
+        return {k: (_ecma(v) if k == "pattern" else _portable(v))
+                for k, v in schema.items() if k != "title"}
+    if isinstance(schema, list):
+        return [_portable(v) for v in schema]
+    return schema
+
+
+def command_schema() -> dict[str, Any]:
+    """JSON Schema of a downlink command, from the structs the node checks commands with
+    (agent/core/commands.py; docs/commands.md sections 2 and 5): one branch per command,
+    with its own arguments."""
+    import msgspec
+
+    from agent.core import commands
+
+    def body(struct: type) -> dict[str, Any]:
+        schema = msgspec.json.schema(struct)
+        return _portable(schema["$defs"][struct.__name__])
+
+    command = body(commands.Command)
+    command["properties"]["cmd"] = {"type": "string", "enum": list(commands.COMMANDS),
+                                    "description": "the command (docs/commands.md section 5)"}
+    branches = []
+    for name in commands.COMMANDS:
+        args = body(commands._COMMANDS[name].args)
+        args.setdefault("properties", {})
+        branches.append({"properties": {"cmd": {"const": name}, "args": args}})
+    return {
+        "title": "citynode command",
+        "description": "One command: a JSON object (first byte `{`) or the same object as a "
+                       "CBOR map, at most [commands] max_bytes (default 8192). ts, nonce and "
+                       "sig sign it (HMAC-SHA256, docs/commands.md section 6); a node with a "
+                       "key refuses unsigned commands. Never publish a command retained.",
+        **{k: v for k, v in command.items() if k != "description"},
+        "oneOf": branches,
+    }
+
+
+def _samples(version: str) -> dict[str, list[tuple[str, Pack]]]:
+    """The packs of docs/payload.md section 8 and docs/commands.md section 3 (node
+    seoul-jongno-0001, one PMS5003 named pm, boot session 3), by topic."""
+    from agent.core.commands import CommandResult
+
+    def pack(t: float, seq: int | None, records: list[Record]) -> Pack:
+        return Pack(time=t, session=3, seq=seq, records=records)
+
+    window = [("pm1", 8), ("pm1:min", 6), ("pm1:max", 10), ("pm25", 12), ("pm25:min", 10),
+              ("pm25:max", 15), ("pm10", 20), ("pm10:min", 17), ("pm10:max", 24),
+              ("pm:n", 29), ("pm:q", 4)]
+    health: list[tuple[str, float | str]] = [
+        ("uptime", 86400), ("cpu", 1.2), ("rss", 31457280), ("disk_free", 5368709120),
+        ("pm:health", "ok"), ("spool", 0), ("spool_bytes", 0), ("evicted_tele", 0),
+        ("evicted_ev", 0), ("reconnects", 2), ("historical", 0), ("cmd_ok", 3),
+        ("cmd_refused", 1)]
+    birth = [Record("status", text="online"), Record("version", text=version),
+             Record("boot", value=1763812345), Record("interval", value=60),
+             Record("sensors", text="pm:pms5003")]
+    ping = CommandResult(id="c-101", ok=True, cmd="ping", data={"pong": True, "uptime_s": 86400})
+    return {
+        "telemetry": [("a PMS5003's 60 s window: mean, min and max, count, quality flags",
+                       pack(1763900060, 1441, [Record(n, value=v) for n, v in window]))],
+        "event": [("the sensor pm went from ok to errors",
+                   pack(1763900071.482, 1442, [Record("pm:health", text="errors")]))],
+        "health": [("the node's health report", pack(1763900100, 1445, [
+            Record(n, text=v) if isinstance(v, str) else Record(n, value=v)
+            for n, v in health]))],
+        "state": [("birth, on every connection", pack(1763812350, 0, birth)),
+                  ("last will: published by the broker when the node is lost",
+                   pack(1763812350, None, [Record("status", text="offline"),
+                                           Record("reason", text="lost")])),
+                  ("goodbye: the last message of a clean stop",
+                   pack(1763900093, 1444, [Record("status", text="offline"),
+                                           Record("reason", text="shutdown")]))],
+        "result": [("the answer to ping", pack(1763900000, 40, ping.records()))],
+    }
+
+
+#: The topics under <prefix>/<node>/ (docs/payload.md section 1): leaf, action from the
+#: node's side, retained, summary.
+_TOPICS = (
+    ("telemetry", "send", False, "Aggregated measurements: one pack per report interval "
+     "([report] interval_s, default 60 s) with every sensor's statistics for the window."),
+    ("event", "send", False, "A change worth its own message: a sensor's health transition, "
+     "an alarm (fall, fire), a parking bay's or a bin's new state."),
+    ("health", "send", False, "The node's own health every [health] interval_s (default "
+     "300 s): uptime, sensors, spool, resources, command counters."),
+    ("state", "send", True, "Retained: the birth (status online) on every connection; the "
+     "last will (status offline, reason lost) the broker publishes when the node vanishes; "
+     "the goodbye (status offline, reason shutdown) of a clean stop."),
+    ("command", "receive", False, "Downlink commands to the node (docs/commands.md). The node "
+     "subscribes with QoS 1 when [commands] enabled; every message is answered on result."),
+    ("result", "send", False, "The answer to every command message: records id, cmd, status, "
+     "error and the command's data; with MQTT 5, sent to the command's response topic (when "
+     "it names one) with its correlation data."),
+)
+
+
+def channels(fmt: Any, cbor: bool) -> list[Channel]:
+    """The native topics of a SenML format (``fmt``), with examples it encodes itself."""
+    from agent import __version__
+
+    samples = _samples(__version__)
+    pack = pack_schema(cbor)
+    out = []
+    for leaf, action, retain, summary in _TOPICS:
+        if leaf == "command":
+            schema, content_type = command_schema(), "application/json"
+            examples: tuple[Any, ...] = (
+                ("ping", b'{"id": "c-101", "cmd": "ping"}'),
+                ("signed (docs/commands.md section 6)",
+                 b'{"id": "c-201", "cmd": "sample-now", "args": {}, "ts": 1763900020, '
+                 b'"nonce": "Vd1tq6yW3n0C", "sig": '
+                 b'"468ff18d619aad937390481cb5ccf3c6251a1d4112ee554b0bba1668f1f53505"}'))
+        else:
+            schema, content_type = pack, fmt.content_type
+            examples = tuple((what, fmt.encode(p).payload) for what, p in samples[leaf])
+        out.append(Channel(name=leaf, address=f"{{prefix}}/{{node}}/{leaf}", action=action,
+                           summary=summary, content_type=content_type, schema=schema, qos=1,
+                           retain=retain, examples=examples))
+    return out

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 import cbor2
 
-from agent.wire.formats import Encoded, Publication, senml
+from agent.wire.formats import Channel, Encoded, Publication, senml
 from agent.wire.model import NodeInfo, Pack
+from agent.wire.native import NativeSession
+from agent.wire.session import Context
 
 #: ``"h": true``: text string of length 1, "h", simple value true.
 _HISTORICAL = b"\x61\x68\xf5"
@@ -44,6 +46,7 @@ def _after_session(payload: bytes, at: int, mark: int) -> bool:
 class SenmlCbor:
     name: str = "senml-cbor"
     content_type: str = "application/senml+cbor"
+    packs: bool = True
 
     def encode(self, pack: Pack) -> Encoded:
         maps = senml.record_maps(pack, cbor=True)
@@ -71,6 +74,12 @@ class SenmlCbor:
 
     def on_connect(self, node: NodeInfo) -> list[Publication]:
         return []
+
+    def session(self, ctx: Context) -> NativeSession:
+        return NativeSession(self, ctx)
+
+    def channels(self) -> list[Channel]:
+        return senml.channels(self, cbor=True)
 
 
 FORMAT = SenmlCbor()

@@ -13,8 +13,10 @@ import json
 import re
 from dataclasses import dataclass
 
-from agent.wire.formats import Encoded, Publication, senml
+from agent.wire.formats import Channel, Encoded, Publication, senml
 from agent.wire.model import NodeInfo, Pack
+from agent.wire.native import NativeSession
+from agent.wire.session import Context
 
 _HISTORICAL = b',"' + senml.HISTORICAL.encode() + b'":true'
 #: What precedes the mark in a payload this module encoded (numbers as json.dumps writes them).
@@ -25,6 +27,7 @@ _HEAD = re.compile(rb'\[\{"bt":-?[0-9.eE+-]+,"b":[0-9]+(,"q":[0-9]+)?')
 class SenmlJson:
     name: str = "senml-json"
     content_type: str = "application/senml+json"
+    packs: bool = True
 
     def encode(self, pack: Pack) -> Encoded:
         data = senml.dumps(senml.record_maps(pack, cbor=False), cbor=False)
@@ -47,6 +50,12 @@ class SenmlJson:
 
     def on_connect(self, node: NodeInfo) -> list[Publication]:
         return []
+
+    def session(self, ctx: Context) -> NativeSession:
+        return NativeSession(self, ctx)
+
+    def channels(self) -> list[Channel]:
+        return senml.channels(self, cbor=False)
 
 
 FORMAT = SenmlJson()
