@@ -8,7 +8,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 PYTEST  := $(BIN)/python -m pytest
 
-.PHONY: all venv deps-system demo test test-system test-nspawn test-faults test-onem2m test-platforms sparkplug-host-venv asyncapi eval eval-inactivity eval-models train docs lint bench clean help
+.PHONY: all venv deps-system deps-nats demo test test-system test-nspawn test-faults test-onem2m test-platforms test-cluster soak sparkplug-host-venv asyncapi eval eval-inactivity eval-models train docs lint bench clean help
 
 all: test
 
@@ -16,10 +16,12 @@ help:
 	@echo "make demo         run a whole node on emulated sensors and a local mosquitto (Ctrl-C stops)"
 	@echo "make test         unit, emulator and end-to-end tests (what CI runs first)"
 	@echo "make test-system  tests against a real private journald (root)"
-	@echo "make test-nspawn  the installed unit under a real systemd in systemd-nspawn (root)"
+	@echo "make test-nspawn  the installed unit and over-the-air updates under a real systemd (root)"
 	@echo "make test-faults  broker outage, SIGKILLs during a drain, a full disk (minutes)"
 	@echo "make test-onem2m  the oneM2M format against a real KETI Mobius (../shared/vendor)"
 	@echo "make test-platforms  the platform formats (Home Assistant...) against real brokers"
+	@echo "make test-cluster broker failover against a real three-node NATS cluster (MQTT)"
+	@echo "make soak         100 real agents against the cluster for 10 minutes, rolling restart"
 	@echo "make asyncapi     docs/asyncapi.yaml validated by the AsyncAPI CLI (npm registry)"
 	@echo "make lint         ruff"
 	@echo "make bench        payload size, spool, models (size, latency, memory) and other figures"
@@ -53,15 +55,18 @@ demo: venv deps-system
 	$(BIN)/citynode simulate
 
 test: venv deps-system
-	$(PYTEST) -q -m "not system and not faults and not nspawn and not arm64 and not asyncapi and not homeassistant and not sparkplug and not onem2m"
+	$(PYTEST) -q -m "not system and not faults and not nspawn and not arm64 and not asyncapi and not homeassistant and not sparkplug and not onem2m and not cluster"
 
 test-system: venv deps-system
 	@if [ ! -x /lib/systemd/systemd-journald ] && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null; fi
 	$(PYTEST) -q -m system
 
-# The installed unit under a real systemd in systemd-nspawn (root; about 3 minutes, the
-# first run also builds a cached Debian bookworm root with debootstrap).
+# The installed unit under a real systemd in systemd-nspawn, and whole over-the-air updates
+# there (tests/test_nspawn_update.py: good, crashing, hung and mute releases rolled back,
+# kills during download and switch, tampered and older bundles; figures in
+# build/nspawn-update-figures.json). Root; about 6 minutes, the first run also builds a
+# cached Debian bookworm root with debootstrap.
 test-nspawn: venv
 	@if [ "$$(id -u)" = 0 ] && ! command -v systemd-nspawn >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
@@ -94,6 +99,28 @@ test-onem2m: venv deps-system
 # rebirth, commands, primary host, the NDEATH of a killed node; about 40 s).
 test-platforms: venv deps-system sparkplug-host-venv
 	$(PYTEST) -q -m "homeassistant or sparkplug"
+
+# Broker failover against a real three-node NATS cluster with MQTT on 127.0.0.1 (nats-server
+# from Debian, installed when root): the node's broker stopped, the command back to the
+# primary, a rolling restart under load with nothing lost (tests/cluster, about 2 minutes).
+deps-nats:
+	@if ! command -v nats-server >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		command -v apt-get >/dev/null 2>&1; then \
+		echo "installing nats-server (Debian package)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			nats-server >/dev/null; \
+	elif ! command -v nats-server >/dev/null 2>&1; then \
+		echo "nats-server is not installed (sudo apt-get install nats-server): the cluster"; \
+		echo "tests will say so and skip"; fi
+
+test-cluster: venv deps-nats
+	$(PYTEST) -q -s -m cluster tests/cluster
+
+# The fleet soak: 100 real agents (emulated sensors, one state directory each) against
+# the NATS cluster for 10 minutes with a rolling restart; prints loss, duplicates, CPU and
+# memory per node, the brokers' load, and the capacity estimate (docs/ops.md; ~12 minutes).
+soak: venv deps-nats
+	$(BIN)/python -m bench.fleet_soak
 
 # pysparkplug (the independent Sparkplug host in tests/sparkplug) pins paho-mqtt<2: its own venv.
 SPARKPLUG_VENV := .venv-sparkplug
@@ -184,6 +211,8 @@ eval-models: venv
 
 # -- installation: offline bundle, SD-card kit, the arm64 proof (docs/install.md) --------------
 # make bundle [ARCH=aarch64|x86_64] [EXTRAS=tflite (default; EXTRAS= for none)]   -> dist/citynode-bundle-<version>-<arch>.tar.gz
+#      [SIGNING_KEY=fleet.key] [MIN_VERSION=V] [DOWNGRADE=1] [KIND=models [MODELS_VERSION=V]]
+#      signed for updates over the air (docs/updates.md); KIND=models: the models alone
 # make sdcard-kit OUT=/media/$$USER/bootfs CONFIG=node.toml [BUNDLE=...] [CREDENTIALS=mqtt.toml]
 #      [CERT=node.crt KEY=node.key] [CA=ca.crt] [HMAC_KEY=command.key] [NODE_HOSTNAME=pole-42]
 # make test-arm64   Debian bookworm arm64 chroot under QEMU (root; first run ~5 min, cached)
@@ -195,7 +224,10 @@ KIT_BUNDLE = $(or $(BUNDLE),dist/citynode-bundle-$(VERSION)-aarch64.tar.gz)
 .PHONY: bundle sdcard-kit test-arm64
 
 bundle: venv
-	$(BIN)/python deploy/bundle.py --arch "$(ARCH)" --extras "$(EXTRAS)" --out dist
+	$(BIN)/python deploy/bundle.py --arch "$(ARCH)" --extras "$(EXTRAS)" --out dist \
+		$(if $(SIGNING_KEY),--signing-key "$(SIGNING_KEY)") $(if $(KIND),--kind "$(KIND)") \
+		$(if $(MIN_VERSION),--min-version "$(MIN_VERSION)") $(if $(DOWNGRADE),--downgrade) \
+		$(if $(MODELS_VERSION),--version "$(MODELS_VERSION)")
 
 sdcard-kit: venv
 	@if [ -z "$(OUT)" ] || [ -z "$(CONFIG)" ]; then \

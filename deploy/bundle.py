@@ -7,11 +7,21 @@ wheel for the target (CPython 3.11 on aarch64 by default), the project's own whe
 example configuration, the udev rules and the first-boot script, with a MANIFEST and a
 SHA256SUMS that install.sh and ``citynode sdcard-kit`` verify before using anything.
 
+For updates over the air it also writes MANIFEST.json (version, arch, min_version, kind,
+downgrade, created, migrations and every file's sha256 and size; agent/update/bundle.py
+reads it) and, with a signing key (``--signing-key FILE``, or the environment's
+SIGNING_KEY; ``make bundle SIGNING_KEY=...``), MANIFEST.sig: Ed25519 over MANIFEST.json's
+exact bytes. An unsigned bundle still installs offline (install.sh, sdcard-kit); a node's
+update path refuses it. ``--kind models`` bundles only agent/models' models and their
+metadata (no wheels, no network), to update a fleet's models alone.
+
 Binary wheels come from the package index for the target platform (``pip download
 --platform``); a dependency published only as an sdist is built into a wheel here with
 ``pip wheel``, which is accepted only if the result is pure Python (``py3-none-any``).
 
     python deploy/bundle.py [--arch aarch64|x86_64] [--extras tflite] [--out dist]
+        [--signing-key FILE] [--min-version V] [--downgrade] [--kind release|models]
+        [--version V (models only)]
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import argparse
 import configparser
 import datetime as dt
 import hashlib
+import importlib
 import os
 import re
 import shutil
@@ -30,6 +41,8 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -47,10 +60,106 @@ FILES = [
     ("docs/install.md", "install.md"),
 ]
 EXECUTABLE = {"install.sh", "firstboot/firstboot.sh"}
+#: A models bundle: every model of agent/models and its metadata (same name, .json).
+MODELS_DIR = "agent/models"
+MAX_KEY_BYTES = 8192
 
 
 def say(msg: str) -> None:
     print(f"bundle: {msg}", file=sys.stderr, flush=True)
+
+
+def _signed() -> ModuleType:
+    """agent/update/bundle.py of this checkout: the manifest's one writer and reader."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return importlib.import_module("agent.update.bundle")
+
+
+def load_signing_key(path: str | os.PathLike[str]) -> Any:
+    """The Ed25519 private key in ``path`` (``citynode keys generate``); SystemExit with
+    one line when it is missing or not such a key."""
+    signed = _signed()
+    p = Path(path)
+    try:
+        st = p.stat()
+        if not p.is_file():
+            raise SystemExit(f"bundle: --signing-key {p}: not a regular file")
+        with p.open("rb") as fh:
+            data = fh.read(MAX_KEY_BYTES + 1)
+    except OSError as exc:
+        raise SystemExit(f"bundle: --signing-key {p}: {exc.strerror or exc}") from None
+    if len(data) > MAX_KEY_BYTES:
+        raise SystemExit(f"bundle: --signing-key {p}: larger than {MAX_KEY_BYTES} bytes, "
+                         "not a key")
+    try:
+        key = signed.load_private_key(data, f"--signing-key {p}")
+    except signed.BundleError as exc:
+        raise SystemExit(f"bundle: {exc}") from None
+    if st.st_mode & 0o077:
+        say(f"warning: {p} is readable by others (mode {st.st_mode & 0o777:04o}): chmod 600")
+    return key
+
+
+def migration_names() -> list[str]:
+    """The configuration migrations this release carries, in the order they run
+    (agent/update/migrate.py's registry): the node's installer applies them."""
+    try:
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))
+        migrate = importlib.import_module("agent.update.migrate")
+    except ImportError:
+        return []
+    return list(getattr(migrate, "MIGRATIONS", {}))
+
+
+def file_table(top: Path) -> dict[str, dict[str, Any]]:
+    """MANIFEST.json's ``files``: every file under ``top`` but the bundle's own metadata,
+    with sha256, size and (when set) the executable bit."""
+    meta = _signed().META
+    out: dict[str, dict[str, Any]] = {}
+    for p in sorted(top.rglob("*")):
+        rel = p.relative_to(top).as_posix()
+        if p.is_symlink() or not p.is_file() or rel in meta:
+            continue
+        st = p.stat()
+        entry: dict[str, Any] = {"sha256": sha256(p), "size": st.st_size}
+        if st.st_mode & 0o111:
+            entry["executable"] = True
+        out[rel] = entry
+    return out
+
+
+def write_manifest(top: Path, *, version: str, arch: str, kind: str, min_version: str,
+                   downgrade: bool, created: str, migrations: Sequence[str] = (),
+                   signing_key: Any = None, extra: dict[str, str] | None = None) -> bytes:
+    """Write MANIFEST.json (and MANIFEST.sig with ``signing_key``) for the files now under
+    ``top``, then SHA256SUMS of everything; the manifest's bytes."""
+    signed = _signed()
+    for what, v in (("version", version), ("min_version", min_version)):
+        try:
+            signed.parse_version(v)
+        except ValueError as exc:
+            raise SystemExit(f"bundle: {what}: {exc}") from None
+    doc = {**(extra or {}), "format": signed.FORMAT, "name": "citynode", "version": version,
+           "arch": arch, "kind": kind, "min_version": min_version, "downgrade": downgrade,
+           "created": created, "migrations": list(migrations), "files": file_table(top)}
+    raw = signed.manifest_bytes(doc)
+    signed.parse_manifest(raw)  # what a node will read: refuse to write what it refuses
+    (top / signed.MANIFEST_NAME).write_bytes(raw)
+    if signing_key is not None:
+        (top / signed.SIG_NAME).write_bytes(signed.sign(signing_key, raw))
+    write_sums(top)
+    return raw
+
+
+def write_sums(top: Path) -> None:
+    """SHA256SUMS of every other file (install.sh and sdcard-kit check it offline), in the
+    one order agent/update/bundle.py expects."""
+    signed = _signed()
+    files = [p for p in top.rglob("*") if p.is_file() and p.name != signed.SUMS_NAME]
+    (top / signed.SUMS_NAME).write_bytes(signed.sums_text(
+        {p.relative_to(top).as_posix(): sha256(p) for p in files}))
 
 
 def project_version(root: Path = ROOT) -> str:
@@ -205,9 +314,16 @@ def git_source() -> str:
     return out.stdout.strip() or "unknown"
 
 
+def now_utc() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def assemble(stage: Path, wheels: Sequence[Path], *, version: str, arch: str, pyver: str,
-             extras: str, root: Path = ROOT, created: str | None = None) -> Path:
-    """Lay out ``stage/citynode-bundle-<version>-<arch>/`` with MANIFEST and SHA256SUMS."""
+             extras: str, root: Path = ROOT, created: str | None = None,
+             min_version: str | None = None, downgrade: bool = False,
+             signing_key: Any = None, migrations: Sequence[str] | None = None) -> Path:
+    """Lay out ``stage/citynode-bundle-<version>-<arch>/`` with MANIFEST, MANIFEST.json
+    (MANIFEST.sig when signed) and SHA256SUMS."""
     top = stage / f"citynode-bundle-{version}-{arch}"
     (top / "wheels").mkdir(parents=True)
     for src, name in FILES:
@@ -218,16 +334,51 @@ def assemble(stage: Path, wheels: Sequence[Path], *, version: str, arch: str, py
     for w in wheels:
         shutil.copyfile(w, top / "wheels" / w.name)
         (top / "wheels" / w.name).chmod(0o644)
-    created = created or dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = created or now_utc()
+    source = git_source() if root == ROOT else "test"
     manifest = {
         "name": "citynode", "version": version, "arch": arch, "python": pyver,
-        "extras": extras, "created": created, "source": git_source() if root == ROOT else "test",
+        "extras": extras, "created": created, "source": source,
         "wheels": str(len(wheels)),
     }
     (top / "MANIFEST").write_text("".join(f"{k}={v}\n" for k, v in manifest.items()))
-    files = sorted(p for p in top.rglob("*") if p.is_file() and p.name != "SHA256SUMS")
-    (top / "SHA256SUMS").write_text(
-        "".join(f"{sha256(p)}  {p.relative_to(top).as_posix()}\n" for p in files))
+    write_manifest(top, version=version, arch=arch, kind="release",
+                   min_version=min_version or _signed().UPDATABLE_SINCE, downgrade=downgrade,
+                   created=created, signing_key=signing_key,
+                   migrations=migration_names() if migrations is None else migrations,
+                   extra={"python": pyver, "extras": extras, "source": source})
+    return top
+
+
+def default_models_version(created: str, root: Path = ROOT) -> str:
+    """A models bundle's version when none is given: the release's, plus the build time
+    as a local label (``0.1.0+models.20261207143000``), newer than the release itself and
+    than every earlier models bundle built for it."""
+    return f"{project_version(root)}+models.{re.sub(r'[^0-9]', '', created)}"
+
+
+def assemble_models(stage: Path, *, version: str, root: Path = ROOT,
+                    created: str | None = None, min_version: str | None = None,
+                    downgrade: bool = False, signing_key: Any = None) -> Path:
+    """Lay out ``stage/citynode-models-<version>-any/models/``: every ``*.tflite`` of
+    agent/models with its metadata (the ``.json`` of the same name), MANIFEST.json
+    (kind "models", arch "any"), MANIFEST.sig when signed, and SHA256SUMS."""
+    src = root / MODELS_DIR
+    models = sorted(src.glob("*.tflite"))
+    if not models:
+        raise SystemExit(f"bundle: no *.tflite in {src}: nothing to bundle")
+    top = stage / f"citynode-models-{version}-any"
+    (top / "models").mkdir(parents=True)
+    for model in models:
+        for p in (model, model.with_suffix(".json")):
+            if p.is_file():
+                shutil.copyfile(p, top / "models" / p.name)
+                (top / "models" / p.name).chmod(0o644)
+    created = created or now_utc()
+    write_manifest(top, version=version, arch="any", kind="models",
+                   min_version=min_version or _signed().UPDATABLE_SINCE, downgrade=downgrade,
+                   created=created, signing_key=signing_key,
+                   extra={"source": git_source() if root == ROOT else "test"})
     return top
 
 
@@ -263,8 +414,14 @@ def human(n: float) -> str:
 
 
 def build(arch: str, extras: str, out_dir: Path, pyver: str = "3.11",
-          python: str = sys.executable) -> Path:
+          python: str = sys.executable, *, kind: str = "release", version: str | None = None,
+          min_version: str | None = None, downgrade: bool = False,
+          signing_key: str | None = None) -> Path:
     t0 = time.monotonic()
+    key = load_signing_key(signing_key) if signing_key else None  # before minutes of work
+    if kind == "models":
+        return _build_models(out_dir, t0, version=version, min_version=min_version,
+                             downgrade=downgrade, key=key)
     version = project_version()
     unknown = {e for e in extras.split(",") if e} - extras_available()
     if unknown:
@@ -288,9 +445,9 @@ def build(arch: str, extras: str, out_dir: Path, pyver: str = "3.11",
         for w in wheels:
             say(f"  {w.name} ({human(w.stat().st_size)})")
         top = assemble(tmpd / "stage", wheels, version=version, arch=arch, pyver=pyver,
-                       extras=extras)
+                       extras=extras, min_version=min_version, downgrade=downgrade,
+                       signing_key=key)
         out = make_tarball(top, out_dir)
-    sys.path.insert(0, str(ROOT))
     from agent.tools.sdcard import BundleError, verify_bundle
 
     try:
@@ -298,10 +455,44 @@ def build(arch: str, extras: str, out_dir: Path, pyver: str = "3.11",
     except BundleError as exc:
         raise SystemExit(f"bundle: the new bundle does not verify: {exc}") from None
     say(f"verified: {len(info.files)} files, citynode {info.version} for {info.arch}")
+    _check_signed(out, key)
     say(f"wrote {out} ({human(out.stat().st_size)}, {len(wheels)} wheels) "
         f"in {time.monotonic() - t0:.0f} s")
     print(out)
     return out
+
+
+def _build_models(out_dir: Path, t0: float, *, version: str | None, min_version: str | None,
+                  downgrade: bool, key: Any) -> Path:
+    created = now_utc()
+    version = version or default_models_version(created)
+    with tempfile.TemporaryDirectory(prefix="citynode-models-") as tmp:
+        top = assemble_models(Path(tmp), version=version, created=created,
+                              min_version=min_version, downgrade=downgrade, signing_key=key)
+        out = make_tarball(top, out_dir)
+    _check_signed(out, key)
+    say(f"wrote {out} ({human(out.stat().st_size)}, models {version}) "
+        f"in {time.monotonic() - t0:.0f} s")
+    print(out)
+    return out
+
+
+def _check_signed(out: Path, key: Any) -> None:
+    """Read the new bundle back as a node will (its signature with the key's public half);
+    an unsigned one only for its shape, and said so."""
+    signed = _signed()
+    try:
+        if key is None:
+            m = signed.read_manifest(out)
+            say(f"UNSIGNED: {m.kind} {m.version}; install.sh and sdcard-kit accept it, a "
+                "node's update refuses it (--signing-key FILE, make bundle SIGNING_KEY=...)")
+            return
+        m = signed.verify_contents(out, [key.public_key()])
+    except signed.BundleError as exc:
+        raise SystemExit(f"bundle: the new bundle does not verify: {exc}") from None
+    say(f"signed by {m.signed_by[:16]}...: {m.kind} {m.version} for {m.arch}, "
+        f"{len(m.files)} files, updates {m.min_version} or newer"
+        + (", a DOWNGRADE" if m.downgrade else ""))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -310,11 +501,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--extras", default="", help="comma-separated extras, e.g. tflite")
     p.add_argument("--python", dest="pyver", default="3.11", help="target CPython version")
     p.add_argument("--out", default=str(ROOT / "dist"), help="output directory")
+    p.add_argument("--kind", choices=("release", "models"), default="release",
+                   help="release (default): everything a node runs; models: agent/models' "
+                   "models and their metadata only")
+    p.add_argument("--version", help="models only: the models bundle's version (default: "
+                   "the release's plus +models.<build time>)")
+    p.add_argument("--min-version", metavar="V",
+                   help="the oldest running citynode that may install this bundle over the "
+                   "air (default: the first that can, agent/update/bundle.py UPDATABLE_SINCE)")
+    p.add_argument("--downgrade", action="store_true",
+                   help="allow nodes running a newer version to install this one (signed)")
+    p.add_argument("--signing-key", metavar="FILE",
+                   default=os.environ.get("SIGNING_KEY") or None,
+                   help="Ed25519 private key (citynode keys generate) to sign MANIFEST.json "
+                   "with (default: $SIGNING_KEY; none: an unsigned bundle)")
     args = p.parse_args(argv)
     arch = ARCH_ALIASES.get(args.arch)
     if arch is None:
         p.error(f"--arch {args.arch}: use aarch64 or x86_64")
-    build(arch, args.extras.replace(" ", ""), Path(args.out), args.pyver)
+    if args.version and args.kind != "models":
+        p.error("--version is for --kind models (a release's version is the package's)")
+    build(arch, args.extras.replace(" ", ""), Path(args.out), args.pyver, kind=args.kind,
+          version=args.version, min_version=args.min_version, downgrade=args.downgrade,
+          signing_key=args.signing_key)
     return 0
 
 

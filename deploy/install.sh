@@ -20,7 +20,7 @@
 #   --prefix DIR     treat DIR as the root file system (tests, image building): every path
 #                    is under DIR, users are created with useradd --prefix, nothing is started
 #   --force          install on another architecture or OS release than 64-bit bookworm
-#   --uninstall      stop and disable the unit; remove it, the venv and the udev rules
+#   --uninstall      stop and disable the units; remove them, the releases and the udev rules
 #   --purge          with --uninstall: also remove /etc/citynode, /var/lib/citynode and the user
 #   -h, --help       this text
 #
@@ -90,11 +90,17 @@ else
     R=""
 fi
 OPT="$R/opt/citynode"
-VENV="$OPT/venv"
-STAMP="$OPT/.installed"
+# Releases side by side (docs/updates.md): releases/<version>/venv, current and previous
+# name one each; /opt/citynode/venv is a link to current/venv for older scripts.
+RELEASES="$OPT/releases"
+RELEASE=""   # set once the version is known (release_name)
+VENV=""
+STAMP=""
 ETC="$R/etc/citynode"
 STATE="$R/var/lib/citynode"
 UNIT_DST="$R/etc/systemd/system/citynode.service"
+UPDATE_UNITS=(citynode-update.service citynode-update.path)  # root side of OTA updates
+GUARD_DST="$OPT/bin/citynode-guard"
 UDEV_DIR="$R/etc/udev/rules.d"
 MODULES_CONF="$R/etc/modules-load.d/citynode.conf"
 IS_ROOT=0
@@ -293,10 +299,77 @@ install_file() {
     return 0
 }
 
+# -- releases -------------------------------------------------------------------------------
+# The folder this install goes to: the bundle's version, or for --online the version asked
+# for (--package NAME==X) or the checkout's; "online" when nothing says it.
+release_name() {
+    local v=""
+    if [ -n "$BUNDLE" ]; then v=$BUNDLE_VERSION
+    elif [[ "$PACKAGE" == *==* ]]; then v=${PACKAGE##*==}
+    elif [ -z "$PACKAGE" ] && [ -f "$SELF_DIR/../agent/__init__.py" ]; then
+        v=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$SELF_DIR/../agent/__init__.py" | head -n 1)
+    fi
+    [ -n "$v" ] || v=online
+    [[ "$v" =~ ^[0-9A-Za-z][0-9A-Za-z.+_-]{0,39}$ ]] || die "version $v cannot name a release folder"
+    RELEASE=$v
+    VENV="$RELEASES/$RELEASE/venv"
+    STAMP="$RELEASES/$RELEASE/.installed"
+}
+
+# set_link NAME VERSION: point $OPT/NAME at releases/VERSION (a new link renamed over the old)
+set_link() {
+    local link="$OPT/$1" want="releases/$2"
+    if [ -L "$link" ] && [ "$(readlink "$link")" = "$want" ]; then return 1; fi
+    ln -sfn "$want" "$OPT/.$1.new"
+    mv -Tf "$OPT/.$1.new" "$link"
+    return 0
+}
+
+switch_release() {
+    step "release links"
+    local was="" mark="$RELEASES/$RELEASE/.complete"
+    if [ -L "$OPT/current" ]; then was=$(basename "$(readlink "$OPT/current")"); fi
+    if [ "$(cat "$mark" 2>/dev/null)" != "$RELEASE" ]; then
+        printf '%s\n' "$RELEASE" >"$mark.new"
+        mv -f "$mark.new" "$mark"
+    fi
+    if [ -n "$was" ] && [ "$was" != "$RELEASE" ] && [ -d "$RELEASES/$was" ]; then
+        if set_link previous "$was"; then changed "/opt/citynode/previous -> releases/$was"; fi
+    fi
+    if set_link current "$RELEASE"; then changed "/opt/citynode/current -> releases/$RELEASE"
+    else same "/opt/citynode/current -> releases/$RELEASE"; fi
+    # An install from before releases: its venv gives way to a link to the current one.
+    if [ -d "$OPT/venv" ] && [ ! -L "$OPT/venv" ]; then
+        rm -rf "$OPT/venv"
+        rm -f "$OPT/.installed"
+        changed "migrated /opt/citynode/venv into releases/$RELEASE (the old venv removed)"
+    fi
+    if [ "$(readlink "$OPT/venv" 2>/dev/null)" != current/venv ]; then
+        ln -sfn current/venv "$OPT/venv"
+        changed "/opt/citynode/venv -> current/venv"
+    fi
+}
+
+# The guard (ExecStartPre of citynode.service) lives outside the releases: from the bundle,
+# else the new release's own copy, else this checkout's.
+guard_source() {
+    local f
+    for f in "$SRC/citynode-guard" "$SELF_DIR/citynode-guard"; do
+        if [ -f "$f" ]; then echo "$f"; return; fi
+    done
+    f=$("$VENV/bin/python" -c 'import agent.update.guard as g; print(g.__file__)' 2>/dev/null || true)
+    if [ -n "$f" ] && [ -f "$f" ]; then echo "$f"; return; fi
+    f="$SELF_DIR/../agent/update/guard.py"
+    if [ -f "$f" ]; then echo "$f"; return; fi
+    die "no citynode-guard in the bundle or the release: cannot install the health gate"
+}
+
+unit_source() { if [ -f "$SRC/$1" ]; then echo "$SRC/$1"; else echo "$SELF_DIR/$1"; fi; }
+
 # -- the virtual environment ------------------------------------------------------------------
 create_venv() {
     rm -rf "$VENV"
-    mkdir -p "$OPT"
+    mkdir -p "$(dirname "$VENV")"
     if python3 -m venv "$VENV" >/dev/null 2>&1; then return; fi
     rm -rf "$VENV"
     # No ensurepip (python3-venv missing): a venv without pip, then pip from the bundle.
@@ -457,6 +530,12 @@ enable_unit() {
         "${sc[@]}" enable --quiet citynode.service
         changed "enabled citynode.service (starts at boot)"
     fi
+    if "${sc[@]}" is-enabled --quiet citynode-update.path 2>/dev/null; then
+        same "citynode-update.path enabled"
+    else
+        "${sc[@]}" enable --quiet citynode-update.path
+        changed "enabled citynode-update.path (installs updates the daemon downloaded)"
+    fi
 }
 
 reload_udev() {
@@ -478,9 +557,17 @@ do_install() {
     ensure_user
     step "directories"
     ensure_dir "$OPT" 755 root root
+    ensure_dir "$RELEASES" 755 root root
+    ensure_dir "$OPT/bin" 755 root root
     ensure_dir "$ETC" 750 root "$SERVICE_USER"
+    ensure_dir "$ETC/keys" 755 root root
     ensure_dir "$STATE" 750 "$SERVICE_USER" "$SERVICE_USER"
+    release_name
     install_venv
+    if [ -n "$BUNDLE" ] && [ -f "$SRC/MANIFEST.json" ]; then
+        install_file "$SRC/MANIFEST.json" "$RELEASES/$RELEASE/MANIFEST.json" 644 || true
+    fi
+    switch_release
 
     step "files"
     local readme="$SRC/README.md"
@@ -490,6 +577,11 @@ do_install() {
     # Kept for later: sudo /opt/citynode/install.sh --uninstall
     install_file "$SRC/install.sh" "$OPT/install.sh" 755 || true
     if install_file "$SRC/citynode.service" "$UNIT_DST" 644; then UNIT_CHANGED=1; fi
+    local unit
+    for unit in "${UPDATE_UNITS[@]}"; do
+        if install_file "$(unit_source "$unit")" "$R/etc/systemd/system/$unit" 644; then UNIT_CHANGED=1; fi
+    done
+    install_file "$(guard_source)" "$GUARD_DST" 755 || true
     if [ -e "$ETC/citynode.toml" ]; then
         same "/etc/citynode/citynode.toml exists: kept (never overwritten)"
     else
@@ -518,7 +610,7 @@ do_install() {
     else
         echo "  1. /etc/citynode/citynode.toml is this node's configuration (kept as it was)"
     fi
-    echo "  2. check it:   sudo -u $SERVICE_USER /opt/citynode/venv/bin/citynode config check /etc/citynode/citynode.toml"
+    echo "  2. check it:   sudo -u $SERVICE_USER /opt/citynode/current/venv/bin/citynode config check /etc/citynode/citynode.toml"
     if [ "$REBOOT_NEEDED" -eq 1 ]; then
         echo "  3. reboot (the UART and I2C settings take effect then); citynode starts at boot"
     elif systemd_running && systemctl is-active --quiet citynode.service 2>/dev/null && [ "$VENV_CHANGED" -eq 1 ]; then
@@ -553,6 +645,18 @@ do_uninstall() {
         fi
     fi
     remove_path "$UNIT_DST"
+    local unit
+    for unit in "${UPDATE_UNITS[@]}"; do
+        if systemd_running && systemctl is-enabled --quiet "$unit" 2>/dev/null; then
+            systemctl disable --now --quiet "$unit"
+            changed "disabled $unit"
+        elif [ -n "$R" ] && command -v systemctl >/dev/null 2>&1 \
+            && systemctl --root="$R" is-enabled --quiet "$unit" 2>/dev/null; then
+            systemctl --root="$R" disable --quiet "$unit"
+            changed "disabled $unit"
+        fi
+        remove_path "$R/etc/systemd/system/$unit"
+    done
     if systemd_running; then systemctl daemon-reload; fi
     step "program and rules"
     remove_path "$OPT"

@@ -272,6 +272,8 @@ HINTS: dict[tuple[str, str], tuple[list[str], list[str]]] = {
     ("provision", "owner"): (["root:root", "0:0"], ["nosuchuser:nogroup", "root", ":",
                                                     "root:", ":root", "a:b:c"]),
     ("sdcard-kit", "hostname"): (["node-1"], ["", "bad host!", "x" * 70, "-a"]),
+    ("keys generate", "name"): (["fleet", "release-2026.12"], ["", "../x", "a/b", "x.pub",
+                                                               "-x", "x" * 65]),
     ("detect occupancy", "baseline"): (["bay1=1500"], ["nobay=1500", "x", "=", "bay1=nan",
                                                        "bay1=-5", "bay1=1e309", "bay1=",
                                                        "=1500", "bay1=1500=2"]),
@@ -284,6 +286,29 @@ HINTS: dict[tuple[str, str], tuple[list[str], list[str]]] = {
                              ["", "nosuch", ",", "SENML-CBOR", f"{formats.DEFAULT},"]),
     ("asyncapi", "prefix"): (["citynode", "city/air"], ["", "/x", "a//b", "a/", "a+b", "#"]),
     ("asyncapi", "node"): (["node-1", "n" * 64], ["", "-x", "a/b", "x" * 65, "\u00fcn"]),
+    # fleet: the broker is a closed port (69 once the options parse); values that keep a
+    # case short (the view's --once --wait, send's --discover and --timeout).
+    ("fleet", "broker"): BROKERS,
+    ("fleet", "wait"): (["0.5", "1"], ["0", "-1", "nan", "3601", "abc"]),
+    ("fleet", "refresh"): (["0.5", "1"], ["0", "0.1", "nan", "abc"]),
+    ("fleet", "silent_after"): (["0", "3"], ["-1", "nan", "abc", "1e9"]),
+    ("fleet", "discover"): (["0.5", "1"], ["0", "-1", "nan", "601"]),
+    ("fleet", "timeout"): (["1", "2"], ["0", "-1", "nan", "86401"]),
+    ("fleet", "update_timeout"): (["1", "2"], ["0", "nan", "86401"]),
+    ("fleet", "max_failure_rate"): (["0", "0.1", "1"], ["-0.1", "1.5", "nan", "abc"]),
+    ("fleet", "ring"): (["1", "1,10,100", "2,5"], ["", "0", "1,,2", "-1", "a", "1,0",
+                                                   ",".join(["1"] * 40)]),
+    ("fleet", "ring_size"): (["1", "10"], ["0", "-1", "1.5", "abc"]),
+    ("fleet", "max_nodes"): (["1", "50000"], ["0", "-1", "1e9", "abc"]),
+    ("fleet", "cmd"): (["ping", "resend-state", "sample-now"], ["", "nosuch", "PING",
+                                                                 "x" * 40]),
+    ("fleet", "args"): (["{}", '{"sensor": "pm"}'], ["", "[", "[]", "1", "null",
+                                                     '{"a": NaN}', '{"a": 1e999}',
+                                                     "[" * 5000]),
+    ("fleet", "nodes"): (["pole-*", "*", "n1"], ["", "[", "a/b", "+", "#", "[!"]),
+    ("fleet", "version"): (["0.1.*", "*"], ["", "[", "\u00fc"]),
+    ("fleet", "prefix"): (["citynode", "city/air"], ["", "/x", "a//b", "a/", "a+b", "#"]),
+    ("fleet", "server_name"): (["broker.example.net"], ["", "-", "a b"]),
 }
 #: Examples per command relative to the others: a simulate case starts a broker, emulators
 #: and an agent (seconds each).
@@ -294,7 +319,11 @@ TAME_ONLY = {"provision": {"node_id", "broker", "config", "secrets_dir", "no_che
                            "password_file", "owner"},
              # a platform's settings (--cse-id...) without its --onem2m HOST:PORT are 64
              "simulate": {a.dest for a in args_of("simulate")}
-             - {"cse_id", "cse_name", "group_id", "discovery_prefix"}}
+             - {"cse_id", "cse_name", "group_id", "discovery_prefix"},
+             # the view's options (send's are a usage error there, and need a key file)
+             "fleet": {"broker", "config", "prefix", "nodes", "version", "max_nodes", "json",
+                       "once", "wait", "silent_after", "problems", "tls", "ca",
+                       "credentials", "server_name"}}
 #: The share of cases made of valid values (the rest mix in hostile ones): deep enough to
 #: reach what a command does after parsing, hostile enough to find what breaks it.
 TAME = 0.6
@@ -304,11 +333,15 @@ TAME = 0.6
 ALWAYS = {
     ("provision", "config"), ("provision", "secrets_dir"), ("simulate", "workdir"),
     ("simulate", "duration"), ("calibrate", "seconds"), ("doctor", "listen_s"),
+    ("update install", "root"), ("update guard", "root"),
+    ("fleet", "broker"),  # a closed port: without one, fleet stops at "no broker" (64)
 }
 #: Where a command is asked to write: a special file there must survive (refused, or
 #: written through), a regular file may be replaced.
 OUTPUTS = {("provision", "config"), ("provision", "secrets_dir"), ("sdcard-kit", "out"),
-           ("config devices", "write"), ("simulate", "workdir"), ("asyncapi", "output")}
+           ("config devices", "write"), ("simulate", "workdir"), ("asyncapi", "output"),
+           ("keys generate", "out"),
+           ("update install", "root"), ("update guard", "root")}
 #: Inputs a command may do without: ``status`` works with a broken or missing configuration
 #: (docs/status.md).
 TOLERANT = {("status", "config")}
@@ -345,6 +378,8 @@ def content_kind(arg: Arg) -> str:
         return "snapshot"
     if d in ("ca", "cert", "key"):
         return "pem"
+    if d == "fleet_key" or c == "keys show":
+        return "ed25519"
     return "any"
 
 
@@ -516,6 +551,10 @@ def config_text(draw: st.DrawFn, case: Case) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
+#: An Ed25519 public key as ``citynode keys generate`` writes it.
+ED25519_PUB = (b"-----BEGIN PUBLIC KEY-----\n"
+               b"MCowBQYDK2VwAyEAF8pA3BnMSHh2yeeAcWPJedY8MGp7/+hWsJIPcl6f/4E=\n"
+               b"-----END PUBLIC KEY-----\n")
 DETECT_COLUMNS = {
     "occupancy": ("t", "bay", "distance_mm"),
     "inactivity": ("t", "plug", "watts"),
@@ -650,6 +689,11 @@ def file_content(draw: st.DrawFn, kind: str, case: Case) -> bytes:
         return draw(_payloads(case.tame))
     if kind == "snapshot":
         return draw(st.one_of(snapshot_text(), st.binary(max_size=200)))
+    if kind == "ed25519":  # a fleet key (citynode keys generate), or one that is not
+        return draw(st.sampled_from([
+            ED25519_PUB, ED25519_PUB.replace(b"MCow", b"MCox"), ED25519_PUB[:60],
+            b"R2zzvBbTHfYgqgJ30gDaPWVXFxvhZkuUV3gAtvgJnXo=\n", b"", b"\x00" * 64,
+            b"-----BEGIN PRIVATE KEY-----\nMC4CAQ\n-----END PRIVATE KEY-----\n"]))
     if kind == "pem":
         return draw(st.sampled_from([
             b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
@@ -765,6 +809,8 @@ def cases(draw: st.DrawFn, command: str) -> Case:
         case.interrupt = signal.SIGINT
     if command == "status" and any(a.startswith("--watch") for a in case.argv):
         case.interrupt = signal.SIGINT
+    if command == "fleet" and "send" not in case.argv and "--once" not in case.argv:
+        case.interrupt = signal.SIGINT  # the live view runs until Ctrl-C
     if not case.tame and draw(st.integers(0, 9)) == 0:
         case.stdin = None  # no standard input at all (a service, nohup)
     # The default configuration ($CITYNODE_CONFIG) of a command given no --config.

@@ -86,6 +86,14 @@ class FakeControl:
     def device_command(self, sensor: str, action: str, value: Any) -> tuple[bool, str]:
         return self._answer("device_command", sensor, action, value, default=(True, "done"))
 
+    def use_broker(self, uplink: str | None, index: int) -> tuple[bool, str]:
+        return self._answer("use_broker", uplink, index, default=(True, "moving"))
+
+    def update(self, url: str, sha256: str, size: int | None, version: str,
+               command_id: str | None = None) -> tuple[bool, str]:
+        return self._answer("update", url, sha256, size, version, command_id,
+                            default=(True, f"downloading {version}"))
+
 
 def make(control: Any = None, *, key: bytes | None = None, clock: Clock | None = None,
          **cfg: Any) -> tuple[CommandProcessor, FakeControl, Clock]:
@@ -747,6 +755,7 @@ def test_stats_count_every_message_once() -> None:
 ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,15}")
 ACTION_RE = re.compile(r"[a-z0-9_-]{1,32}")
+UPLINK_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 
 scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70)
            | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=70))
@@ -781,6 +790,14 @@ VALID_ARGS = {
          "action": st.from_regex(ACTION_RE, fullmatch=True)},
         optional={"value": st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
                   | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=64)}),
+    "broker": st.fixed_dictionaries(
+        {"use": st.just("primary") | st.integers(0, 8)},
+        optional={"uplink": st.none() | st.from_regex(UPLINK_RE, fullmatch=True)}),
+    "update": st.fixed_dictionaries(
+        {"url": st.just("https://updates.example.net/citynode-bundle-0.2.0.tar.gz"),
+         "sha256": st.from_regex(r"[0-9a-f]{64}", fullmatch=True),
+         "version": st.from_regex(r"[0-9][0-9a-z.]{0,8}", fullmatch=True)},
+        optional={"size": st.none() | st.integers(1, 512 * 1024 * 1024)}),
 }
 valid_commands = st.sampled_from(COMMANDS).flatmap(lambda c: st.fixed_dictionaries(
     {"id": st.from_regex(ID_RE, fullmatch=True), "cmd": st.just(c), "args": VALID_ARGS[c]},
@@ -835,6 +852,18 @@ def expected_valid(obj: Any) -> bool:
         return args == {}
     if cmd == "set-config":  # (max_bytes bounds the text)
         return set(args) == {"toml"} and isinstance(args["toml"], str) and args["toml"] != ""
+    if cmd == "update":
+        return set(args) <= {"url", "sha256", "size", "version"} and isinstance(
+            args.get("url"), str) and 0 < len(args["url"]) <= 1024 and isinstance(
+            args.get("sha256"), str) and bool(re.fullmatch(r"[0-9a-fA-F]{64}", args["sha256"])
+                                              ) and isinstance(args.get("version"), str) and \
+            bool(re.fullmatch(r"[0-9][0-9A-Za-z.+_-]{0,39}", args["version"])) and _opt(
+                args.get("size"), lambda n: _is_int(n) and 1 <= n <= 512 * 1024 * 1024)
+    if cmd == "broker":
+        use = args.get("use")
+        return set(args) <= {"use", "uplink"} and (
+            use == "primary" or (_is_int(use) and 0 <= use <= 8)) and _opt(
+            args.get("uplink"), lambda u: isinstance(u, str) and UPLINK_RE.fullmatch(u))
     if cmd == "sample-now":
         return set(args) <= {"sensor"} and _opt(
             args.get("sensor"), lambda s: isinstance(s, str) and NAME_RE.fullmatch(s))

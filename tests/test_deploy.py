@@ -36,7 +36,8 @@ def test_systemd_analyze_verify_is_clean(tmp_path):
     exe = tmp_path / "citynode"
     exe.write_text("#!/bin/sh\n")
     exe.chmod(0o755)
-    text = UNIT.read_text().replace("/opt/citynode/venv/bin/citynode", str(exe))
+    text = UNIT.read_text().replace("/opt/citynode/current/venv/bin/citynode", str(exe)) \
+        .replace("/opt/citynode/bin/citynode-guard", str(exe))
     copy = tmp_path / "citynode.service"
     copy.write_text(text)
     proc = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True,
@@ -50,7 +51,8 @@ def _testable_copy(tmp_path: Path) -> Path:
     exe.write_text("#!/bin/sh\n")
     exe.chmod(0o755)
     copy = tmp_path / "citynode.service"
-    copy.write_text(UNIT.read_text().replace("/opt/citynode/venv/bin/citynode", str(exe)))
+    copy.write_text(UNIT.read_text().replace("/opt/citynode/current/venv/bin/citynode", str(exe))
+                    .replace("/opt/citynode/bin/citynode-guard", str(exe)))
     return copy
 
 
@@ -156,4 +158,39 @@ def test_dropin_is_accepted_by_systemd(tmp_path):
                                                                 check_devices=False)))
     proc = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True,
                           text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+UPDATE_UNITS = ("citynode-update.service", "citynode-update.path")
+
+
+def test_unit_starts_the_current_release_behind_the_guard():
+    """Releases side by side (docs/updates.md): the unit starts whatever ``current``
+    names, after the health gate's guard, which runs as root ("+") from outside them."""
+    svc = unit()["Service"]
+    assert svc["ExecStart"].startswith("/opt/citynode/current/venv/bin/citynode run ")
+    assert svc["ExecStartPre"] == "+/opt/citynode/bin/citynode-guard"
+    assert svc["User"] == "citynode"  # the daemon itself stays unprivileged
+
+
+def test_update_units_are_accepted_by_systemd(tmp_path):
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze not installed")
+    exe = tmp_path / "citynode"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    deploy = UNIT.parent
+    for name in UPDATE_UNITS:
+        (tmp_path / name).write_text((deploy / name).read_text().replace(
+            "/opt/citynode/current/venv/bin/citynode", str(exe)))
+    svc = configparser.ConfigParser(strict=False, interpolation=None)
+    svc.read(tmp_path / "citynode-update.service")
+    assert svc["Service"]["Type"] == "oneshot"
+    assert "update install" in svc["Service"]["ExecStart"]
+    path = configparser.ConfigParser(strict=False, interpolation=None)
+    path.read(tmp_path / "citynode-update.path")
+    assert path["Path"]["PathExists"] == "/var/lib/citynode/update/request.json"
+    proc = subprocess.run(["systemd-analyze", "verify", *(str(tmp_path / n)
+                                                          for n in UPDATE_UNITS)],
+                          capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

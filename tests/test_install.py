@@ -318,6 +318,41 @@ def test_boot_config_edited_with_backups(installed: tuple[Path, str]):
     assert "reboot" in out
 
 
+def test_install_lays_out_releases_and_the_update_machinery(installed: tuple[Path, str]):
+    """docs/updates.md: releases/<version> with current (and /opt/citynode/venv for older
+    scripts) naming it, the guard outside the releases, the root units, the keys folder."""
+    root, _ = installed
+    opt = root / "opt/citynode"
+    assert os.readlink(opt / "current") == f"releases/{VERSION}"
+    assert (opt / "releases" / VERSION / ".complete").read_text().strip() == VERSION
+    assert os.readlink(opt / "venv") == "current/venv"
+    guard = opt / "bin/citynode-guard"
+    assert guard.stat().st_mode & 0o111
+    assert guard.read_bytes() == (ROOT / "agent/update/guard.py").read_bytes()
+    for unit in ("citynode-update.service", "citynode-update.path"):
+        assert (root / "etc/systemd/system" / unit).read_bytes() == \
+            (ROOT / "deploy" / unit).read_bytes()
+    assert oct((root / "etc/citynode/keys").stat().st_mode & 0o777) == "0o755"
+    proc = subprocess.run([sys.executable, "-I", str(guard), "--root", str(root)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_an_install_from_before_releases_is_migrated(node: Path, stubs: Path, bundle: Path):
+    opt = node / "opt/citynode"
+    for link in ("current", "venv"):
+        (opt / link).unlink()
+    shutil.rmtree(opt / "releases")
+    (opt / "venv/bin").mkdir(parents=True)  # the old layout: one venv in place
+    (opt / ".installed").write_text("bundle old\n")
+    proc = run_install(node, stubs, "--bundle", str(bundle))
+    assert "migrated /opt/citynode/venv into releases/" in proc.stdout
+    assert os.readlink(opt / "venv") == "current/venv" and not (opt / ".installed").exists()
+    version = subprocess.run([opt / "venv/bin/citynode", "version"], capture_output=True,
+                             text=True, check=True)
+    assert version.stdout.strip() == f"citynode {VERSION}"
+
+
 def test_second_run_changes_nothing(node: Path, stubs: Path, bundle: Path):
     before = snapshot(node)
     proc = run_install(node, stubs, "--bundle", str(bundle))

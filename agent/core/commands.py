@@ -50,11 +50,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
 
-from agent.core.config import CommandsConfig
+from agent.core.config import MAX_FAILOVER, CommandsConfig
 from agent.wire.model import MAX_PAYLOAD, Record
 
 __all__ = [
@@ -80,6 +80,7 @@ MAX_KEY_CHARS = 64  # characters of one object key
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 MAX_ERROR = 200  # characters of an error text
 MAX_MESSAGE = 1000  # characters of a control's message in a result
+MAX_BUNDLE_BYTES = 512 * 1024 * 1024  # the largest bundle an update command may announce
 MAX_CONFIG_TEXT = MAX_PAYLOAD // 2  # bytes of TOML get-config sends back
 MAX_CORRELATION = 1024  # bytes of MQTT 5 correlation data echoed back
 MAX_RESPONSE_TOPIC = 512  # characters of an MQTT 5 response topic
@@ -128,6 +129,16 @@ class NodeControl(Protocol):
 
     def device_command(self, sensor: str, action: str, value: Value) -> tuple[bool, str]:
         """A sensor's own action (e.g. a smart plug's relay); unknown sensor/action: not ok."""
+        ...
+
+    def update(self, url: str, sha256: str, size: int | None, version: str,
+               command_id: str | None = None) -> tuple[bool, str]:
+        """Start an over-the-air update (docs/updates.md); refused while one is under way."""
+        ...
+
+    def use_broker(self, uplink: str | None, index: int) -> tuple[bool, str]:
+        """Move an uplink (every uplink with failover brokers when None) to broker
+        ``index`` of its list (0: the primary, host:port)."""
         ...
 
 
@@ -188,12 +199,28 @@ class DeviceArgs(_Strict):
     value: bool | int | float | ShortText | None = None
 
 
+class BrokerArgs(_Strict):
+    use: Literal["primary"] | Annotated[int, msgspec.Meta(ge=0, le=MAX_FAILOVER)]
+    uplink: Annotated[str, _pattern(r"[a-z0-9][a-z0-9_-]{0,31}")] | None = None
+
+
+class UpdateArgs(_Strict):
+    url: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+    sha256: Annotated[str, _pattern(r"[0-9a-fA-F]{64}")]
+    version: Annotated[str, _pattern(r"[0-9][0-9A-Za-z.+_-]{0,39}")]
+    size: Annotated[int, msgspec.Meta(ge=1, le=MAX_BUNDLE_BYTES)] | None = None
+
+
 _FRIENDLY = {  # path -> what to say instead of "Expected `str` matching regex ..."
     "id": "id must be 1-64 characters of A-Z a-z 0-9 . _ : -",
     "nonce": "nonce must be 8-64 characters of A-Z a-z 0-9 _ -",
     "sig": "sig must be 64 hex digits (HMAC-SHA256)",
     "args.sensor": "args.sensor must be a sensor name: 1-16 of a-z 0-9 _, starting with a letter",
     "args.action": "args.action must be 1-32 characters of a-z 0-9 _ -",
+    "args.sha256": "args.sha256 must be 64 hex digits (the bundle's SHA-256)",
+    "args.version": "args.version must be 1-40 characters of 0-9 A-Z a-z . + _ -, "
+                    "starting with a digit",
+    "args.uplink": "args.uplink must be an uplink name: 1-32 of a-z 0-9 _ -",
 }
 
 
@@ -632,10 +659,21 @@ def _device(control: NodeControl, args: DeviceArgs) -> tuple[bool, str, Data]:
     return _action(control.device_command(args.sensor, args.action, args.value))
 
 
+def _broker(control: NodeControl, args: BrokerArgs) -> tuple[bool, str, Data]:
+    return _action(control.use_broker(args.uplink, 0 if args.use == "primary" else args.use))
+
+
+def _update(control: NodeControl, args: UpdateArgs, command_id: str | None = None
+            ) -> tuple[bool, str, Data]:
+    return _action(control.update(args.url, args.sha256.lower(), args.size, args.version,
+                                  command_id))
+
+
 @dataclass(frozen=True, slots=True)
 class _Spec:
     args: type[_Strict]
-    run: Callable[[NodeControl, Any], tuple[bool, str, Data]]
+    run: Callable[..., tuple[bool, str, Data]]
+    with_id: bool = False  # run(control, args, command_id): the update's progress names it
 
 
 _COMMANDS: dict[str, _Spec] = {
@@ -645,6 +683,8 @@ _COMMANDS: dict[str, _Spec] = {
     "resend-state": _Spec(NoArgs, _resend_state),
     "sample-now": _Spec(SampleNowArgs, _sample_now),
     "device": _Spec(DeviceArgs, _device),
+    "broker": _Spec(BrokerArgs, _broker),
+    "update": _Spec(UpdateArgs, _update, with_id=True),
 }
 #: The registered command names.
 COMMANDS = tuple(_COMMANDS)
@@ -758,7 +798,8 @@ class CommandProcessor:
 
         # Accepted: from here on the command runs; a failure cannot be taken back.
         try:
-            ok, error, data = spec.run(self._control, args)
+            ok, error, data = (spec.run(self._control, args, command.id) if spec.with_id
+                               else spec.run(self._control, args))
         except CommandError as exc:
             ok, error, data = False, _bounded(str(exc) or "failed"), {}
         result.ok, result.data = ok, data

@@ -78,6 +78,10 @@ class ReportConfig(_Table):
     kr_band: bool = True  # add <sensor>:aq, the Korean PM2.5/PM10 bands
 
 
+#: Most failover brokers per uplink ([mqtt] failover).
+MAX_FAILOVER = 8
+
+
 class MqttConfig(_Table):
     host: str = ""
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1883
@@ -95,6 +99,54 @@ class MqttConfig(_Table):
     key_file: str = ""
     server_name: str = ""  # name to verify instead of host (e.g. when host is an IP)
     credentials_file: str = ""  # TOML with username and password, mode 0600
+    # Other brokers of the same cluster ("host", "host:port", "[v6]:port"; port default
+    # `port`), tried in order after host:port fails (docs/ops.md, broker failover).
+    failover: Annotated[list[Annotated[str, msgspec.Meta(max_length=300)]],
+                        msgspec.Meta(max_length=MAX_FAILOVER)] = msgspec.field(
+                            default_factory=list)
+
+    def brokers(self) -> list[tuple[str, int]]:
+        """host:port, then each failover broker: the order the uplink tries them in
+        (entries that do not parse are left out; the configuration check names them)."""
+        out = [(self.host, self.port)]
+        for text in self.failover:
+            try:
+                out.append(parse_broker(text, self.port))
+            except ValueError:
+                continue
+        return out
+
+
+def parse_broker(text: str, default_port: int) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` -> (host, port); ValueError says
+    what is wrong in words for the person holding the file."""
+    s = text.strip()
+    if not s or s != text:
+        raise ValueError("must be a host name or address with an optional :port, "
+                         "without spaces (e.g. \"broker2.example.org:8883\")")
+    if "://" in s or "/" in s:
+        raise ValueError("must be host or host:port, not a URL (drop the scheme and path)")
+    port_text = ""
+    if s.startswith("["):
+        host, sep, rest = s[1:].partition("]")
+        if not sep or not host or (rest and not rest.startswith(":")):
+            raise ValueError("an IPv6 address goes in brackets: \"[2001:db8::1]:1883\"")
+        port_text = rest[1:] if rest else ""
+        if rest and not port_text:
+            raise ValueError("has a ':' but no port after it")
+    elif s.count(":") > 1:
+        raise ValueError("an IPv6 address goes in brackets: \"[2001:db8::1]:1883\"")
+    else:
+        host, sep, port_text = s.partition(":")
+        if sep and not port_text:
+            raise ValueError("has a ':' but no port after it")
+    if not host or not re.fullmatch(r"[A-Za-z0-9._:%-]+", host):
+        raise ValueError("the host must be a name or an address (letters, digits, . - :)")
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"port {port_text[:8]!r} must be a number from 1 to 65535")
+    return host, int(port_text)
 
 
 UplinkName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}\Z")]
@@ -146,6 +198,19 @@ class CommandsConfig(_Table):
     rate_per_min: Annotated[int, msgspec.Meta(ge=1, le=6000)] = 30
     hmac_key_file: str = ""  # when set, unsigned commands are refused
     max_skew_s: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 300.0
+
+
+class UpdateConfig(_Table):
+    """Over-the-air updates through the ``update`` command (docs/updates.md)."""
+
+    enabled: bool = True
+    gate_s: Annotated[float, msgspec.Meta(ge=10, le=3600)] = 120.0  # health gate
+    max_starts: Annotated[int, msgspec.Meta(ge=1, le=10)] = 3  # starts allowed in the gate
+    bandwidth_kbps: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0  # 0: unlimited
+    ca_file: str = ""  # CA for the bundle's HTTPS server; empty: [mqtt] ca_file or the system's
+    keys_dir: str = "/etc/citynode/keys"  # the fleet's pinned Ed25519 public keys (*.pub)
+    download_dir: str = ""  # empty: <state_dir>/update
+    allow_http: bool = False  # tests only: plain http:// bundle URLs
 
 
 class HealthConfig(_Table):
@@ -217,6 +282,7 @@ class Config(_Table):
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     spool: SpoolConfig = msgspec.field(default_factory=SpoolConfig)
     commands: CommandsConfig = msgspec.field(default_factory=CommandsConfig)
+    update: UpdateConfig = msgspec.field(default_factory=UpdateConfig)
     health: HealthConfig = msgspec.field(default_factory=HealthConfig)
     activity: ActivityConfig = msgspec.field(default_factory=ActivityConfig)
     fall: FallConfig = msgspec.field(default_factory=FallConfig)
@@ -557,6 +623,7 @@ def _semantics(cfg: Config, locate: Callable[[str], int | None]) -> Iterator[Pro
     """What one table's schema cannot see: consistency across keys and tables."""
     if cfg.mqtt.backoff_max_s < cfg.mqtt.backoff_initial_s:
         yield "mqtt.backoff_max_s", "must not be smaller than mqtt.backoff_initial_s"
+    yield from _failover_problems("mqtt", cfg.mqtt)
     yield from _uplink_problems(cfg)
     names_all = [x.name for x in cfg.sensor]
     for i, n in enumerate(cfg.fire.sensors):
@@ -633,6 +700,7 @@ def _uplink_problems(cfg: Config) -> Iterator[Problem]:
             yield f"{key}.host", "is required: the broker this uplink connects to"
         if u.backoff_max_s < u.backoff_initial_s:
             yield f"{key}.backoff_max_s", f"must not be smaller than {key}.backoff_initial_s"
+        yield from _failover_problems(key, u)
         own = u.format.replace("-", "_")
         for name in formats.NAMES:
             table = name.replace("-", "_")
@@ -640,6 +708,23 @@ def _uplink_problems(cfg: Config) -> Iterator[Problem]:
                     getattr(u, table) != formats.options(name)():
                 yield f"{key}.{table}", (f"is for format = \"{name}\"; this uplink's format is "
                                          f"\"{u.format}\"")
+
+
+def _failover_problems(key: str, m: MqttConfig) -> Iterator[Problem]:
+    """``failover``: each entry a broker, none twice, none the primary, and a primary."""
+    if m.failover and not m.host:
+        yield f"{key}.failover", f"needs {key}.host: the primary broker, tried first"
+        return
+    seen = {(m.host.lower(), m.port): f"{key}.host"}
+    for i, text in enumerate(m.failover):
+        try:
+            host, port = parse_broker(text, m.port)
+        except ValueError as exc:
+            yield f"{key}.failover[{i}]", f"{text[:64]!r}: {exc}"
+            continue
+        where = seen.setdefault((host.lower(), port), f"{key}.failover[{i}]")
+        if where != f"{key}.failover[{i}]":
+            yield f"{key}.failover[{i}]", f"{host}:{port} is already {where}"
 
 
 def _pin_owner(u: PinClaim) -> str:

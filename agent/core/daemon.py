@@ -147,6 +147,8 @@ class Node:
         self.messages = 0
         self._status = ""
         self._status_file: StatusWriter | None = None  # citynode status: status.json
+        self.updater: Any = None  # agent.update.updater.Updater, made at start-up
+        self._exit_code = EX_OK  # non-zero: a failed health gate (the guard rolls back)
 
     # -- messages ----------------------------------------------------------------
     def next_seq(self) -> int:
@@ -198,6 +200,7 @@ class Node:
             Record("boot", value=round(self.started_wall)),
             Record("interval", value=self.cfg.report.interval_s),
             Record("sensors", text=sensors),
+            *(self.updater.records() if self.updater is not None else ()),
         ], kind="state", retain=True)
 
     def on_connect(self) -> list[Message]:
@@ -316,6 +319,9 @@ class Node:
         return {"state_dir": cfg.node.resolved_state_dir(),
                 "latest": latest_values(lambda: self.loops)}
 
+    def _update_event(self, records: list[Record]) -> None:
+        self.emit(self.topics.event, records, kind="event")
+
     def _publish_event(self, kind: Kind, records: list[Record]) -> None:
         """A feature's event or alarm (any thread)."""
         self.emit(self.topics.event, records, kind=kind)
@@ -408,6 +414,25 @@ class Node:
                 return result
         return False, f"sensor {sensor!r} has no device actions"
 
+    def use_broker(self, uplink: str | None, index: int) -> tuple[bool, str]:
+        """The ``broker`` command: one uplink, or every uplink with failover brokers, to
+        broker ``index`` of its list (0: the primary)."""
+        members = list(self.uplink.members) if self.uplink is not None else []
+        if uplink is not None:
+            chosen = [u for u in members if u.name == uplink]
+            if not chosen:
+                names = ", ".join(u.name for u in members) or "none"
+                return False, f"no uplink named {uplink!r} (have: {names})"
+        else:
+            chosen = [u for u in members if len(u.brokers) > 1]
+            if not chosen:
+                return False, "no uplink has failover brokers ([mqtt] failover)"
+        short = [u for u in chosen if index >= len(u.brokers)]
+        if short:  # all or none move
+            return False, "; ".join(f"uplink {u.name} has brokers 0 to {len(u.brokers) - 1}"
+                                    for u in short)
+        return True, "; ".join(u.use_broker(index) for u in chosen)
+
     def on_command(self, command: Command) -> None:
         """From an uplink's thread: queue for the main thread, which owns the sensors."""
         try:
@@ -465,7 +490,7 @@ class Node:
                     "uplinks": self.uplink.status() if len(self.uplink.members) > 1 else []}
             if self.uplink else None,
             commands=self._processor.stats() if self._processor else None,
-        ), kind="health")
+        ) + (self.updater.records() if self.updater is not None else []), kind="health")
 
     def run(self) -> int:
         try:
@@ -496,13 +521,36 @@ class Node:
                 self.health_report()
                 next_health = now + self.cfg.health.interval_s
             self._run_commands()
+            self._update_gate()
             for f in self.features:
                 f.tick()
             self._update_status()
             self._status_file.tick()
             self._stop.wait(min(0.2, max(0.0, next_report - self.clock())))
 
-        return self.shutdown(watchdog)
+        code = self.shutdown(watchdog)
+        return self._exit_code or code
+
+    def _update_gate(self) -> None:
+        """The health gate of a new release (agent/update/updater.py): confirm, or exit."""
+        if self.updater is None:
+            return
+        wd = self._watchdog
+        published = sum(u.published for u in self.uplink.members) if self.uplink else 0
+        code = self.updater.gate_tick(ready=True, published=published,
+                                      watchdog_ok=wd is None or wd.kept())
+        if code is not None:
+            log.error("update health gate failed: exiting so the guard rolls back",
+                      extra={"EVENT": "update_gate_failed"})
+            self._exit_code = code
+            self._stop.set()
+
+    def update(self, url: str, sha256: str, size: int | None, version: str,
+               command_id: str | None = None) -> tuple[bool, str]:
+        """The ``update`` command (docs/updates.md): download, verify, ask root to install."""
+        if self.updater is None:
+            return False, "updates are not available before the daemon is ready"
+        return self.updater.request(url, sha256, size, version, command_id)
 
     def _abort_start_up(self) -> None:
         """Undo what a failed start-up had started, as far as it goes, without raising."""
@@ -531,6 +579,10 @@ class Node:
             log.error("%s", exc, extra={"EVENT": "state_dir_error"})
             return EX_CANTCREAT
         self._health = HealthReporter(state_dir)
+        from agent.update.updater import Updater
+
+        self.updater = Updater(self.cfg, emit=self._update_event, state_dir=state_dir,
+                               version=__version__)
         self._status_file = StatusWriter(self, state_dir)  # never raises
         self._status_file.tick("starting")
         log.info("citynode %s starting: node %s, boot session %d, %d sensor(s), %s",
@@ -568,6 +620,7 @@ class Node:
         self.notifier.ready(self.status_line())
         watchdog.start()
         log.info("ready: %s", self.status_line(), extra={"EVENT": "ready"})
+        self.updater.start()
         return None
 
     def _uplink(self, reader: int, u: Any, state_dir: Path) -> Uplink:
@@ -598,6 +651,8 @@ class Node:
             self._status_file.tick("stopping")
         log.info("stopping: flushing the last window", extra={"EVENT": "stopping"})
         self._run_commands()
+        if self.updater is not None:  # a download goes on from its .part at the next start
+            self.updater.stop()
         for lp in self.loops:
             lp.stop()
         self._close_features()  # relays safe, routine saved, a cancel window run out: sent

@@ -120,7 +120,7 @@ def build_snapshot(node: NodeView, *, state: str = "running", period_s: float = 
         m = (cfg.uplinks() or [cfg.mqtt])[0]  # the first uplink: [mqtt], else [[uplink]]
         uplink = {
             "connected": bool(up.connected), "state": up.state,
-            "broker": f"{m.host}:{m.port}", "tls": m.tls, "protocol": up.protocol_name,
+            **_broker(up, m), "tls": m.tls, "protocol": up.protocol_name,
             "client_id": up.client_id,
             "last_connect": _wall_of(up.connected_since, now_wall, now_mono),
             "last_disconnect": last_disconnect, "reconnects": up.reconnects,
@@ -157,7 +157,26 @@ def build_snapshot(node: NodeView, *, state: str = "running", period_s: float = 
         "config": str(node.config_path or ""), "local_mode": cfg.local_mode,
         "sensors": sensors, "uplink": uplink, "uplinks": uplinks, "spool": spool,
         "models": models, "features": features,
+        "update": _update_status(node),
     }
+
+
+def _update_status(node: Any) -> dict[str, Any] | None:
+    """The release this daemon runs and the last update (agent/update/updater.py)."""
+    updater = getattr(node, "updater", None)
+    return updater.status() if updater is not None else None
+
+
+def _broker(u: Any, m: Any) -> dict[str, Any]:
+    """The broker in use (host:port); with failover brokers also its place in the list
+    (``broker_index``, 0 = the primary) and how many there are (``brokers``)."""
+    brokers = getattr(u, "brokers", None)
+    if not isinstance(brokers, list) or not brokers:
+        return {"broker": f"{m.host}:{m.port}"}
+    out: dict[str, Any] = {"broker": u.broker_address}
+    if len(brokers) > 1:
+        out.update(broker_index=u.broker, brokers=len(brokers))
+    return out
 
 
 def _uplink_status(u: Any, m: Any, now_wall: float, now_mono: float) -> dict[str, Any]:
@@ -165,7 +184,7 @@ def _uplink_status(u: Any, m: Any, now_wall: float, now_mono: float) -> dict[str
     facts = u.session.status()
     return {
         "name": u.name, "format": m.format, "connected": bool(u.connected), "state": u.state,
-        "broker": f"{m.host}:{m.port}", "tls": m.tls, "protocol": u.protocol_name,
+        **_broker(u, m), "tls": m.tls, "protocol": u.protocol_name,
         "client_id": u.client_id,
         "last_connect": _wall_of(u.connected_since, now_wall, now_mono),
         "reconnects": u.reconnects, "published": u.published, "refused": u.refused,
@@ -205,6 +224,7 @@ class StatusWriter:
         n = self.node
         return (state, tuple((lp.sensor, lp.health) for lp in n.loops),
                 n.uplink.connected if n.uplink is not None else None,
+                getattr(n.uplink, "broker", None),  # a failover move shows at once
                 n.spool.disk_full if n.spool is not None else None)
 
     def _track(self) -> None:

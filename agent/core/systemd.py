@@ -238,6 +238,11 @@ class Watchdog:
         with self._lock:
             self._sources.pop(name, None)
 
+    def kept(self) -> bool:
+        """No source is stalled (as the last check found): the pings are not withheld."""
+        with self._lock:
+            return not any(b.stalled for b in self._sources.values())
+
     def check(self) -> bool:
         """Ping if all sources beat within their stall_after; True when a ping was sent.
 

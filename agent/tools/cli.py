@@ -50,7 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     unusable path, file or permission, 75 for what may pass, 70 for a bug), never a
     traceback and exit 1, which systemd would restart forever."""
     try:
-        return _run(args)
+        return _in_gate(_run(args), args)
     except Exception as exc:
         import logging
 
@@ -68,6 +68,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             print(f"citynode: {line}", file=sys.stderr)
         return code
+
+
+def _in_gate(code: int, args: argparse.Namespace) -> int:
+    """A new release in its update health gate that cannot start (78, which systemd does
+    not restart) exits 70 instead: restarted, the guard counts it and rolls back
+    (docs/updates.md)."""
+    if code != 78 or getattr(args, "once", False):
+        return code
+    from agent.update.state import gate_pending
+
+    if not gate_pending():
+        return code
+    print("citynode: exit 70, not 78: a new release in its update health gate failed to "
+          "start; the guard rolls back", file=sys.stderr)
+    return EX_SOFTWARE
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -355,7 +370,7 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 # -- parser ------------------------------------------------------------------------------
-FIELD_TOOLS = ("provision", "doctor", "status", "sdcard")
+FIELD_TOOLS = ("provision", "doctor", "status", "sdcard", "fleet", "update", "keys")
 #: With this set (to anything but "" or 0), an unexpected error prints its traceback too
 #: (tests/test_cli_fuzz.py sets it, so a bug cannot hide behind the one-line message).
 TRACEBACK_ENV = "CITYNODE_TRACEBACK"
@@ -428,6 +443,19 @@ class CliParser(argparse.ArgumentParser):
         if callable(kwargs.get("type")):
             kwargs["type"] = _readable_type(kwargs["type"])
         return super().add_argument(*args, **kwargs)
+
+    def add_argument_group(self, *args: Any, **kwargs: Any) -> Any:
+        """A group whose options convert as this parser's do (readable, finite)."""
+        group = super().add_argument_group(*args, **kwargs)
+        add = group.add_argument
+
+        def add_argument(*a: Any, **kw: Any) -> argparse.Action:
+            if callable(kw.get("type")):
+                kw["type"] = _readable_type(kw["type"])
+            return add(*a, **kw)
+
+        group.add_argument = add_argument  # type: ignore[method-assign]
+        return group
 
     def add_subparsers(self, **kwargs: Any) -> argparse._SubParsersAction:  # type: ignore[type-arg]
         self._has_commands = True

@@ -119,6 +119,8 @@ def check_main(args: argparse.Namespace) -> int:
     name = _name(args.file)
     summary = f"{name}: OK - {_verdict(cfg)}"
     warnings = _warnings(cfg, name, result.text)
+    if not args.no_devices:  # the machine: can an update ever verify here?
+        warnings += _update_keys_warning(cfg, name, result.text)
     for w in warnings:  # accepted settings that do nothing: the file stays valid (exit 0)
         print(f"warning: {w['target']}: {w['detail']}", file=sys.stderr)
     if args.json:
@@ -142,6 +144,21 @@ def _warnings(cfg: Config, name: str, text: str) -> list[dict[str, Any]]:
                      "status": "WARN", "detail": why, "hint": f"remove {key} from the file",
                      "file": name, "line": line, "key": key})
     return rows
+
+
+def _update_keys_warning(cfg: Config, name: str, text: str) -> list[dict[str, Any]]:
+    """A WARN row when [update] is on but no fleet key is pinned: every update would be
+    refused (agent/update/bundle.py)."""
+    from agent.core.config import locate
+    from agent.update.bundle import update_keys_problem
+
+    why = update_keys_problem(cfg.update.enabled, cfg.update.keys_dir)
+    if why is None:
+        return []
+    line = locate(text, "update.enabled")
+    return [{"name": "config", "target": f"{name}:{line}" if line else name, "status": "WARN",
+             "detail": why, "hint": "citynode provision --fleet-key FILE.pub (or [update] "
+             "enabled = false)", "file": name, "line": line, "key": "update.keys_dir"}]
 
 
 # -- show -----------------------------------------------------------------------------------

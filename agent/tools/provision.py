@@ -9,7 +9,8 @@ An installer runs this once per node (docs/provision.md). In order:
    modes and owners agent/wire/security.py demands (a key or password: 0600, owned by the
    service user; certificates 0644), each atomically, and never over a different
    existing file without ``--force``; only ever over a regular file (a symlink is
-   written through to its target, and said so);
+   written through to its target, and said so); each ``--fleet-key`` (an Ed25519 public
+   key that signs update bundles) goes to ``keys/NAME.pub``, 0644;
 3. rewrite only ``[node] id`` and the broker keys of ``[mqtt]`` in the configuration,
    keeping every other section, key and comment; the new text is validated by
    agent.core.config and compared with the old one, table by table, before it atomically
@@ -575,7 +576,40 @@ def plan(args: argparse.Namespace, secrets: Path) -> Plan:
         cred = secrets / "mqtt-credentials.toml"
         p.files[str(cred)] = (credentials_toml(username, _read_password(args)), 0o600, True)
         p.mqtt["credentials_file"] = str(cred)
+    for src in getattr(args, "fleet_key", None) or []:
+        name, pem, fp = fleet_key(src)
+        dest = str(secrets / "keys" / name)
+        if dest in p.files:
+            raise Fail(EX_USAGE, f"--fleet-key {src}: a second key named {name}; rename one")
+        p.files[dest] = (pem, 0o644, False)
+        p.notes.append(f"note: fleet key {name} pinned (ed25519 {fp}): updates signed with "
+                       "it are accepted")
     return p
+
+
+FLEET_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def fleet_key(src: str) -> tuple[str, bytes, str]:
+    """A fleet's public key to pin (docs/updates.md): its file name on the node
+    (``<name>.pub``, from the given file's name), its PEM and its fingerprint."""
+    base = Path(src).name
+    stem = base.removesuffix(".pub")
+    if not FLEET_KEY_NAME.fullmatch(stem):
+        raise Fail(EX_USAGE, f"--fleet-key {src}: name the file NAME.pub with letters, "
+                   "digits, '.', '_' or '-' (the name it gets in <secrets-dir>/keys/)")
+    data = _read_input(src, "--fleet-key", limit=8192)
+    from cryptography.hazmat.primitives import serialization
+
+    from agent.update.bundle import BundleError, fingerprint, load_public_key
+
+    try:
+        key = load_public_key(data, f"--fleet-key {src}")
+    except BundleError as exc:
+        raise Fail(EX_DATAERR, f"{exc} (citynode keys generate writes NAME.pub)") from None
+    pem = key.public_bytes(serialization.Encoding.PEM,
+                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return f"{stem}.pub", pem, fingerprint(key)
 
 
 @dataclass
@@ -802,6 +836,10 @@ def register(sub: argparse._SubParsersAction, default_cfg: str) -> None:
                    help="where certificates, key and credentials go (default /etc/citynode)")
     p.add_argument("--owner", metavar="USER:GROUP", help="owner of the key and credentials "
                    f"(default: {SERVICE}:{SERVICE} if that user exists, else you)")
+    p.add_argument("--fleet-key", action="append", metavar="FILE",
+                   help="pin a fleet public key (NAME.pub, citynode keys generate) in "
+                   "<secrets-dir>/keys/: the node installs updates signed with it; repeat "
+                   "for several")
     p.add_argument("--no-check", action="store_true",
                    help="do not connect to the broker (offline bench)")
     p.add_argument("--force", action="store_true",

@@ -262,6 +262,31 @@ def plan_secrets(cfg: object, given: dict[str, str | None]
     return plan
 
 
+def plan_fleet_keys(paths: list[str], taken: set[str]) -> list[tuple[str, bytes]]:
+    """Each ``--fleet-key`` as (``NAME.pub``, its PEM), checked to be an Ed25519 public key:
+    first boot puts it in /etc/citynode/keys/ (docs/updates.md)."""
+    from agent.tools.provision import FLEET_KEY_NAME
+    from agent.update.bundle import BundleError, load_public_key
+
+    out: list[tuple[str, bytes]] = []
+    for src in paths:
+        stem = PurePosixPath(src).name.removesuffix(".pub")
+        if not FLEET_KEY_NAME.fullmatch(stem):
+            raise KitError(f"--fleet-key {src}: name the file NAME.pub with letters, digits, "
+                           "'.', '_' or '-'")
+        name = f"{stem}.pub"
+        if name in taken or name in {n for n, _ in out}:
+            raise KitError(f"--fleet-key {src}: a second file named {name}; rename one")
+        data = _read_limited(src, "--fleet-key", 8192)
+        try:
+            load_public_key(data, f"--fleet-key {src}")
+        except BundleError as exc:
+            raise KitError(f"{exc} (citynode keys generate writes NAME.pub)",
+                           EX_DATAERR) from None
+        out.append((name, data))
+    return out
+
+
 # -- cmdline.txt -------------------------------------------------------------------------------
 def add_hook(cmdline: str) -> tuple[str, bool]:
     """Append our first-boot hook to the single line of cmdline.txt; (new text, changed)."""
@@ -341,6 +366,8 @@ def write_kit(args: argparse.Namespace) -> int:
                        "characters, not starting or ending with '-'")
     plan = plan_secrets(cfg, {k.option: getattr(args, k.option.replace("-", "_"))
                               for k in SECRETS})
+    fleet = plan_fleet_keys(getattr(args, "fleet_key", None) or [],
+                            {PurePosixPath(d).name for _, _, d, _ in plan})
     try:
         info = verify_bundle(args.bundle)
     except BundleError as exc:
@@ -381,7 +408,10 @@ def write_kit(args: argparse.Namespace) -> int:
             owner = "citynode" if kind.private else "root"
             mode = "0600" if kind.private else "0644"
             manifest.write(f"{mode} {owner} {_sha256(data)} {name} {dest}\n")
-        if plan:
+        for name, data in fleet:  # public: 0644 root, moved like the secrets
+            _write(staging / "secrets" / name, data, 0o644)
+            manifest.write(f"0644 root {_sha256(data)} {name} {SECRET_DIR}/keys/{name}\n")
+        if plan or fleet:
             _write(staging / "secrets" / "MANIFEST", manifest.getvalue().encode(), 0o600)
         created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         env = {"BUNDLE": info.path.name, "VERSION": info.version, "ARCH": info.arch,
@@ -406,6 +436,8 @@ def write_kit(args: argparse.Namespace) -> int:
     for kind, _, dest, _ in plan:
         perms = "0600 citynode" if kind.private else "0644 root"
         print(f"  secret {kind.option:<11} -> {dest} ({perms})")
+    for name, _ in fleet:
+        print(f"  fleet key {name:<8} -> {SECRET_DIR}/keys/{name} (0644 root)")
     if cmdline is not None:
         text = cmdline_text.decode("utf-8", "surrogateescape")
         new, changed = add_hook(text)
@@ -467,6 +499,9 @@ def register(sub: argparse._SubParsersAction, default_cfg: str) -> None:  # type
     k.add_argument("--ca", metavar="FILE", help="broker CA bundle (mqtt.ca_file)")
     k.add_argument("--hmac-key", metavar="FILE",
                    help="command signing key (commands.hmac_key_file, 0600)")
+    k.add_argument("--fleet-key", action="append", metavar="FILE",
+                   help="a fleet public key (NAME.pub) to pin in /etc/citynode/keys/: the node "
+                   "installs updates signed with it (docs/updates.md); repeatable")
     k.add_argument("--hostname", default="", help="set the node's host name at first boot")
     k.add_argument("--force", action="store_true", help="replace a kit already on the card")
     k.add_argument("--allow-arch", action="store_true",

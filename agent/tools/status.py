@@ -200,13 +200,14 @@ _UPLINK = _object({
     "protocol": _string, "client_id": _string, "last_connect": _nullable(_unix_time),
     "last_disconnect": _nullable(_unix_time), "reconnects": _count, "published": _count,
     "refused": _count, "historical": _count, "pending": _count,
+    "broker_index": _count, "brokers": _count,
 }, required=("connected",))
 _UPLINKS = _list_of(_object({
     "name": _string, "format": _string, "connected": _boolean, "state": _string,
     "broker": _string, "tls": _boolean, "protocol": _string, "client_id": _string,
     "last_connect": _nullable(_unix_time), "reconnects": _count, "published": _count,
     "refused": _count, "historical": _count, "pending": _count,
-    "platform": _map_of(_anything),
+    "broker_index": _count, "brokers": _count, "platform": _map_of(_anything),
 }, required=("name", "connected")))
 _SPOOL = _object({
     "path": _string, "depth": _count, "lanes": _map_of(_count), "bytes": _count,
@@ -223,6 +224,7 @@ _SNAPSHOT = _object({
     "sensors": _list_of(_SENSOR), "uplink": _nullable(_UPLINK), "uplinks": _UPLINKS,
     "spool": _nullable(_SPOOL),
     "models": _map_of(_string), "features": _map_of(_map_of(_anything)),
+    "update": _nullable(_map_of(_anything)),
 }, required=REQUIRED)
 
 
@@ -305,6 +307,15 @@ def assess(snap: dict[str, Any], *, now: float | None = None,
     return EX_OK, f"{state}, all ok", []
 
 
+def _where(up: Mapping[str, Any]) -> str:
+    """The broker in use; with failover brokers, which of them ("failover 2 of 3")."""
+    at = str(up.get("broker", "?"))
+    index, count = up.get("broker_index"), up.get("brokers")
+    if isinstance(count, int) and count > 1 and isinstance(index, int):
+        return f"{at}, " + ("primary" if index == 0 else f"failover {index} of {count - 1}")
+    return at
+
+
 def _size(n: float) -> str:
     for unit_name in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit_name == "GiB":
@@ -329,6 +340,26 @@ def _values(s: dict[str, Any]) -> str:
                     for k, v in s.get("values", {}).items() if isinstance(v, int | float))
 
 
+def _update_lines(update: Any) -> list[str]:
+    """``release 0.2.0 (current), update: rolled_back 0.3.0 (3 starts ...)``; nothing for a
+    daemon that does not run from a release and never updated."""
+    if not isinstance(update, dict):
+        return []
+    slot, phase = update.get("slot") or "", update.get("phase") or "idle"
+    result = update.get("result") if isinstance(update.get("result"), dict) else {}
+    if not slot and phase == "idle":
+        return []
+    text = f"  release {slot or '(not a release folder)'}"
+    if phase not in ("idle", "confirmed", "rolled_back", "failed"):
+        text += f", update {phase} {update.get('target') or ''}".rstrip()
+    if result:
+        text += (f", last update {result.get('outcome')} {result.get('version') or ''}"
+                 .rstrip())
+        if result.get("reason") and result.get("outcome") != "confirmed":
+            text += f" ({str(result['reason'])[:120]})"
+    return [text]
+
+
 def render(snap: dict[str, Any], verdict: tuple[int, str, list[str]], path: Path | str,
            *, now: float | None = None) -> str:
     """The human-readable table."""
@@ -341,7 +372,8 @@ def render(snap: dict[str, Any], verdict: tuple[int, str, list[str]], path: Path
            f"{_clock_time(snap.get('started_at'))} (up {_ago(snap.get('uptime_s', 0))}), "
            f"boot session {snap.get('boot_session')}, last seq {snap.get('last_seq')}, "
            f"{snap.get('messages', 0)} msgs",
-           f"  status file {path}, written {_ago(now - snap.get('written_at', now))} ago", ""]
+           f"  status file {path}, written {_ago(now - snap.get('written_at', now))} ago"]
+    out += [*_update_lines(snap.get("update")), ""]
     rows = [("SENSOR", "TYPE", "HEALTH", "LAST READING", "VALUES")]
     for s in snap.get("sensors", []):
         age = s.get("last_reading_age_s")
@@ -364,11 +396,11 @@ def render(snap: dict[str, Any], verdict: tuple[int, str, list[str]], path: Path
     else:
         tls = "TLS" if up.get("tls") else "no TLS"
         if up.get("connected"):
-            head = (f"connected to {up.get('broker', '?')} (MQTT {up.get('protocol', '?')}, "
+            head = (f"connected to {_where(up)} (MQTT {up.get('protocol', '?')}, "
                     f"{tls}) since "
                     f"{_clock_time(up.get('last_connect'))}")
         else:
-            head = f"DOWN: {up.get('state', '')} ({up.get('broker', '?')}, {tls})"
+            head = f"DOWN: {up.get('state', '')} ({_where(up)}, {tls})"
         out.append(f"  uplink  {head}")
         out.append(f"          {up.get('reconnects', 0)} reconnects, last disconnect "
                    f"{_clock_time(up.get('last_disconnect'))}; {up.get('published', 0)} "
@@ -377,7 +409,7 @@ def render(snap: dict[str, Any], verdict: tuple[int, str, list[str]], path: Path
     if len(links) > 1:
         for u in links:
             facts = ", ".join(f"{k} {v}" for k, v in (u.get("platform") or {}).items())
-            line = (f"{u['name']}: {u.get('format', '?')} to {u.get('broker', '?')}, "
+            line = (f"{u['name']}: {u.get('format', '?')} to {_where(u)}, "
                     + ("up" if u.get("connected") else f"DOWN ({u.get('state', '')})")
                     + f", {u.get('published', 0)} published, {u.get('pending', 0)} pending"
                     + (f"; {facts}" if facts else ""))

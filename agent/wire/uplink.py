@@ -32,6 +32,14 @@ timeout ran out), and no reconnect after it.
 Each connection uses a fresh paho client so no state of a dead session leaks into
 the next. Reconnects back off exponentially with full jitter and a cap, and the
 log gets one line per change of state, not one per attempt.
+
+Broker failover (``failover`` in [mqtt] or [[uplink]]): when a connection is lost or
+cannot be made, the next connection goes to the next broker of the list (wrapping
+round), one log line per move (``EVENT=broker_failover``); the backoff is the same as
+for one broker. The uplink stays on a broker that works and goes back to the first only
+when told (:meth:`Uplink.use_broker`, the ``broker`` command) or on a restart. The spool
+position is the uplink's, not the broker's: what the old broker did not acknowledge is
+sent again on the new connection, in the order above.
 """
 
 from __future__ import annotations
@@ -206,6 +214,17 @@ class Uplink:
         self._connack: int | None = None
         self._connack_text = ""
         self._protocol = first_protocol(cfg.protocol)
+        #: (host, port) of each broker, the primary first; ``broker`` is the one in use.
+        self.brokers: list[tuple[str, int]] = cfg.brokers()
+        self.broker = 0
+        self._wanted: int | None = None  # a broker the ``broker`` command asked for
+        self._spoken: dict[int, MQTTProtocolVersion] = {}  # broker -> version it accepted
+        self._dropped = False  # the last connection was lost: the next one moves on
+        self._moves = 0  # moves since the last connection (all down: quieter log)
+        # Per connection: subscriptions awaiting their SUBACK (mid -> topic, tries) and
+        # refused ones to ask for again (topic -> when, tries).
+        self._subscribing: dict[int, tuple[str, int]] = {}
+        self._resubscribe: dict[str, tuple[float, int]] = {}
         self.state = "starting"
         self.reconnects = 0
         self.published = 0
@@ -319,9 +338,28 @@ class Uplink:
                     return
             time.sleep(0.02)
 
+    @property
+    def broker_address(self) -> str:
+        """host:port of the broker in use (IPv6 in brackets)."""
+        host, port = self.brokers[self.broker]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def use_broker(self, index: int) -> str:
+        """Ask the uplink's thread to move to broker ``index`` (0: the primary) now:
+        the connection in use is closed and what it had not delivered is sent again on
+        the new one. ValueError when there is no such broker."""
+        if not 0 <= index < len(self.brokers):
+            raise ValueError(f"uplink {self.name} has brokers 0 to {len(self.brokers) - 1}")
+        self._wanted = index
+        self._wakeup.set()
+        host, port = self.brokers[index]
+        return f"uplink {self.name}: moving to broker {index} ({host}:{port})"
+
     def status(self) -> dict[str, Any]:
-        """This uplink for ``citynode status`` and health."""
-        return {"name": self.name, "host": f"{self.cfg.host}:{self.cfg.port}",
+        """This uplink for ``citynode status`` and health (``broker``: the index of the
+        broker in use, with failover brokers only)."""
+        failover = {"broker": self.broker} if len(self.brokers) > 1 else {}
+        return {"name": self.name, "host": self.broker_address, **failover,
                 "connected": self._connected, "state": self.state,
                 "backlog": self.spool.backlog(self.reader), "published": self.published,
                 "refused": self.refused, "reconnects": self.reconnects,
@@ -350,6 +388,7 @@ class Uplink:
         c.on_disconnect = self._handle_disconnect
         c.on_publish = self._handle_publish
         c.on_message = self._handle_message
+        c.on_subscribe = self._handle_subscribe
         self._configure_client(c)
         will = self._will()
         if will is not None:
@@ -365,16 +404,24 @@ class Uplink:
         attempt = 0
         while not self._stop.is_set():
             self.spool.maintain()
+            if self._wanted is not None and not self._closing:
+                attempt = 0
+                self._switch_broker()
             if self._client is None:
                 if self._closing:  # a goodbye was due: no connection after it
                     self._stop.wait(0.05)
                     continue
+                if self._dropped:
+                    self._dropped = False
+                    self._move("connection lost")
                 if self._try_connect():
                     attempt = 0
+                    self._moves = 0
                 else:
                     delay = backoff_delay(attempt, self.cfg.backoff_initial_s,
                                           self.cfg.backoff_max_s, self._rng)
                     attempt += 1
+                    self._move("cannot connect")
                     self._pause(delay)
                     continue
             client = self._client
@@ -384,6 +431,7 @@ class Uplink:
                 self._teardown(f"connection lost ({mqtt.error_string(rc)})")
                 continue
             if self._connected:
+                self._retry_subscriptions(client)
                 self._react(self.session.poll(time.monotonic()))
             if self._connected and not self._send_some(client):
                 # Nothing to send: sleep in paho's select until traffic or a new message.
@@ -398,10 +446,48 @@ class Uplink:
                 pass
             self._teardown("stopped")
 
+    def _move(self, why: str) -> None:
+        """On to the next broker of the list (wrapping round), if there is more than one."""
+        if len(self.brokers) < 2:
+            return
+        self._go(self.broker + 1 if self.broker + 1 < len(self.brokers) else 0, why,
+                 logging.WARNING if self._moves < len(self.brokers) else logging.DEBUG)
+        self._moves += 1
+
+    def _go(self, index: int, why: str, level: int) -> None:
+        was, self.broker = self.broker_address, index
+        # Another broker may speak another version: what it spoke last time, else ask.
+        self._protocol = self._spoken.get(index, first_protocol(self.cfg.protocol))
+        log.log(level, "uplink %s: broker %s, moving to broker %d (%s; 0 is the primary)",
+                self.name, f"{was} {why}" if why != "told" else f"{was} left as told", index,
+                self.broker_address,
+                extra={"EVENT": "broker_failover", "UPLINK": self.name})
+
+    def _switch_broker(self) -> None:
+        """The ``broker`` command: close the connection in use (what it did not deliver is
+        read again from the spool) and connect to the broker asked for."""
+        index, self._wanted = self._wanted, None
+        if index is None or (index == self.broker and self._client is not None):
+            return
+        if self._client is not None:
+            client = self._client
+            try:
+                client.disconnect()
+                client.loop(timeout=0.1)
+            except (OSError, ValueError):
+                pass
+            self._teardown(f"moving to broker {index} as told")
+        self._dropped = False
+        self._moves = 0
+        if index != self.broker:
+            self._go(index, "told", logging.WARNING)
+
     def _pause(self, seconds: float) -> None:
-        """Back off, still committing the spool's telemetry batches meanwhile."""
+        """Back off, still committing the spool's telemetry batches meanwhile; a
+        ``broker`` command ends the wait."""
         deadline = time.monotonic() + seconds
-        while not self._stop.is_set() and time.monotonic() < deadline:
+        while not self._stop.is_set() and time.monotonic() < deadline and \
+                self._wanted is None:
             self.spool.maintain()
             self._stop.wait(min(0.5, max(0.0, deadline - time.monotonic())))
 
@@ -411,15 +497,16 @@ class Uplink:
 
     def _try_connect(self) -> bool:
         self._connack = None
+        host, port = self.brokers[self.broker]
         try:
             client = self._new_client()
-            client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+            client.connect(host, port, keepalive=self.cfg.keepalive_s)
         except SecurityError as exc:  # e.g. the key's mode changed while running
             self._set_state(f"disconnected: {exc}", logging.ERROR)
             return False
         except (TimeoutError, OSError, ValueError) as exc:
-            self._set_state(f"disconnected: cannot connect to {self.cfg.host}:{self.cfg.port} "
-                            f"({exc})", logging.WARNING)
+            self._set_state(f"disconnected: cannot connect to {self.broker_address} ({exc})",
+                            logging.WARNING)
             return False
         deadline = time.monotonic() + 10
         while self._connack is None and time.monotonic() < deadline and not self._stop.is_set():
@@ -428,6 +515,7 @@ class Uplink:
                 break
         if self._connack == 0:
             self._client = client
+            self._spoken[self.broker] = self._protocol
             return True
         reason = "no CONNACK" if self._connack is None else f"refused ({self._connack_text})"
         try:
@@ -452,12 +540,15 @@ class Uplink:
             self.reconnects += 1
         self.connected_since = time.monotonic()
         self._connected_wall = self._wall()
-        self._set_state(f"connected to {self.cfg.host}:{self.cfg.port} (MQTT {self.protocol_name})")
+        self._set_state(f"connected to {self.broker_address} (MQTT {self.protocol_name})")
         topics = list(self.session.subscriptions())
         if self._subscribe:
             topics.append(self._subscribe)
+        with self._lock:
+            self._subscribing.clear()
+            self._resubscribe.clear()
         for topic in dict.fromkeys(topics):
-            client.subscribe(topic, qos=1)
+            self._subscribe_to(client, topic)
         with self._accept:  # nothing is numbered meanwhile
             cutoff = self._connected_wall - HISTORY_AFTER_S
             self._open_parts({lane: self.spool.last_id_before(lane, cutoff) for lane in LANES},
@@ -482,6 +573,40 @@ class Uplink:
         for lane, live in PARTS:
             self._cursor[(lane, live)] = boundary[lane] if live else 0
             self._ready[(lane, live)].clear()
+
+    def _subscribe_to(self, client: mqtt.Client, topic: str, tries: int = 0) -> None:
+        rc, mid = client.subscribe(topic, qos=1)
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
+            with self._lock:
+                self._subscribing[mid] = (topic, tries)
+
+    def _handle_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        """A refused subscription (a cluster broker that cannot create the session's
+        consumer yet, say) is asked for again on this connection, backing off; without
+        it the node would not hear its commands until the next connection."""
+        with self._lock:
+            topic, tries = self._subscribing.pop(mid, ("", 0))
+        if not topic or all(int(getattr(rc, "value", rc)) < 0x80 for rc in reason_codes):
+            return
+        delay = backoff_delay(tries, self.cfg.backoff_initial_s, self.cfg.backoff_max_s,
+                              self._rng)
+        log.log(logging.WARNING if tries == 0 else logging.DEBUG,
+                "uplink %s: %s refused the subscription to %s; asking again", self.name,
+                self.broker_address, topic,
+                extra={"EVENT": "subscribe_refused", "UPLINK": self.name})
+        with self._lock:
+            self._resubscribe[topic] = (time.monotonic() + delay, tries + 1)
+
+    def _retry_subscriptions(self, client: mqtt.Client) -> None:
+        if not self._resubscribe:
+            return
+        now = time.monotonic()
+        with self._lock:
+            due = [(t, n) for t, (at, n) in self._resubscribe.items() if at <= now]
+            for topic, _ in due:
+                del self._resubscribe[topic]
+        for topic, tries in due:
+            self._subscribe_to(client, topic, tries)
 
     def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected = False
@@ -733,6 +858,7 @@ class Uplink:
                 except OSError:
                     pass
         level = logging.INFO if why == "stopped" else logging.WARNING
+        self._dropped = why != "stopped"
         self._set_state(f"disconnected: {why}", level)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import FAIL, OK, Check
+from .base import FAIL, OK, WARN, Check
 from .hints import HINT_CONFIG, HINT_CONFIG_FILE
 
 if TYPE_CHECKING:
@@ -44,7 +44,12 @@ def check_config(path: str) -> tuple[Config | None, Check, bool]:
             return cfg, Check("config", path, FAIL, _security_text(exc),
                               exc.fix or HINT_CONFIG), True
     from agent.core.sensors import type_name
+    from agent.update.bundle import update_keys_problem
 
+    keys = update_keys_problem(cfg.update.enabled, cfg.update.keys_dir)
+    if keys is not None:  # the node runs, but no update could ever verify
+        return cfg, Check("config", path, WARN, keys, "citynode provision --fleet-key "
+                          "FILE.pub (docs/updates.md), or [update] enabled = false"), False
     types = sorted({type_name(s) for s in cfg.sensor})
     mode = "local mode" if cfg.local_mode else f"broker {cfg.mqtt.host}:{cfg.mqtt.port}"
     return cfg, Check("config", path, OK, f"node {cfg.node.id}, {len(cfg.sensor)} sensor(s)"

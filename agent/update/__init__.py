@@ -1,0 +1,1 @@
+"""Over-the-air updates: signed bundles, A/B releases and the health gate (docs/updates.md)."""
