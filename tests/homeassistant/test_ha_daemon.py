@@ -5,22 +5,15 @@ runs, a sensor removed from the configuration -> its configurations emptied."""
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from ha_harness import Watcher, retained, wait_for
 
 from agent.tools.simulate import write_config
-from drivers.emulation import SerialEmulator
-from drivers.pms5003.emulator import PMS5003Model
+from tests.emulated_node import EmulatedNode
 
-ROOT = Path(__file__).resolve().parents[2]
 NODE = "ha-e2e"
 pytestmark = [pytest.mark.homeassistant, pytest.mark.timeout(120)]
 SCRIPT = [(5, 8, 11, 5, 8, 11), (7, 12, 16, 7, 12, 16), (6, 10, 13, 6, 10, 13)]
@@ -37,35 +30,13 @@ def configure(tmp_path: Path, port: int, ports: list[str]) -> Path:
     return cfg
 
 
-class Node:
+class Node(EmulatedNode):
     """The agent process on emulated PMS5003s."""
 
     def __init__(self, tmp_path: Path, port: int, sensors: int) -> None:
-        self.emulators = []
-        for i in range(sensors):
-            model = PMS5003Model(itertools.cycle(SCRIPT), interval_s=0.5, warmup_s=0.0)
-            emu = SerialEmulator(model, tmp_path / "dev" / f"pms{i}")
-            emu.start()
-            self.emulators.append(emu)
-        cfg = configure(tmp_path, port, [e.path for e in self.emulators])
-        self.log = open(tmp_path / f"agent-{sensors}.log", "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(cfg)], cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=self.log,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
-        for e in self.emulators:
-            e.stop()
-        return self.proc.returncode
+        super().__init__(tmp_path, sensors, SCRIPT,
+                         lambda ports: configure(tmp_path, port, ports),
+                         log_name=f"agent-{sensors}.log")
 
 
 def configs_of(kept: dict[str, bytes], sensor: str) -> set[str]:

@@ -7,11 +7,8 @@ message lost across a Mobius restart, an outage and a reset that loses the CSE's
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -23,8 +20,7 @@ from onem2m_harness import Mobius, wait_for
 
 from agent.core.commands import sign_command
 from agent.tools.simulate import write_config
-from drivers.emulation import SerialEmulator
-from drivers.pms5003.emulator import PMS5003Model
+from tests.emulated_node import EmulatedNode
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.onem2m, pytest.mark.timeout(420)]
@@ -33,59 +29,36 @@ CONTAINERS = ("pm0", "pm1", "node", "health", "events", "state", "results")
 KEY = b"3f1e9a7c0b2d4e6f8a1c3e5f7b9d0a2c4e6f8b1d3f5a7c9e0b2d4f6a8c1e3f5"
 
 
-class Node:
+class Node(EmulatedNode):
     """The agent process on two emulated PMS5003s (``pm0``, and ``pm1`` with prefix
     ``s1.``), reporting every second to Mobius's broker only."""
 
     def __init__(self, tmp_path: Path, mobius: Mobius, node: str) -> None:
         self.node = node
-        self.emulators = []
-        for i in range(2):
-            model = PMS5003Model(itertools.cycle(SCRIPT), interval_s=0.5, warmup_s=0.0)
-            emu = SerialEmulator(model, tmp_path / "dev" / f"pms{i}")
-            emu.start()
-            self.emulators.append(emu)
         key = tmp_path / "command.key"
         key.write_bytes(KEY + b"\n")
         key.chmod(0o600)
-        cfg = tmp_path / "citynode.toml"
         self.state = tmp_path / "state"
-        write_config(cfg, node_id=node, state_dir=self.state,
-                     ports=[e.path for e in self.emulators], interval=1, fmt="senml-cbor",
-                     broker=None, warmup_s=0.0, read_interval_s=0.3)
-        cfg.write_text(cfg.read_text() + "\n".join([
-            "", "[commands]", f'hmac_key_file = "{key}"', "",
-            "[[uplink]]", 'name = "mobius"', 'format = "onem2m"', 'host = "127.0.0.1"',
-            f"port = {mobius.mqtt_port}", 'protocol = "3.1.1"', "backoff_initial_s = 0.5",
-            "backoff_max_s = 2", "",
-            "[uplink.onem2m]", f'cse_id = "{mobius.cse_id}"', f'cse_name = "{mobius.cse_name}"',
-            # Short: a stock Mobius worker sometimes dies on a create and never answers.
-            "request_timeout_s = 3", ""]))
-        self.log = open(tmp_path / "agent.log", "w")  # closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(cfg)], cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=self.log,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self.log_path = tmp_path / "agent.log"
+
+        def configure(ports: list[str]) -> Path:
+            cfg = tmp_path / "citynode.toml"
+            write_config(cfg, node_id=node, state_dir=self.state, ports=ports, interval=1,
+                         fmt="senml-cbor", broker=None, warmup_s=0.0, read_interval_s=0.3)
+            cfg.write_text(cfg.read_text() + "\n".join([
+                "", "[commands]", f'hmac_key_file = "{key}"', "",
+                "[[uplink]]", 'name = "mobius"', 'format = "onem2m"', 'host = "127.0.0.1"',
+                f"port = {mobius.mqtt_port}", 'protocol = "3.1.1"', "backoff_initial_s = 0.5",
+                "backoff_max_s = 2", "",
+                "[uplink.onem2m]", f'cse_id = "{mobius.cse_id}"',
+                f'cse_name = "{mobius.cse_name}"',
+                # Short: a stock Mobius worker sometimes dies on a create and never answers.
+                "request_timeout_s = 3", ""]))
+            return cfg
+
+        super().__init__(tmp_path, 2, SCRIPT, configure)
 
     def epoch(self) -> str:
         return (self.state / "uplinks" / "mobius" / "onem2m-mobius.epoch").read_text().strip()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
-        for e in self.emulators:
-            e.stop()
-        return self.proc.returncode
-
-    def tail(self) -> str:
-        return self.log_path.read_text()[-4000:]
 
 
 def stored(mobius: Mobius, base: str) -> dict[str, list[dict[str, Any]]]:

@@ -383,8 +383,12 @@ def command_schema() -> dict[str, Any]:
 
 def _samples(version: str) -> dict[str, list[tuple[str, Pack]]]:
     """The packs of docs/payload.md section 8 and docs/commands.md section 3 (node
-    seoul-jongno-0001, one PMS5003 named pm, boot session 3), by topic."""
+    seoul-jongno-0001, the catalogue's first fine-dust sensor named pm, boot session 3),
+    by topic."""
     from agent.core.commands import CommandResult
+    from drivers import catalogue
+
+    dust = next(s for s in catalogue.specs().values() if s.kind == "particulate")
 
     def pack(t: float, seq: int | None, records: list[Record]) -> Pack:
         return Pack(time=t, session=3, seq=seq, records=records)
@@ -399,10 +403,11 @@ def _samples(version: str) -> dict[str, list[tuple[str, Pack]]]:
         ("cmd_refused", 1)]
     birth = [Record("status", text="online"), Record("version", text=version),
              Record("boot", value=1763812345), Record("interval", value=60),
-             Record("sensors", text="pm:pms5003")]
+             Record("sensors", text=f"pm:{dust.type}")]
     ping = CommandResult(id="c-101", ok=True, cmd="ping", data={"pong": True, "uptime_s": 86400})
     return {
-        "telemetry": [("a PMS5003's 60 s window: mean, min and max, count, quality flags",
+        "telemetry": [(f"a {dust.type.upper()}'s 60 s window: mean, min and max, count, "
+                       "quality flags",
                        pack(1763900060, 1441, [Record(n, value=v) for n, v in window]))],
         "event": [("the sensor pm went from ok to errors",
                    pack(1763900071.482, 1442, [Record("pm:health", text="errors")]))],

@@ -18,10 +18,11 @@ binding (oneM2M TS-0010 clause 6.4, MQTT 3.1.1). What goes where:
   a notification; its ``con`` (a JSON object, or a string holding one) is a command of
   docs/commands.md, signature included; the result goes to ``results``.
 
-The ``con`` of each contentInstance is a JSON object, e.g. in the container ``pm``::
+The ``con`` of each contentInstance is a JSON object, e.g. in the container ``pm`` (a
+fine-dust sensor; ``type`` is its device type)::
 
     {"kind": "telemetry", "time": "2025-11-23T12:14:20Z", "unix": 1763900060,
-     "session": 3, "seq": 1441, "historical": false, "sensor": "pm", "type": "pms5003",
+     "session": 3, "seq": 1441, "historical": false, "sensor": "pm", "type": "<type>",
      "readings": {"pm25": {"v": 12, "min": 10, "max": 15, "u": "ug/m3"}, "n": {"v": 29}}}
 
 ``readings`` holds each record by name (in a sensor's container without the sensor's

@@ -283,13 +283,15 @@ _RESPONSE = {
 def channels() -> list[Any]:
     """The topics of the MQTT binding as :class:`agent.wire.formats.Channel` entries."""
     from agent.wire.formats import Channel
+    from drivers import catalogue
 
+    dust = next(s.type for s in catalogue.specs().values() if s.kind == "particulate")
     example_cin = {"op": 1, "to": "Mobius/seoul-jongno-0001/pm", "fr": "Sseoul-jongno-0001",
                    "rqi": "3f9a1c-17", "ty": 4, "rvi": RELEASE, "pc": {"m2m:cin": {
                        "cnf": "application/json:0", "con": {
                            "kind": "telemetry", "time": "2025-11-23T12:14:20Z",
                            "unix": 1763900060, "session": 3, "seq": 1441,
-                           "historical": False, "sensor": "pm", "type": "pms5003",
+                           "historical": False, "sensor": "pm", "type": dust,
                            "readings": {"pm25": {"v": 12, "min": 10, "max": 15, "u": "ug/m3"},
                                         "n": {"v": 29}}}}}}
     example_sgn = {"op": 5, "rqi": "rnrzk9nEAs", "to": "mqtt://broker:1883/Sseoul-jongno-0001",
