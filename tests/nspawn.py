@@ -59,8 +59,14 @@ class Container:
         self._log = open(log, "wb")
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
-        self.pid = self._init_pid()
-        self.wait_booted()
+        try:
+            self.pid = self._init_pid()
+            self.wait_booted()
+        except Exception:  # a container that did not come up is not left running
+            self.proc.kill()
+            self.proc.wait(10)
+            self._log.close()
+            raise
 
     def _init_pid(self, timeout: float = 30.0) -> int:
         deadline = time.monotonic() + timeout
@@ -83,7 +89,7 @@ class Container:
                                  f"stdout: {proc.stdout}\nstderr: {proc.stderr}")
         return proc
 
-    def wait_booted(self, timeout: float = 60.0) -> None:
+    def wait_booted(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             state = self.sh("systemctl is-system-running 2>/dev/null || true",

@@ -795,3 +795,24 @@ def test_status_table_shows_the_release_and_the_last_update() -> None:
         f"  release {OLD}, last update rolled_back {NEW} (3 starts)"]
     assert _update_lines({"slot": OLD, "phase": "downloading", "target": NEW,
                           "result": None}) == [f"  release {OLD}, update downloading {NEW}"]
+
+
+def test_a_models_release_s_models_are_the_ones_the_daemon_loads(tmp_path: Path) -> None:
+    """A models-only bundle installs as a release whose venv is the running release's:
+    the daemon, started through /opt/citynode/current/venv, takes current/models/."""
+    from agent.models.runtime import MODELS_DIR, model_path
+
+    base = tmp_path / "opt/citynode/releases/0.2.0"
+    (base / "venv").mkdir(parents=True)
+    models = tmp_path / "opt/citynode/releases/0.2.0+models.1"
+    (models / "models").mkdir(parents=True)
+    (models / "venv").symlink_to("../0.2.0/venv")
+    (tmp_path / "opt/citynode/current").symlink_to("releases/0.2.0+models.1")
+    prefix = str(tmp_path / "opt/citynode/current/venv")
+    assert model_path("fall", prefix) == MODELS_DIR / "fall.tflite"  # no manifest: not ours
+    (models / "MANIFEST.json").write_text("{}")
+    assert model_path("fall", prefix) == MODELS_DIR / "fall.tflite"  # no such model in it
+    (models / "models/fall.tflite").write_bytes(b"TFL3")
+    assert model_path("fall", prefix) == tmp_path / "opt/citynode/current/models/fall.tflite"
+    assert model_path("fall", str(base / "venv")) == MODELS_DIR / "fall.tflite"
+    assert model_path("fall") == MODELS_DIR / "fall.tflite"  # this checkout

@@ -35,6 +35,7 @@ import logging
 import math
 import os
 import struct
+import sys
 import threading
 import time
 from array import array
@@ -60,8 +61,14 @@ MODELS_DIR = Path(__file__).resolve().parent
 log = logging.getLogger("citynode.models")
 
 
-def model_path(name: str) -> Path:
-    """The shipped ``.tflite`` of a model by name (``fall``: the only one since 2026.12)."""
+def model_path(name: str, prefix: str | None = None) -> Path:
+    """The ``.tflite`` of a model by name (``fall``: the only one since 2026.12): the one
+    a models-only update brought (docs/updates.md: ``models/`` in the release folder the
+    daemon runs from, ``/opt/citynode/current``), else the one shipped in the package."""
+    release = Path(prefix if prefix is not None else sys.prefix).parent  # not resolved:
+    updated = release / "models" / f"{name}.tflite"  # current/venv -> current/models
+    if (release / "MANIFEST.json").is_file() and updated.is_file():
+        return updated
     return MODELS_DIR / f"{name}.tflite"
 
 

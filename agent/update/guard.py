@@ -409,8 +409,9 @@ def guard(paths: Paths, clock: Callable[[], float] = time.time) -> str:
             write_state(paths.state, state, clock)
             max_starts = int(gate.get("max_starts") or 3)
             if gate["starts"] > max_starts:
-                rollback(paths, state, f"{gate['starts'] - 1} starts without passing the "
-                         f"health gate (max_starts {max_starts})", clock)
+                n = gate["starts"] - 1
+                rollback(paths, state, f"{n} start{'s' if n != 1 else ''} without passing "
+                         f"the health gate (max_starts {max_starts})", clock)
                 return "rolled_back"
             if deadline_passed(gate, clock()):
                 rollback(paths, state, "health gate deadline passed unconfirmed", clock)
