@@ -48,6 +48,12 @@ def specs() -> dict[str, DeviceSpec]:
     return out
 
 
+def first_of_kind(kind: str) -> str:
+    """The type of the catalogue's first device of ``kind`` ("particulate"): what examples
+    in documents name, so that no code outside a device's folder names the device."""
+    return next(s.type for s in specs().values() if s.kind == kind)
+
+
 @cache
 def aliases() -> dict[str, str]:
     """Other names people use for a device (``pms7003``, ``gy-521``) -> its type."""

@@ -388,7 +388,7 @@ def _samples(version: str) -> dict[str, list[tuple[str, Pack]]]:
     from agent.core.commands import CommandResult
     from drivers import catalogue
 
-    dust = next(s for s in catalogue.specs().values() if s.kind == "particulate")
+    dust = catalogue.specs()[catalogue.first_of_kind("particulate")]
 
     def pack(t: float, seq: int | None, records: list[Record]) -> Pack:
         return Pack(time=t, session=3, seq=seq, records=records)

@@ -96,6 +96,9 @@ AVAILABILITY_SCHEMA: dict[str, Any] = {"type": "string", "enum": ["online", "off
 
 
 def channels() -> list[Channel]:
+    from drivers import catalogue
+
+    dust = catalogue.first_of_kind("particulate")
     return [
         Channel("config", f"{HA}/{{component}}/{{node}}/{{object}}/config", "send",
                 "Discovery configuration of one entity (retained; empty: removed)", JSON,
@@ -112,7 +115,7 @@ def channels() -> list[Channel]:
                            "availability": [{"topic": "citynode/node-1/ha/availability"}],
                            "qos": 1,
                            "device": {"identifiers": ["node-1"], "name": "node-1",
-                                      "manufacturer": "citynode", "model": "pms5003",
+                                      "manufacturer": "citynode", "model": dust,
                                       "sw_version": "0.1.0"},
                            "origin": {"name": "citynode", "sw_version": "0.1.0"}},)),
         Channel("config_sweep", f"{HA}/{{component}}/{{node}}/{{object}}/config", "receive",

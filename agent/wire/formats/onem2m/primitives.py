@@ -285,7 +285,7 @@ def channels() -> list[Any]:
     from agent.wire.formats import Channel
     from drivers import catalogue
 
-    dust = next(s.type for s in catalogue.specs().values() if s.kind == "particulate")
+    dust = catalogue.first_of_kind("particulate")
     example_cin = {"op": 1, "to": "Mobius/seoul-jongno-0001/pm", "fr": "Sseoul-jongno-0001",
                    "rqi": "3f9a1c-17", "ty": 4, "rvi": RELEASE, "pc": {"m2m:cin": {
                        "cnf": "application/json:0", "con": {

@@ -103,13 +103,15 @@ def _payload_schema(summary: str, *, seq: bool = True, names: bool = True) -> di
 
 
 def _examples() -> dict[str, tuple[tuple[str, bytes], ...]]:
-    """Real encodings (fixed times, the aliases a PMS5003 named ``pm`` gets): a DDATA of
-    one report window, a rebirth request, an NDEATH."""
+    """Real encodings (fixed times, the aliases the catalogue's first fine-dust sensor,
+    named ``pm``, gets): a DDATA of one report window, a rebirth request, an NDEATH."""
     from agent.wire.formats.sparkplug import metrics as mt
     from agent.wire.formats.sparkplug import protobuf as pb
+    from drivers import catalogue
 
+    dust = catalogue.first_of_kind("particulate")
     t = 1763900060000
-    table = mt.Table([("pm", "pms5003")], {"pm": ("pm1", "pm25", "pm10")}, commands=True)
+    table = mt.Table([("pm", dust)], {"pm": ("pm1", "pm25", "pm10")}, commands=True)
     pm = table.devices["pm"]
     values = [("pm25", 12), ("min/pm25", 10), ("max/pm25", 15), ("n", 29)]
     ddata = pb.Payload(t + 41, [pb.Metric(alias=pm[n].alias, timestamp=t, datatype=pb.INT64,
