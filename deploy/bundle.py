@@ -53,13 +53,16 @@ GLIBC_MAX = 36
 FILES = [
     ("deploy/install.sh", "install.sh"),
     ("deploy/citynode.service", "citynode.service"),
+    ("deploy/citynode-update.service", "citynode-update.service"),
+    ("deploy/citynode-update.path", "citynode-update.path"),
+    ("agent/update/guard.py", "citynode-guard"),
     ("deploy/citynode.toml", "citynode.toml"),
     ("deploy/udev/99-citynode.rules", "udev/99-citynode.rules"),
     ("deploy/firstboot/firstboot.sh", "firstboot/firstboot.sh"),
     ("README.md", "README.md"),
     ("docs/install.md", "install.md"),
 ]
-EXECUTABLE = {"install.sh", "firstboot/firstboot.sh"}
+EXECUTABLE = {"install.sh", "firstboot/firstboot.sh", "citynode-guard"}
 #: A models bundle: every model of agent/models and its metadata (same name, .json).
 MODELS_DIR = "agent/models"
 MAX_KEY_BYTES = 8192

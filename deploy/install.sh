@@ -282,6 +282,8 @@ ensure_dir() {
 # install_file SRC DST MODE [USER GROUP]: copy unless identical (content, mode, owner)
 install_file() {
     local src=$1 dst=$2 mode=$3 owner="" what
+    # Called in `if` conditions, where set -e does not stop a failed cp: check first.
+    [ -f "$src" ] || die "$src is missing (an incomplete bundle or checkout)"
     if [ "$IS_ROOT" -eq 1 ]; then owner="$(uid_of "${4:-root}"):$(gid_of "${5:-root}")"; fi
     if [ -f "$dst" ] && cmp -s "$src" "$dst" && [ "$(stat -c '%a' "$dst")" = "$mode" ] \
         && { [ -z "$owner" ] || [ "$(stat -c '%u:%g' "$dst")" = "$owner" ]; }; then
