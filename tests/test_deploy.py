@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-UNIT = Path(__file__).resolve().parent.parent / "deploy" / "citynode.service"
+ROOT = Path(__file__).resolve().parent.parent
+UNIT = ROOT / "deploy" / "citynode.service"
 
 
 def unit() -> configparser.ConfigParser:
@@ -194,3 +195,23 @@ def test_update_units_are_accepted_by_systemd(tmp_path):
                                                           for n in UPDATE_UNITS)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_bundle_carries_every_file_install_sh_installs() -> None:
+    """Each file install.sh takes from the bundle ("$SRC/NAME", the update units, the guard)
+    is one the bundle lays out: a missing one once went unseen inside an `if`."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bundle", ROOT / "deploy/bundle.py")
+    assert spec and spec.loader
+    bundle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bundle)
+    laid = {name for _, name in bundle.FILES}
+    text = (ROOT / "deploy/install.sh").read_text()
+    wanted = set(re.findall(r'\$SRC/([A-Za-z0-9_.-]+)"', text)) - {
+        "MANIFEST", "MANIFEST.json", "SHA256SUMS", "wheels"}  # written by the bundler itself
+    units = re.search(r"UPDATE_UNITS=\(([^)]*)\)", text)
+    assert units is not None
+    wanted |= set(units.group(1).split())
+    wanted |= {f"udev/{r}" for r in re.findall(r"(\d\d-citynode\.rules)", text)}
+    assert wanted and wanted <= laid, sorted(wanted - laid)
