@@ -57,6 +57,17 @@ backoff_max_s = 1
                              cwd=ROOT, stdout=open(tmp_path / "agent.log", "wb"),
                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
+        _outage_of_one(city, backup, brokers, agent, emu, tmp_path)
+    finally:  # a failed check leaves no broker behind
+        if agent.poll() is None:
+            agent.kill()
+        for b in brokers.values():
+            b.stop()
+
+
+def _outage_of_one(city: Platform, backup: Platform, brokers: dict, agent, emu,
+                   tmp_path: Path) -> None:
+    try:
         assert wait_for(lambda: len(backup.unique()) >= 3 and len(city.unique()) >= 3, 20)
         brokers["backup"].stop()
         down_at = time.time()
@@ -82,8 +93,6 @@ backoff_max_s = 1
     assert seqs == list(range(len(seqs)))  # and no gap
     city.stop()
     backup.stop()
-    for b in brokers.values():
-        b.stop()
     log = (tmp_path / "agent.log").read_text()
     assert "uplink backup disconnected" in log and "Traceback" not in log
 
