@@ -22,6 +22,17 @@ PACKAGES = ("systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "mosqu
             "ca-certificates", "procps")
 
 
+def require() -> None:
+    """Skip the test, with the reason, where no container can be booted here."""
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root (systemd-nspawn)")
+    if missing_tools():
+        pytest.skip(f"missing {', '.join(missing_tools())} (apt-get install systemd-container "
+                    "debootstrap)")
+
+
 def missing_tools() -> list[str]:
     return [t for t in ("systemd-nspawn", "debootstrap", "nsenter")
             if shutil.which(t) is None]

@@ -9,14 +9,13 @@ sampling loop (a stuck I2C bus) killed by the watchdog and restarted.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from nspawn import Container, missing_tools, rootfs
+from nspawn import Container, require, rootfs
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.nspawn, pytest.mark.timeout(900)]
@@ -79,11 +78,7 @@ def _bundle(tmp: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def box(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("needs root (systemd-nspawn)")
-    if missing_tools():
-        pytest.skip(f"missing {', '.join(missing_tools())} (apt-get install systemd-container "
-                    "debootstrap)")
+    require()
     tmp = tmp_path_factory.mktemp("nspawn")
     bundle = _bundle(tmp)
     c = Container(rootfs(), {str(bundle.parent): "/mnt/dist", str(ROOT / "deploy"): "/mnt/deploy"},

@@ -13,7 +13,6 @@ time (printed at the end of the module, quoted in docs/updates.md).
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from typing import Any
 
 import pytest
 import update_rig as rig
-from nspawn import Container, missing_tools, rootfs
+from nspawn import Container, require, rootfs
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.nspawn, pytest.mark.timeout(1800)]
@@ -221,11 +220,7 @@ def _guard_ok(c: Container) -> None:
 
 @pytest.fixture(scope="module")
 def ota(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("needs root (systemd-nspawn)")
-    if missing_tools():
-        pytest.skip(f"missing {', '.join(missing_tools())} (apt-get install systemd-container "
-                    "debootstrap)")
+    require()
     tmp = tmp_path_factory.mktemp("ota")
     t0 = time.monotonic()
     mnt = tmp / "mnt"

@@ -130,17 +130,27 @@ def reconnect_after_stop(cluster: NatsCluster, i: int, node: Node,
           f"{up['broker']} after {times[-1]:.2f} s")
 
 
-def test_stop_the_broker_moves_on_and_the_command_brings_it_back(healed, tmp_path):
-    cluster = healed
+def started(cluster, tmp_path, node_id: str) -> tuple[list[str], Consumer, Node]:
+    """A platform consuming from the last server, and a node on the first: born there."""
     addrs = [n.address for n in cluster.nodes]
     platform = Consumer([n.mqtt for n in reversed(cluster.nodes)],
                         client_id=f"platform-{uuid.uuid4().hex[:6]}")
     platform.start()
-    node = Node(tmp_path, "fo-1", addrs)
+    node = Node(tmp_path, node_id, addrs)
     node.start()
+    return addrs, platform, node
+
+
+def born_on_the_first(platform: Consumer, node: Node, addrs: list[str]) -> None:
+    assert wait_for(lambda: births_after(platform, node.id, 0), 30), node.log.read_text()
+    assert wait_for(lambda: node.broker() == addrs[0], 20)
+
+
+def test_stop_the_broker_moves_on_and_the_command_brings_it_back(healed, tmp_path):
+    cluster = healed
+    addrs, platform, node = started(cluster, tmp_path, "fo-1")
     try:
-        assert wait_for(lambda: births_after(platform, node.id, 0), 30), node.log.read_text()
-        assert wait_for(lambda: node.broker() == addrs[0], 20)
+        born_on_the_first(platform, node, addrs)
         times: list[float] = []
         reconnect_after_stop(cluster, 0, node, times)
         # The next broker (or the one after it, if the next was still electing leaders).
@@ -185,16 +195,10 @@ def test_stop_the_broker_moves_on_and_the_command_brings_it_back(healed, tmp_pat
 
 def test_rolling_restart_under_load_loses_nothing(healed, tmp_path):
     cluster = healed
-    addrs = [n.address for n in cluster.nodes]
-    platform = Consumer([n.mqtt for n in reversed(cluster.nodes)],
-                        client_id=f"platform-{uuid.uuid4().hex[:6]}")
-    platform.start()
-    node = Node(tmp_path, "fo-2", addrs)
-    node.start()
+    addrs, platform, node = started(cluster, tmp_path, "fo-2")
     times: list[float] = []
     try:
-        assert wait_for(lambda: births_after(platform, node.id, 0), 30), node.log.read_text()
-        assert wait_for(lambda: node.broker() == addrs[0], 20)
+        born_on_the_first(platform, node, addrs)
         time.sleep(3)
         for i in range(len(cluster.nodes)):  # node by node, as an operator upgrades
             reconnect_after_stop(cluster, i, node, times)
