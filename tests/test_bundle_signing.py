@@ -205,7 +205,7 @@ def test_a_good_bundle_verifies_and_extracts_exactly_its_files(good: Path, pinne
     for rel, entry in m.files.items():
         data = (dest / rel).read_bytes()
         assert (hashlib.sha256(data).hexdigest(), len(data)) == (entry["sha256"], entry["size"])
-        want = 0o755 if rel in ("install.sh", "firstboot/firstboot.sh") else 0o644
+        want = 0o755 if rel in BUNDLE.EXECUTABLE else 0o644  # as the bundler marks them
         assert stat.S_IMODE((dest / rel).stat().st_mode) == want, rel
 
 
