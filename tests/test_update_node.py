@@ -289,6 +289,86 @@ def test_guard_is_a_standalone_script(node: guard.Paths, tmp_path: Path) -> None
     assert proc.returncode == 64 and "not a directory" in proc.stderr
 
 
+# -- old releases ------------------------------------------------------------------------------
+def add_release(paths: guard.Paths, version: str, age_s: float, *, complete: bool = True,
+                venv_of: str | None = None) -> Path:
+    """An installed release, ``age_s`` old (its .complete marker's time orders them)."""
+    folder = paths.releases / version
+    if venv_of:
+        folder.mkdir(parents=True)
+        (folder / "venv").symlink_to(f"../{venv_of}/venv")
+    else:
+        (folder / "venv/bin").mkdir(parents=True)
+        (folder / "venv/bin/citynode").write_text(version)
+    if complete:
+        (folder / guard.COMPLETE).write_text(version)
+        t = Clock()() - age_s
+        os.utime(folder / guard.COMPLETE, (t, t))
+    return folder
+
+
+def releases(paths: guard.Paths) -> set[str]:
+    return {p.name for p in paths.releases.iterdir()}
+
+
+def test_an_install_removes_old_releases_beyond_keep_releases(node: guard.Paths) -> None:
+    for i, v in enumerate(("0.0.1", "0.0.2", "0.0.3", "0.0.4")):
+        add_release(node, v, age_s=1000 - i)
+    guard.set_link(node.previous, "0.0.1")  # the oldest, but a link names it
+    add_release(node, "0.0.5", 10, complete=False)  # a kill during its install
+    (node.releases / "0.0.6.tmp").mkdir()
+    (node.releases / ".remove-0.0.7" / "venv").mkdir(parents=True)  # a kill during a prune
+    (node.releases / "notes.txt").write_text("an operator's")
+    (node.releases / "elsewhere").symlink_to("/nonexistent")
+    request_update(node)
+    code, line = installer(node).run()
+    assert code == 0, line
+    # keep_releases 3: the new one, the one it replaced, the one previous named
+    assert releases(node) == {NEW, OLD, "0.0.1", "notes.txt", "elsewhere"}
+    assert guard.link_target(node.current) == NEW and guard.link_target(node.previous) == OLD
+    node.config.write_text(CONFIG + "\n[update]\nkeep_releases = 4\n")
+    add_release(node, "0.1.5", age_s=5)
+    request_update(node, "0.3.0")
+    state = guard.read_state(node.state)
+    state["from_version"] = NEW
+    guard.write_state(node.state, state)
+    assert installer(node).run()[0] == 0
+    assert releases(node) == {"0.3.0", NEW, OLD, "0.1.5", "notes.txt", "elsewhere"}
+
+
+def test_a_models_release_keeps_the_release_whose_venv_it_uses(node: guard.Paths) -> None:
+    add_release(node, "0.0.3", age_s=3000)
+    add_release(node, "0.0.4", age_s=2000)
+    add_release(node, "0.0.3+models.1", age_s=100, venv_of="0.0.3")
+    add_release(node, "0.0.3+models.2", age_s=50, venv_of="0.0.3+models.1")
+    guard.set_link(node.previous, "0.0.3+models.2")
+    request_update(node)
+    assert installer(node).run()[0] == 0
+    assert releases(node) == {NEW, OLD, "0.0.3+models.2", "0.0.3+models.1", "0.0.3"}
+    assert (node.releases / "0.0.3+models.2/venv/bin/citynode").read_text() == "0.0.3"
+
+
+def test_a_release_that_failed_its_gate_is_removed_first(node: guard.Paths) -> None:
+    add_release(node, "0.0.8", age_s=500)
+    add_release(node, "0.1.9", age_s=5)  # the newest: rolled back from
+    request_update(node)
+    state = guard.read_state(node.state)  # the daemon keeps the last result as it downloads
+    state["result"] = {"version": "0.1.9", "outcome": "rolled_back", "reason": "x", "at": 1,
+                       "reported": True}
+    guard.write_state(node.state, state)
+    assert installer(node).run()[0] == 0
+    assert releases(node) == {NEW, OLD, "0.0.8"}
+
+
+@pytest.mark.parametrize("keep", [0, 2, 21, "3", True])
+def test_keep_releases_is_clamped_or_ignored(node: guard.Paths, keep: Any) -> None:
+    from agent.update.install import _update_settings
+
+    node.config.write_text(CONFIG + f"\n[update]\nkeep_releases = {json.dumps(keep)}\n")
+    want = {0: 3, 2: 3, 21: 20}.get(keep, 3) if not isinstance(keep, bool) else 3
+    assert _update_settings(node)[2] == want
+
+
 # -- kills at any point ----------------------------------------------------------------------------
 MUTATIONS = ("replace", "rename", "symlink", "unlink", "rmdir", "mkdir")
 
@@ -350,6 +430,37 @@ def test_kill_anywhere_in_install_then_recover(tmp_path_factory: pytest.TempPath
     _recover(paths, clock)
     assert consistent(paths) == "gate"
     assert guard.link_target(paths.previous) == OLD
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[
+    HealthCheck.function_scoped_fixture])
+@given(at=st.integers(1, 45))
+def test_kill_anywhere_while_old_releases_are_removed(tmp_path_factory: pytest.TempPathFactory,
+                                                     killer: dict[str, int], at: int) -> None:
+    """A kill during the prune leaves no folder that looks like a release but is not
+    whole; the next install finishes the job."""
+    paths = make_node(tmp_path_factory.mktemp("p") / "root")
+    for i, v in enumerate(("0.0.1", "0.0.2", "0.0.3")):
+        add_release(paths, v, age_s=1000 - i)
+    add_release(paths, "0.0.4", 10, complete=False)
+    request_update(paths)
+    clock = Clock()
+    killer.update(n=0, at=at)
+    try:
+        installer(paths, clock).run()
+    except Killed:
+        pass
+    killer["at"] = -1
+    for name in releases(paths):
+        folder = paths.releases / name
+        if name.startswith("."):
+            continue  # being removed: no release is ever taken from a hidden folder
+        if guard.is_complete(folder) and name != OLD:  # whatever is complete is whole
+            assert (folder / "venv/bin/citynode").is_file(), name
+    assert set(guard.complete_releases(paths)) <= {NEW, OLD, "0.0.1", "0.0.2", "0.0.3"}
+    _recover(paths, clock)
+    assert consistent(paths) == "gate"
+    assert releases(paths) == {NEW, OLD, "0.0.3"}
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[

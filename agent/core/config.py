@@ -206,6 +206,7 @@ class UpdateConfig(_Table):
     enabled: bool = True
     gate_s: Annotated[float, msgspec.Meta(ge=10, le=3600)] = 120.0  # health gate
     max_starts: Annotated[int, msgspec.Meta(ge=1, le=10)] = 3  # starts allowed in the gate
+    keep_releases: Annotated[int, msgspec.Meta(ge=3, le=20)] = 3  # releases kept on the card
     bandwidth_kbps: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0  # 0: unlimited
     ca_file: str = ""  # CA for the bundle's HTTPS server; empty: [mqtt] ca_file or the system's
     keys_dir: str = "/etc/citynode/keys"  # the fleet's pinned Ed25519 public keys (*.pub)

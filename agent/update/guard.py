@@ -236,9 +236,11 @@ def set_link(link: Path, version: str) -> bool:
 
 
 def complete_releases(paths: Paths) -> list[str]:
-    """The complete release folders, newest change first."""
+    """The complete release folders, newest change first (never a hidden one: a release
+    being removed is renamed to one)."""
     try:
-        found = [p for p in paths.releases.iterdir() if is_complete(p)]
+        found = [p for p in paths.releases.iterdir()
+                 if not p.name.startswith(".") and is_complete(p)]
     except OSError:
         return []
     found.sort(key=lambda p: (p / COMPLETE).stat().st_mtime, reverse=True)

@@ -55,12 +55,14 @@ from agent.update.guard import (
     write_atomic,
     write_state,
 )
+from agent.update.slots import prune
 
 EX_OK, EX_FAILED, EX_USAGE, EX_CANTCREAT = 0, 1, 64, 73
 MAX_BUNDLE_BYTES = 512 * 1024 * 1024
 VERSION_RE = re.compile(r"[0-9][0-9A-Za-z.+_-]{0,39}")
 GATE_S_RANGE = (10.0, 3600.0)
 MAX_STARTS_RANGE = (1, 10)
+KEEP_RELEASES_RANGE = (3, 20)
 
 
 class InstallError(Exception):
@@ -79,6 +81,7 @@ class Options:
     arch: str = ""
     gate_s: float | None = None
     max_starts: int | None = None
+    keep_releases: int | None = None
     restart: Callable[[], None] | None = None
     venv_builder: VenvBuilder | None = None
     migrator: Migrator | None = None
@@ -94,19 +97,23 @@ def machine_arch() -> str:
     return {"arm64": "aarch64", "amd64": "x86_64"}.get(m.lower(), m)
 
 
-def _update_settings(paths: Paths) -> tuple[float, int]:
-    """gate_s and max_starts from the root-owned configuration (never from the request)."""
-    gate_s, max_starts = 120.0, 3
+def _update_settings(paths: Paths) -> tuple[float, int, int]:
+    """gate_s, max_starts and keep_releases from the root-owned configuration (never from
+    the request), each clamped to its range."""
+    gate_s, max_starts, keep = 120.0, 3, 3
     raw = read_small(paths.config, 1 << 20)
     if raw:
         with contextlib.suppress(ValueError, UnicodeDecodeError):
             table = tomllib.loads(raw.decode("utf-8")).get("update") or {}
-            g, m = table.get("gate_s", gate_s), table.get("max_starts", max_starts)
+            g = table.get("gate_s", gate_s)
+            m, k = table.get("max_starts", max_starts), table.get("keep_releases", keep)
             if isinstance(g, int | float) and not isinstance(g, bool):
                 gate_s = min(max(float(g), GATE_S_RANGE[0]), GATE_S_RANGE[1])
             if isinstance(m, int) and not isinstance(m, bool):
                 max_starts = min(max(m, MAX_STARTS_RANGE[0]), MAX_STARTS_RANGE[1])
-    return gate_s, max_starts
+            if isinstance(k, int) and not isinstance(k, bool):
+                keep = min(max(k, KEEP_RELEASES_RANGE[0]), KEEP_RELEASES_RANGE[1])
+    return gate_s, max_starts, keep
 
 
 def read_request(paths: Paths) -> dict[str, Any] | None:
@@ -312,6 +319,8 @@ class Installer:
         base, models = running(p)
         if version == current:
             raise InstallError(f"{version} is already the running release")
+        settings = _update_settings(p)
+        self._prune(state, version, o.keep_releases or settings[2])
         if is_complete(folder):
             manifest = _Stored(json.loads((folder / "MANIFEST.json").read_bytes()))
         else:
@@ -346,11 +355,8 @@ class Installer:
             self._ck("complete")
         self._migrate(state, folder, list(getattr(manifest, "migrations", []) or []))
         self._ck("migrated")
-        gate_s, max_starts = (o.gate_s, o.max_starts)
-        if gate_s is None or max_starts is None:
-            gs, ms = _update_settings(p)
-            gate_s = gs if gate_s is None else gate_s
-            max_starts = ms if max_starts is None else max_starts
+        gate_s = settings[0] if o.gate_s is None else o.gate_s
+        max_starts = settings[1] if o.max_starts is None else o.max_starts
         state["from_version"] = current
         state["gate"] = {"s": gate_s, "max_starts": max_starts, "starts": 0, "ok": False,
                          "deadline": None}
@@ -360,6 +366,18 @@ class Installer:
         state = finish_switch(p, state, o.clock)
         self._ck("switched")
         return self._after_switch(state)
+
+    def _prune(self, state: dict[str, Any], version: str, keep: int) -> None:
+        """Make room before the new release comes in: old releases beyond ``keep`` go, and
+        one that failed its gate goes first (it is never switched back to)."""
+        last = state.get("result") or {}
+        failed = [last["version"]] if last.get("outcome") == "rolled_back" and \
+            isinstance(last.get("version"), str) else []
+        gone = prune(self.paths, keep, protect=[version], failed=failed)
+        if gone:
+            print(f"citynode update install: removed old release{'s' if len(gone) > 1 else ''}"
+                  f" {', '.join(gone)} (keep_releases {keep})", file=sys.stderr, flush=True)
+        self._ck("pruned")
 
     def _share_venv(self, folder: Path, base: str | None) -> None:
         """A models-only bundle: the new release shares the running release's venv (that

@@ -9,13 +9,17 @@ with the guard (:mod:`agent.update.guard`, one stdlib-only file).
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from agent.update.guard import (
     COMPLETE,
     Paths,
     complete_releases,
+    fsync_dir,
     is_complete,
     link_target,
     release_dir,
@@ -29,10 +33,12 @@ __all__ = [
     "complete_releases",
     "is_complete",
     "link_target",
+    "prune",
     "release_dir",
     "repair_links",
     "running_slot",
     "set_link",
+    "shared_venv_of",
     "switch",
 ]
 
@@ -58,3 +64,68 @@ def switch(paths: Paths, version: str) -> str | None:
             set_link(paths.previous, was)
         set_link(paths.current, version)
     return was
+
+
+TRASH = ".remove-"  # a release being removed is first renamed to this prefix
+
+
+def shared_venv_of(folder: Path) -> str | None:
+    """The release whose venv a models-only release uses (its ``venv`` links to
+    ``../<base>/venv``), or None."""
+    venv = folder / "venv"
+    if not venv.is_symlink():
+        return None
+    target = Path(os.readlink(venv))
+    return target.parent.name if target.name == "venv" and target.parent.name else None
+
+
+def prune(paths: Paths, keep: int, *, protect: Iterable[str] = (),
+          failed: Iterable[str] = ()) -> list[str]:
+    """Remove the release folders an SD card need not keep; the names removed.
+
+    Kept: ``current``, ``previous``, the names in ``protect`` (a release being installed),
+    then the newest complete releases until ``keep`` are kept in all, and every release
+    whose venv a kept models release uses. Releases in ``failed`` (one that failed its gate) count
+    only when a link names them. Everything else under ``releases/`` goes: older
+    releases, incomplete ones, ``.tmp`` leftovers of a kill. Each is first renamed to a
+    hidden name, then deleted, so a kill halfway never leaves a folder that looks like a
+    release; leftovers of such a kill are deleted by the next prune.
+    """
+    protected = set(protect)
+    linked = {v for v in (link_target(paths.current), link_target(paths.previous)) if v}
+    kept = linked | protected
+    skip = set(failed) - linked
+    for version in complete_releases(paths):  # newest first
+        if len(kept) >= keep:
+            break
+        if version not in skip:
+            kept.add(version)
+    todo = list(kept)
+    while todo:  # what kept models releases share
+        base = shared_venv_of(release_dir(paths, todo.pop()))
+        if base and base not in kept:
+            kept.add(base)
+            todo.append(base)
+    try:
+        entries = sorted(paths.releases.iterdir())
+    except FileNotFoundError:
+        return []
+    removed: list[str] = []
+    for entry in entries:
+        name = entry.name
+        if entry.is_symlink() or not entry.is_dir():
+            continue  # not a folder we made
+        if name.startswith(TRASH):
+            shutil.rmtree(entry, ignore_errors=True)
+            continue
+        if name.startswith(".") or name in kept:
+            continue
+        if name.endswith(".tmp") and name[:-4] in protected:
+            continue
+        trash = entry.with_name(TRASH + name)
+        os.rename(entry, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        removed.append(name)
+    if removed:
+        fsync_dir(paths.releases)
+    return removed
