@@ -339,6 +339,31 @@ def test_broker_reachable(tmp_path, mosquitto, capsys):
     assert rc == 0
 
 
+@pytest.mark.broker
+def test_every_failover_broker_is_checked_and_a_dead_one_is_a_warning(tmp_path, mosquitto,
+                                                                      capsys):
+    """[mqtt] failover: each broker gets its own rows (a task each, side by side); one
+    that cannot be reached is a WARN, since the node works on its primary."""
+    dead = _closed_port()
+    cfg = write_config(tmp_path, mqtt=f'host = "{mosquitto.host}"\nport = {mosquitto.port}\n'
+                                      f'failover = ["localhost:{mosquitto.port}", '
+                                      f'"127.0.0.1:{dead}"]')
+    tasks = [t for t in doctor.build_tasks(parse(Path(cfg).read_text(), check_devices=False),
+                                           only=["broker"])
+             if t.name == "broker"]
+    assert [t.target for t in tasks] == [
+        f"{mosquitto.host}:{mosquitto.port}", f"localhost:{mosquitto.port} (failover 1 of 2)",
+        f"127.0.0.1:{dead} (failover 2 of 2)"]
+    rc = main(["doctor", "-c", cfg, "--only", "broker"])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("broker")]
+    assert len(rows) == 5, out
+    assert all(" OK " in r for r in rows[:4]), out
+    assert "failover 2 of 2" in rows[4] and " WARN " in rows[4], out
+    assert "connection refused" in rows[4] and "cannot move here" in out
+    assert rc == 0  # warnings only
+
+
 # -- clock, disk, runner, exit codes ---------------------------------------------------------
 def test_clock_verdicts():
     rows = list(doctor.check_clock(sync=lambda: (None, "no way to tell"), now=lambda: 0.0))

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from . import hints
 from .base import CHECKS, DEFAULT_LISTEN_S, FAIL, OK, WARN, Check, Task, run_tasks
-from .broker import CONNECT_TIMEOUT_S, check_broker
+from .broker import CONNECT_TIMEOUT_S, broker_targets, check_broker, check_one_broker
 from .clock import check_clock
 from .config import check_config
 from .daemon import RunningDaemon, find_running_daemon, not_checked, sensor_views
@@ -108,9 +108,12 @@ def build_tasks(cfg: Config | None, *, listen_s: float = DEFAULT_LISTEN_S,
         if "gpio" in want:
             tasks.append(Task("gpio", "GPIO", lambda: check_gpio(cfg), 15.0))
     if cfg is not None and "broker" in want:
-        target = f"{cfg.mqtt.host}:{cfg.mqtt.port}" if cfg.mqtt.host else "mqtt.host"
-        tasks.append(Task("broker", target, lambda: check_broker(cfg),
-                          4 * CONNECT_TIMEOUT_S + 2))
+        if cfg.local_mode:
+            tasks.append(Task("broker", "mqtt.host", lambda: check_broker(cfg), 5.0))
+        for target, m, failover in broker_targets(cfg):  # one task each: side by side
+            tasks.append(Task("broker", target,
+                              lambda t=target, m=m, f=failover: check_one_broker(cfg, m, t, f),
+                              4 * CONNECT_TIMEOUT_S + 2))
     if "clock" in want:
         tasks.append(Task("clock", "NTP", check_clock, 8.0))
     if cfg is not None and "disk" in want:

@@ -10,6 +10,8 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from .base import CERT_WARN_DAYS, CONNECT_TIMEOUT_S, FAIL, OK, WARN, Check
 from .config import _security_text
 from .hints import (
@@ -80,18 +82,47 @@ def _why(exc: BaseException) -> str:
     return strerror or " ".join(str(exc).split()) or type(exc).__name__
 
 
+def broker_targets(cfg: Config) -> list[tuple[str, Any, bool]]:
+    """(row target, connection settings, failover?) for every broker the node may use:
+    each uplink's primary, then each of its ``failover`` brokers (same TLS settings and
+    credentials, as the daemon uses them)."""
+    links = cfg.uplinks()
+    out: list[tuple[str, Any, bool]] = []
+    for m in links:
+        brokers = m.brokers()
+        for i, (host, port) in enumerate(brokers):
+            one = m if i == 0 else msgspec.structs.replace(m, host=host, port=port)
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            notes = [f"{m.name}, {m.format}"] if len(links) > 1 else []
+            if i:
+                notes.append(f"failover {i} of {len(brokers) - 1}")
+            out.append((where + (f" ({'; '.join(notes)})" if notes else ""), one, i > 0))
+    return out
+
+
 def check_broker(cfg: Config, *, timeout_s: float = CONNECT_TIMEOUT_S) -> Iterator[Check]:
-    """Each uplink's broker ([mqtt], every [[uplink]]): TCP, then TLS (verified as the
-    daemon verifies), then MQTT CONNECT with its credentials, each only if the step
-    before it worked."""
+    """Every broker of every uplink ([mqtt], each [[uplink]], their failover lists) in
+    turn: TCP, then TLS (verified as the daemon verifies), then MQTT CONNECT with its
+    credentials, each only if the step before it worked. ``citynode doctor`` runs one
+    task per broker (:func:`check_one_broker`) so they take no longer than one."""
     if cfg.local_mode:
         yield Check("broker", "mqtt.host", WARN, "local mode, nothing leaves the node",
                     HINT_LOCAL)
         return
-    links = cfg.uplinks()
-    for m in links:
-        target = f"{m.host}:{m.port}" + (f" ({m.name}, {m.format})" if len(links) > 1 else "")
-        yield from _check_one(cfg, m, target, timeout_s)
+    for target, m, failover in broker_targets(cfg):
+        yield from check_one_broker(cfg, m, target, failover, timeout_s=timeout_s)
+
+
+def check_one_broker(cfg: Config, m: Any, target: str, failover: bool, *,
+                     timeout_s: float = CONNECT_TIMEOUT_S) -> Iterator[Check]:
+    """One broker. A failover broker that fails is a WARN: the node works, but cannot
+    move there when its broker goes away."""
+    for row in _check_one(cfg, m, target, timeout_s):
+        if failover and row.status == FAIL:
+            row = Check(row.name, row.target, WARN, row.detail,
+                        f"{row.hint} (a failover broker: the node works on its primary but "
+                        "cannot move here)".strip())
+        yield row
 
 
 def _check_one(cfg: Config, m: Any, target: str, timeout_s: float) -> Iterator[Check]:
