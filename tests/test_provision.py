@@ -236,6 +236,55 @@ def test_broker_certificate_from_another_ca(site, pki, broker, capsys):
     assert code == 69 and "certificate verify failed" in err
 
 
+@pytest.mark.broker
+def test_failover_brokers_are_written_and_each_is_checked(site, pki, broker, capsys):
+    """--failover: the list goes into [mqtt] failover and provision connects to each as the
+    node would; one that cannot be reached is a warning (the node works on its primary)."""
+    dead = free_port()
+    code, out, err = run(site, capsys, "--broker", f"127.0.0.1:{broker['password']}",
+                         "--failover", f"localhost:{broker['password']}",
+                         "--failover", f"127.0.0.1:{dead}",
+                         "--ca", str(pki / "ca.crt"), "--password-file", str(pki / "pw"))
+    assert code == 0, err
+    assert f"failover broker localhost:{broker['password']}: CONNACK Success" in out
+    assert f"warning: failover broker 127.0.0.1:{dead}: cannot connect" in out
+    m = written(site)["mqtt"]
+    assert m["failover"] == [f"localhost:{broker['password']}", f"127.0.0.1:{dead}"]
+    # Provisioned again without --failover (new credentials): the list is kept.
+    code, out, err = run(site, capsys, "--broker", f"127.0.0.1:{broker['password']}",
+                         "--ca", str(pki / "ca.crt"), "--password-file", str(pki / "pw"),
+                         "--force")
+    assert code == 0, err
+    assert written(site)["mqtt"]["failover"] == m["failover"]
+    assert out.count("failover broker") == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--failover", "a:b:c"], "--failover 'a:b:c': "),
+    (["--failover", "127.0.0.1"], "127.0.0.1:1883 is already named"),
+    (["--failover", "m2", "--failover", "M2:1883"], "M2:1883 is already named"),
+    (["--failover", "m2:0"], "--failover 'm2:0': "),
+    ([f"--failover=m{i}" for i in range(config.MAX_FAILOVER + 1)], "at most"),
+])
+def test_bad_failover_brokers_are_usage_errors(site, capsys, args, message):
+    code, _, err = run(site, capsys, "--broker", "127.0.0.1", *args, "--no-check")
+    assert code == 64 and message in err, err
+    assert err.count("\n") == 1 and (site / "citynode.toml").read_text() == EXISTING
+
+
+def test_a_multi_line_failover_list_is_replaced_whole():
+    old = ('[node]\nid = "a"\n[mqtt]\nhost = "h"\nfailover = [\n  "[2001:db8::1]:8883",  # ]\n'
+           '  "m3",\n]\nprefix = "p"\n')
+    mqtt = {"host": "h2", "port": 1883, "tls": False, "failover": ["m4", "[::1]:1884"]}
+    new = provision.update_config(old, "n", mqtt)
+    provision.verify_rewrite(old, new, "n", mqtt)
+    assert tomllib.loads(new)["mqtt"] == {**mqtt, "prefix": "p"}
+    kept = {"host": "h2", "port": 1883, "tls": False}  # no --failover: the list stays
+    new = provision.update_config(old, "n", kept)
+    provision.verify_rewrite(old, new, "n", kept)
+    assert tomllib.loads(new)["mqtt"]["failover"] == ["[2001:db8::1]:8883", "m3"]
+
+
 def test_broker_unreachable_and_no_check(site, capsys):
     port = free_port()  # nothing listens there
     code, _, err = run(site, capsys, "--broker", f"127.0.0.1:{port}", "--password-file",

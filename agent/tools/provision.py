@@ -17,7 +17,8 @@ An installer runs this once per node (docs/provision.md). In order:
    replaces the file, so a failure leaves the old configuration in place;
 4. check the result as the service user with the daemon's own code
    (agent.wire.security.validate_security) and, unless ``--no-check``, connect once to the
-   broker exactly as the uplink does and report the CONNACK.
+   broker exactly as the uplink does and report the CONNACK; then each failover broker
+   (a warning, not a failure, when one cannot be reached).
 
 Exit codes (sysexits): 64 usage, 65 bad input data (a key that does not match its
 certificate, a CA that did not issue it, an expired certificate), 66 an input file is
@@ -57,6 +58,7 @@ EX_UNAVAILABLE, EX_CANTCREAT, EX_NOPERM, EX_CONFIG = 69, 73, 77, 78
 SERVICE = "citynode"  # User= and Group= in deploy/citynode.service
 NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # as agent.core.config.NodeId
 #: [mqtt] keys this command owns; every other key of the section is kept as it was.
+#: ``failover`` is owned only when --failover is given (else a list there is kept).
 MANAGED = ("host", "port", "tls", "ca_file", "cert_file", "key_file", "server_name",
            "credentials_file")
 EXPIRY_WARN_DAYS = 30
@@ -309,7 +311,32 @@ def _toml_value(v: object) -> str:
         return "true" if v else "false"
     if isinstance(v, int):
         return str(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return _toml_str(str(v))
+
+
+def _open_brackets(line: str) -> int:
+    """How many ``[`` a TOML line leaves open (outside strings and comments): a value
+    that goes on on the next lines (a multi-line array)."""
+    depth, quote, i = 0, "", 0
+    while i < len(line):
+        ch = line[i]
+        if quote:
+            if ch == "\\" and quote == '"':
+                i += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            break
+        elif ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        i += 1
+    return depth
 
 
 def credentials_toml(username: str, password: str) -> bytes:
@@ -343,6 +370,11 @@ def _sections(lines: list[str]) -> list[tuple[str, int, int]]:
     return out
 
 
+def managed_keys(mqtt: dict[str, Any]) -> tuple[str, ...]:
+    """The [mqtt] keys a rewrite replaces: :data:`MANAGED`, and ``failover`` when given."""
+    return MANAGED + (("failover",) if "failover" in mqtt else ())
+
+
 def update_config(text: str, node_id: str, mqtt: dict[str, Any]) -> str:
     """Set [node] id and the managed [mqtt] keys; every other line stays as it was."""
     lines = text.splitlines()
@@ -354,15 +386,21 @@ def update_config(text: str, node_id: str, mqtt: dict[str, Any]) -> str:
     block = ["# Written by citynode provision (docs/provision.md)",
              *(f"{k} = {_toml_value(v)}" for k, v in mqtt.items())]
     new_mqtt = ["[mqtt]", *block, ""]
+    managed = managed_keys(mqtt)
     if "mqtt" in names:
         _, a, b = secs[names.index("mqtt")]
-        new_mqtt, at = [lines[a]], None
+        new_mqtt, at, depth = [lines[a]], None, 0
         for line in lines[a + 1:b]:
+            if depth > 0:  # the rest of a multi-line value of ours
+                depth += _open_brackets(line)
+                continue
             m = _KEY.match(line)
-            if m and m.group(1) in MANAGED:
+            if m and m.group(1) in managed:
                 # Ours go where the first of them was; commented-out examples of ours go
                 # too, since they would contradict what is now set.
                 at = len(new_mqtt) if at is None else at
+                if not line.lstrip().startswith("#"):
+                    depth = _open_brackets(line.split("=", 1)[1])
                 continue
             new_mqtt.append(line)
         if at is None:
@@ -425,7 +463,8 @@ def verify_rewrite(old: str, new: str, node_id: str, mqtt: dict[str, Any]) -> No
     except tomllib.TOMLDecodeError as exc:
         raise Fail(EX_CONFIG, f"the updated configuration would not be valid TOML ({exc}); "
                    "nothing was written: edit [node] and [mqtt] by hand") from None
-    want_mqtt = {k: v for k, v in before.get("mqtt", {}).items() if k not in MANAGED}
+    managed = managed_keys(mqtt)
+    want_mqtt = {k: v for k, v in before.get("mqtt", {}).items() if k not in managed}
     want_mqtt.update(mqtt)
     want = {**before, "node": {**before.get("node", {}), "id": node_id}, "mqtt": want_mqtt}
     if after != want:
@@ -489,10 +528,18 @@ def verify(config_path: str, connect: bool) -> dict[str, Any]:
     warnings = [f"warning: {line}" for line in collect.lines]
     if not connect:
         return {"ok": True, "warnings": warnings}
+    import msgspec
+
     m = cfg.mqtt
     client_id = tool_client_id(m, cfg.node.id, "provision")
     try:
-        return {**_connect_once(m, client_id), "warnings": warnings}
+        result = {**_connect_once(m, client_id), "warnings": warnings}
+        if result["ok"]:
+            result["failover"] = [
+                {"broker": f"[{h}]:{pt}" if ":" in h else f"{h}:{pt}",
+                 **_connect_once(msgspec.structs.replace(m, host=h, port=pt), client_id)}
+                for h, pt in m.brokers()[1:]]
+        return result
     except SecurityError as exc:
         return {"ok": False, "exit": EX_CONFIG, "error": str(exc)}
 
@@ -544,6 +591,8 @@ def plan(args: argparse.Namespace, secrets: Path) -> Plan:
     port = port or (8883 if tls else 1883)
     p = Plan(args.node_id, host, port, tls, args.server_name or "")
     p.mqtt = {"host": host, "port": port, "tls": tls}
+    if getattr(args, "failover", None):
+        p.mqtt["failover"] = failover_list(args.failover, host, port)
     tls_dir = secrets / "tls"
     if args.ca:
         ca = _read_input(args.ca, "--ca")
@@ -585,6 +634,26 @@ def plan(args: argparse.Namespace, secrets: Path) -> Plan:
         p.notes.append(f"note: fleet key {name} pinned (ed25519 {fp}): updates signed with "
                        "it are accepted")
     return p
+
+
+def failover_list(texts: list[str], host: str, port: int) -> list[str]:
+    """--failover values, checked as the configuration checks ``[mqtt] failover``."""
+    from agent.core.config import MAX_FAILOVER
+    from agent.core.config import parse_broker as parse_failover
+
+    if len(texts) > MAX_FAILOVER:
+        raise Fail(EX_USAGE, f"--failover: at most {MAX_FAILOVER} brokers")
+    seen = {(host.lower(), port)}
+    for text in texts:
+        try:
+            h, pt = parse_failover(text, port)
+        except ValueError as exc:
+            raise Fail(EX_USAGE, f"--failover {text!r}: {exc}") from None
+        if (h.lower(), pt) in seen:
+            raise Fail(EX_USAGE, f"--failover {text!r}: {h}:{pt} is already named "
+                       "(--broker or another --failover)")
+        seen.add((h.lower(), pt))
+    return list(texts)
 
 
 FLEET_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -793,6 +862,14 @@ def provision(args: argparse.Namespace, out: Any = None) -> int:
     else:
         print(f"  broker {p.host}:{p.port}: CONNACK {result['connack']} "
               f"(MQTT {result['protocol']})", file=out)
+        for fo in result.get("failover", []):
+            if fo["ok"]:
+                print(f"  failover broker {fo['broker']}: CONNACK {fo['connack']} "
+                      f"(MQTT {fo['protocol']})", file=out)
+            else:  # the node works on its primary: a warning, not a failure
+                p.notes.append(f"warning: failover broker {fo['broker']}: {fo['error']}; the "
+                               "node cannot move there while this lasts (citynode doctor "
+                               "checks it again)")
     for note in p.notes + result.get("warnings", []):
         print(f"  {note}", file=out)
     print("Next:\n"
@@ -816,6 +893,10 @@ def register(sub: argparse._SubParsersAction, default_cfg: str) -> None:
     p.add_argument("--node-id", required=True, help="unique node id, e.g. seoul-jongno-0001")
     p.add_argument("--broker", required=True, metavar="HOST[:PORT]",
                    help="the MQTT broker; port default 8883 with TLS, else 1883")
+    p.add_argument("--failover", action="append", metavar="HOST[:PORT]",
+                   help="another broker of the same cluster, tried in order when --broker "
+                   "fails (same TLS and credentials; port default --broker's); repeat for "
+                   "several; replaces [mqtt] failover (kept as it is when not given)")
     p.add_argument("--tls", action=argparse.BooleanOptionalAction, default=None,
                    help="TLS with broker verification (default: on with --ca, --cert or "
                    "port 8883)")
