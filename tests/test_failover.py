@@ -161,10 +161,13 @@ def test_a_refused_primary_is_skipped_with_backoff(two, tmp_path):
     cfg = MqttConfig(host="127.0.0.1", port=dead, failover=[f"127.0.0.1:{b.port}"],
                      backoff_initial_s=0.05, backoff_max_s=0.2)
     up = Uplink(cfg, "test-refused-primary", spool)
+    told: list[tuple[str, int]] = []  # a session may learn the broker (oneM2M's poa)
+    up.session.connected_to = lambda host, port: told.append((host, port))
     up.start()
     try:
         assert wait_for(lambda: up.connected, 5)
         assert up.broker == 1
+        assert told == [("127.0.0.1", b.port)]
         up.use_broker(0)  # told to go back while the primary is still down: it moves on again
         assert wait_for(lambda: up.connected and up.broker == 1 and up.reconnects >= 1, 10)
     finally:

@@ -178,13 +178,17 @@ def test_already_there_counts_as_done_and_options_apply() -> None:
     assert first["pc"]["m2m:ae"]["api"] == "Rkr.city"
     names = []
     rsc = iter([4106] + [4105] * 20)  # Mobius: AE-ID in use; then every container exists
+    ops = []
     while outs:
         body = json.loads(outs[0].payload)
-        if body["ty"] == 3:
+        ops.append(body["op"])
+        if body.get("ty") == 3:
             names.append(body["pc"]["m2m:cnt"]["rn"])
             assert body["pc"]["m2m:cnt"]["mni"] == 50
+        code = 2004 if body["op"] == 3 else next(rsc)  # the AE's poa, said again
         outs = s.receive("/oneM2M/resp/Cpole42/in-cse/json",
-                         json.dumps({"rsc": next(rsc), "rqi": body["rqi"]}).encode()).send
+                         json.dumps({"rsc": code, "rqi": body["rqi"]}).encode()).send
+    assert ops[:2] == [1, 3]
     assert s.ready()
     # A sensor named like a node container gets "<name>-sensor"; no commands, no subscription.
     assert names == ["health-sensor", "node", "health", "events", "state", "results"]
@@ -198,6 +202,62 @@ def req_of_topic(out: Out, topic: str) -> dict[str, Any]:
 def test_an_ipv6_broker_gets_brackets_in_the_point_of_access() -> None:
     s = Onem2mSession(context(host="fd00::5"), epoch="e0")
     assert s.poa == f"mqtt://[fd00::5]:1883/{ORIG}"
+
+
+def finish_opening(s: Onem2mSession, outs: list[Out], rsc: int) -> list[dict[str, Any]]:
+    """Answer every request of an opening with ``rsc`` (an UPDATE with 2004): the requests."""
+    sent = []
+    while not s.ready():
+        (out,) = outs
+        sent.append(req_of(out))
+        outs = answer(s, out, 2004 if sent[-1]["op"] == 3 else rsc).send
+    return sent
+
+
+def test_after_a_failover_the_point_of_access_names_the_broker_in_use() -> None:
+    """The CSE notifies (sends commands) through the broker the AE's poa names: after
+    a failover it must name the broker the node is on, else commands go to one that is
+    down."""
+    s = make()
+    register(s)
+    s.connected_to("10.1.2.4", 1884)  # the uplink moved to a failover broker
+    outs = s.opening()
+    first = req_of(outs[0])
+    assert first["pc"]["m2m:ae"]["poa"] == [f"mqtt://10.1.2.4:1884/{ORIG}"]
+    (update,) = answer(s, outs[0], 4106).send  # registered already: update its poa
+    body = req_of(update)
+    assert (body["op"], body["to"], body.get("ty")) == (3, f"Mobius/{NODE}", None)
+    assert body["pc"] == {"m2m:ae": {"poa": [f"mqtt://10.1.2.4:1884/{ORIG}"]}}
+    sent = finish_opening(s, answer(s, update, 2004).send, 4105)
+    assert [r["op"] for r in sent] == [1] * 9
+    # Another connection to the same broker: the CSE knows it, nothing more to say.
+    s.connected_to("10.1.2.4", 1884)
+    sent = finish_opening(s, s.opening(), 4105)
+    assert [r["op"] for r in sent] == [1] * 10
+    # Back on the primary: said again.
+    s.connected_to("10.1.2.3", 1883)
+    sent = finish_opening(s, s.opening(), 4105)
+    assert [r["op"] for r in sent][:2] == [1, 3]
+    assert sent[1]["pc"]["m2m:ae"]["poa"] == [f"mqtt://10.1.2.3:1883/{ORIG}"]
+
+
+def test_a_restarted_node_says_its_point_of_access_once_and_a_refusal_is_not_fatal(
+        caplog: pytest.LogCaptureFixture) -> None:
+    s = make()  # a new process: what the CSE holds is not known
+    outs = s.opening()
+    (update,) = answer(s, outs[0], 4105).send
+    assert req_of(update)["op"] == 3
+    outs = answer(s, update, 4005, {"m2m:dbg": "no privilege"}).send  # refused: go on
+    assert req_of(outs[0])["ty"] == 3 and "new point of access" in caplog.text
+    assert s.status()["registered"] is False
+    finish_opening(s, outs, 2001)
+    assert s.ready() and s.counts["poa_refused"] == 1
+    sent = finish_opening(s, s.opening(), 4105)  # asked once per broker, not per connection
+    assert 3 not in [r["op"] for r in sent]
+    # A configured poa is the operator's: never changed.
+    fixed = make(opts=Options(poa="mqtts://broker.city:8883"))
+    fixed.connected_to("10.9.9.9", 1883)
+    assert fixed.poa == "mqtts://broker.city:8883"
 
 
 def test_opening_errors_are_retried_and_a_lost_ae_restarts_it() -> None:
@@ -532,8 +592,9 @@ def test_deep_or_huge_json_is_refused_quietly(size: int, junk: bytes) -> None:
 
 # -- a simulated CSE: nothing accepted is lost, nothing is stored twice --------------------------
 class FakeCse:
-    """Mobius's answers: creates with 4105 for a taken name, 4004 for a missing parent; it
-    may drop a request unanswered, answer late, or lose every resource."""
+    """Mobius's answers: creates with 4105 for a taken name, 4004 for a missing parent,
+    updates with 2004; it may drop a request unanswered, answer late, or lose every
+    resource."""
 
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
@@ -556,6 +617,9 @@ class FakeCse:
         parent = req["to"]
         if parent not in self.resources:
             return 4004
+        if req["op"] == 3:  # an update (the AE's poa)
+            self.resources[parent] = {**self.resources[parent], **req["pc"]["m2m:ae"]}
+            return 2004
         body = next(iter(req["pc"].values()))
         path = f"{parent}/{body['rn']}"
         if path in self.resources:

@@ -159,7 +159,10 @@ class Session(Protocol):
         ...
 
     def opening(self) -> list[Out]:
-        """What to send first on a new connection, before anything spooled."""
+        """What to send first on a new connection, before anything spooled. A session
+        may also have ``connected_to(host, port)``, called just before, with the broker
+        of this connection (another than ``Context.host`` after a failover): oneM2M's
+        point of access names it."""
         ...
 
     def ready(self) -> bool:

@@ -553,6 +553,9 @@ class Uplink:
             cutoff = self._connected_wall - HISTORY_AFTER_S
             self._open_parts({lane: self.spool.last_id_before(lane, cutoff) for lane in LANES},
                              {lane: self.spool.last_id(lane) for lane in LANES})
+            moved = getattr(self.session, "connected_to", None)  # optional (session.py)
+            if moved is not None:
+                moved(*self.brokers[self.broker])
             with self._lock:
                 self._announce.extend(self.session.opening())
             for m in [] if self._closing else self._on_connect_msgs():

@@ -32,14 +32,14 @@ SENSORS = (("pm", "pms5003"), ("air", "sht3x"))
 
 def session(mobius: Mobius, tmp_path: Path, *, node: str | None = None,
             sensors: tuple[tuple[str, str], ...] = SENSORS, commands: bool = True,
-            **options: Any) -> Onem2mSession:
+            port: int | None = None, **options: Any) -> Onem2mSession:
     node = node or f"n-{uuid.uuid4().hex[:8]}"
     # Short: a stock Mobius worker sometimes dies on a create and never answers (upstream
     # race, ../shared/reference/onem2m-mobius.md); the session's retry is what recovers.
     options.setdefault("request_timeout_s", 3.0)
     ctx = Context(node=node, topics=Topics("citynode", node), home=Topics("citynode", node),
                   boot=1, version="0.1.0", sensors=sensors, state_dir=tmp_path, uplink="mobius",
-                  host="127.0.0.1", port=mobius.mqtt_port, commands=commands,
+                  host="127.0.0.1", port=port or mobius.mqtt_port, commands=commands,
                   options=Options(cse_id=mobius.cse_id, cse_name=mobius.cse_name, **options))
     return Onem2mSession(ctx)
 
@@ -168,6 +168,37 @@ def test_a_command_created_in_mobius_reaches_the_node(mobius, tmp_path, harnesse
     assert h.run(lambda: len(h.commands) == len(sent) + 1, 10)
     assert json.loads(h.commands[-1]) == {"id": "c-s", "cmd": "ping"}
     assert s.status()["commands"] == len(sent) + 1
+
+
+def test_after_a_failover_commands_come_through_the_broker_in_use(mobius, tmp_path,
+                                                                 harnesses):
+    """The CSE notifies through the broker the AE's poa names. A node whose primary
+    broker is down works through a failover broker: its AE, registered while the poa
+    named the primary, gets the poa of the broker in use, and commands reach it."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]  # the primary: nothing listens there
+    first = session(mobius, tmp_path, port=dead)  # registered naming the primary
+    h = Harness(first, mobius.mqtt_port)
+    harnesses.append(h)
+    assert h.registered(), first.status()
+    base = f"{mobius.cse_name}/{first.ae}"
+    assert mobius.http("GET", base)[1]["m2m:ae"]["poa"] == [
+        f"mqtt://127.0.0.1:{dead}/{first.originator}"]
+    h.close()
+    # The daemon again (a restart), on the failover broker: the uplink says which.
+    s = session(mobius, tmp_path, node=first.ae, port=dead)
+    s.connected_to("127.0.0.1", mobius.mqtt_port)
+    h = Harness(s, mobius.mqtt_port)
+    harnesses.append(h)
+    assert h.registered(), s.status()
+    assert mobius.http("GET", base)[1]["m2m:ae"]["poa"] == [
+        f"mqtt://127.0.0.1:{mobius.mqtt_port}/{s.originator}"]
+    assert "poa_refused" not in s.status()
+    assert mobius.post_cin(f"{base}/commands", {"id": "via-failover", "cmd": "ping"}) == 201
+    assert h.run(lambda: any(b"via-failover" in c for c in h.commands), 10), s.status()
 
 
 def test_resources_deleted_on_the_cse_are_created_again(mobius, tmp_path, harnesses):

@@ -115,7 +115,10 @@ class Onem2mSession:
         self.originator = self.opts.originator or f"S{self.ae}"
         self.topics = p.Topics(self.originator, self.opts.cse_id)
         self.base = f"{self.opts.cse_name}/{self.ae}"  # CSE-relative (TS-0004 6.2.4)
-        self.poa = self.opts.poa or self._default_poa()
+        self.poa = self.opts.poa or self._poa_for(ctx.host, ctx.port)
+        #: The poa the CSE holds as far as this process knows (None: not known yet; an AE
+        #: that existed before may hold another broker's, after a failover).
+        self._registered_poa: str | None = None
         self.renderer = ct.Renderer(ct.sensors_of(ctx.sensors, ctx.sensor_info))
         self._steps = self._opening_steps()
         # A random part keeps rqis unique across restarts (Mobius caches them 20-30 s).
@@ -134,14 +137,25 @@ class Onem2mSession:
         self.last_error = ""
 
     # -- what the CSE must hold -----------------------------------------------------
-    def _default_poa(self) -> str:
+    def _poa_for(self, host: str, port: int) -> str:
         """mqtt://<broker>:<port>/<AE-ID>. Mobius reads the path as the topic level it
         notifies the AE on (/oneM2M/req/<CSE>/<path>/json); TS-0010 clause 6.6 would read
         it as a topic prefix: for another CSE set ``poa`` without a path."""
-        host = self.ctx.host or "127.0.0.1"
+        host = host or "127.0.0.1"
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
-        return f"mqtt://{host}:{self.ctx.port}/{self.originator}"
+        return f"mqtt://{host}:{port}/{self.originator}"
+
+    def connected_to(self, host: str, port: int) -> None:
+        """The uplink is on this broker now (a failover, or back on the primary): the
+        AE's point of access names it, so the CSE's notifications (commands) reach the
+        node through a broker that is up. A configured ``poa`` is left alone."""
+        if self.opts.poa:
+            return
+        poa = self._poa_for(host, port)
+        if poa != self.poa:
+            self.poa = poa
+            self._steps = self._opening_steps()
 
     def _opening_steps(self) -> list[tuple[str, int, dict[str, Any]]]:
         """(target, resource type, content) of each create, in order (TS-0004 7.4.5-7.4.8)."""
@@ -317,21 +331,46 @@ class Onem2mSession:
         reaction = Reaction()
         if req.step != self._step:
             return reaction  # an answer to an opening given up
-        done = res.rsc in (p.CREATED, p.OK, p.CONFLICT) or (
-            req.ty == p.AE and res.rsc == p.NOT_REGISTERED)
-        if done:
-            assert self._step is not None
-            self._step += 1
-            if self._step < len(self._steps):
-                reaction.send.append(self._send(self._step_request(self._step)))
-                return reaction
-            self._step = None
-            self._ready = True
-            self.counts["registrations"] += 1
-            for held in self._suspended:
-                reaction.send.append(self._send(held))
-            self._suspended.clear()
-            return reaction
+        if req.op == p.UPDATE:  # the AE's poa: a refusal leaves the old one, not fatal
+            if res.rsc in (p.UPDATED, p.OK):
+                self._registered_poa = req.pc["m2m:ae"]["poa"][0]
+            else:
+                self.counts["poa_refused"] += 1
+                log.warning("oneM2M uplink %s: the CSE refused the AE's new point of access "
+                            "(rsc %d %s); notifications may go to the broker it names",
+                            self.ctx.uplink, res.rsc, res.debug,
+                            extra={"EVENT": "onem2m_poa_refused", "UPLINK": self.ctx.uplink})
+                self._registered_poa = self.poa  # asked once per broker, not per connection
+            return self._next_step()
+        exists = res.rsc == p.CONFLICT or (req.ty == p.AE and res.rsc == p.NOT_REGISTERED)
+        if req.ty == p.AE and res.rsc == p.CREATED:
+            self._registered_poa = self.poa
+        if req.ty == p.AE and exists and self._registered_poa != self.poa:
+            # Registered before (another process, or another broker): say where it is now.
+            update = _Request(p.UPDATE, self.base, None, {"m2m:ae": {"poa": [self.poa]}},
+                              step=req.step)
+            return Reaction(send=[self._send(update)])
+        if res.rsc in (p.CREATED, p.OK) or exists:
+            return self._next_step()
+        return self._opening_failed(req, res)
+
+    def _next_step(self) -> Reaction:
+        """The opening's step done: the next one, or ready (and what waited goes)."""
+        assert self._step is not None
+        self._step += 1
+        if self._step < len(self._steps):
+            return Reaction(send=[self._send(self._step_request(self._step))])
+        self._step = None
+        self._ready = True
+        self.counts["registrations"] += 1
+        reaction = Reaction(send=[self._send(held) for held in self._suspended])
+        self._suspended.clear()
+        return reaction
+
+    def _opening_failed(self, req: _Request, res: p.Response) -> Reaction:
+        """An opening step refused or failed: try it again later (from the AE when the
+        AE itself is gone)."""
+        reaction = Reaction()
         what = f"opening step {req.step + 1 if req.step is not None else 0} ({req.to}, ty " \
                f"{req.ty}): rsc {res.rsc} {res.debug}".strip()
         if what != self.last_error:  # one line per new trouble, not one per attempt
