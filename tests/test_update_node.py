@@ -413,12 +413,9 @@ def _recover(paths: guard.Paths, clock: Clock) -> None:
     installer(paths, clock).run()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[
-    HealthCheck.function_scoped_fixture])
-@given(at=st.integers(1, 60))
-def test_kill_anywhere_in_install_then_recover(tmp_path_factory: pytest.TempPathFactory,
-                                               killer: dict[str, int], at: int) -> None:
-    paths = make_node(tmp_path_factory.mktemp("k") / "root")
+def install_killed_at(paths: guard.Paths, killer: dict[str, int], at: int) -> Clock:
+    """Request the update and run the installer, killed before file-system change ``at``
+    (not at all when it needs fewer); the clock it ran with."""
     request_update(paths)
     clock = Clock()
     killer.update(n=0, at=at)
@@ -427,6 +424,16 @@ def test_kill_anywhere_in_install_then_recover(tmp_path_factory: pytest.TempPath
     except Killed:
         pass
     killer["at"] = -1
+    return clock
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[
+    HealthCheck.function_scoped_fixture])
+@given(at=st.integers(1, 60))
+def test_kill_anywhere_in_install_then_recover(tmp_path_factory: pytest.TempPathFactory,
+                                               killer: dict[str, int], at: int) -> None:
+    paths = make_node(tmp_path_factory.mktemp("k") / "root")
+    clock = install_killed_at(paths, killer, at)
     _recover(paths, clock)
     assert consistent(paths) == "gate"
     assert guard.link_target(paths.previous) == OLD
@@ -443,14 +450,7 @@ def test_kill_anywhere_while_old_releases_are_removed(tmp_path_factory: pytest.T
     for i, v in enumerate(("0.0.1", "0.0.2", "0.0.3")):
         add_release(paths, v, age_s=1000 - i)
     add_release(paths, "0.0.4", 10, complete=False)
-    request_update(paths)
-    clock = Clock()
-    killer.update(n=0, at=at)
-    try:
-        installer(paths, clock).run()
-    except Killed:
-        pass
-    killer["at"] = -1
+    clock = install_killed_at(paths, killer, at)
     for name in releases(paths):
         folder = paths.releases / name
         if name.startswith("."):
