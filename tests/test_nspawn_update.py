@@ -552,3 +552,32 @@ def test_older_bundle_is_refused(ota: Ota) -> None:
     assert "newer" in str(ev["update:reason"]) or "older" in str(ev["update:reason"]), ev
     FIGURES["older"] = {"to_refused_s": round(ev["t"] - ev["since"], 1),
                         "reason": str(ev["update:reason"])}
+
+
+def test_a_staged_rollout_with_citynode_fleet_waits_for_the_confirmation(ota: Ota) -> None:
+    """What an ops engineer runs: ``citynode fleet send --cmd update --wait-update`` finds
+    the node by its retained state, signs and sends the command, and returns when the
+    node reports ``confirmed`` (exit 0, the outcome in --json)."""
+    ota.reset()
+    _settled(ota, ota.base)
+    good = ota.bundles["good"]
+    args = {"url": f"https://127.0.0.1:{rig.PORT}/{good.name}", "sha256": good.sha256,
+            "size": good.size, "version": good.version}
+    # The operator's own copy of the command key (a key the service user owns is refused:
+    # that account could swap it).
+    ota.c.sh("install -m 600 -o root /etc/citynode/command.key /root/command.key")
+    t0 = time.monotonic()
+    proc = ota.c.sh(
+        f"{rig.TOOLS}/bin/citynode fleet send --broker 127.0.0.1:1883 --nodes {NODE} "
+        f"--cmd update --args {shlex.quote(json.dumps(args))} --key /root/command.key "
+        f"--wait-update --update-timeout {GATE_S + 240} --ring 1 --json",
+        check=False, timeout=GATE_S + 300)
+    took = time.monotonic() - t0
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-2000:], ota.journal())
+    doc = json.loads(proc.stdout)
+    outcomes = [o for ring in doc["rings"] for o in ring["outcomes"]]
+    assert [(o["node"], o["outcome"], o["detail"]) for o in outcomes] == [
+        (NODE, "ok", "confirmed")], doc
+    _settled(ota, good.version)
+    assert ota.state()["result"]["outcome"] == "confirmed"
+    FIGURES["fleet_rollout"] = {"to_confirmed_s": round(took, 1)}

@@ -123,6 +123,24 @@ def test_owned_by_another_user_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not ROOT, reason="chown to another user needs root")
+def test_root_using_the_service_users_key_is_told_what_would_help(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Root running a tool (citynode fleet --key) on the daemon's key: "chown citynode:"
+    would change nothing; the fix names what does."""
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    monkeypatch.setattr(security, "SERVICE_USER", "nobody")
+    path = _file(tmp_path / "command.key", mode=0o600)
+    os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    with pytest.raises(SecurityError) as err:
+        check_private(path, WHAT)
+    msg = str(err.value)
+    assert "is owned by nobody, not by root" in msg and "chown" not in msg
+    assert "sudo -u nobody" in msg and f"install -m 600 -o root {path} /root/command.key" in msg
+
+
+@pytest.mark.skipif(not ROOT, reason="chown to another user needs root")
 def test_owner_may_be_the_service_user_or_root(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """As the service user (uid 4242 here): its own files and root's pass, others' do not."""

@@ -244,6 +244,11 @@ def check_private(path: str, what: str) -> None:
         why = foreign(path, st)
         if why:
             raise _not_ours(what, path, problem, why)
+        if _user(st.st_uid) == _service_user():  # chown would change nothing: root runs this
+            raise SecurityError(what, _shown(path), problem,
+                                f"run it as {_user(st.st_uid)} (sudo -u {_user(st.st_uid)} "
+                                f"...), or use a copy of root's: install -m 600 -o root "
+                                f"{path} /root/{os.path.basename(path)}")
         raise SecurityError(what, _shown(path), problem, f"{fix_owner}; chmod 600 {path}")
     if mode & 0o077:
         who = " and ".join(w for w, bits in (("group", 0o070), ("others", 0o007))
