@@ -12,6 +12,7 @@ clock.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.server
 import io
@@ -64,12 +65,14 @@ def make_bundle(dest: Path, version: str = NEW, *, arch: str = "any",
     if tamper:
         files["share/README.md"] = b"tampered"
     path = dest / f"citynode-bundle-{version}.tar.gz"
-    with tarfile.open(path, "w:gz") as tf:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tf:
         for name, data in [("MANIFEST.json", json.dumps(manifest).encode()),
                            ("MANIFEST.sig", b"sig"), *files.items()]:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
+    path.write_bytes(gzip.compress(raw.getvalue(), mtime=0))  # the same bytes every time
     return path
 
 
@@ -358,6 +361,40 @@ def test_a_release_that_failed_its_gate_is_removed_first(node: guard.Paths) -> N
     guard.write_state(node.state, state)
     assert installer(node).run()[0] == 0
     assert releases(node) == {NEW, OLD, "0.0.8"}
+
+
+def test_a_version_sent_again_is_reused_only_from_the_same_bundle(node: guard.Paths) -> None:
+    """A release folder is reused only for the bundle it came from (root's own hash of
+    the copy it verified): the same version rebuilt is installed afresh, never the old
+    files under the new bundle's name."""
+    from agent.update.install import BUNDLE_SHA
+
+    request_update(node)
+    assert installer(node).run()[0] == 0
+    first = (node.releases / NEW / BUNDLE_SHA).read_text()
+    guard.rollback(node, guard.read_state(node.state), "test")  # the gate failed
+    assert guard.link_target(node.current) == OLD
+    (node.releases / NEW / "left-by-the-first").write_text("x")
+    request_update(node)  # the very same bundle: reused
+    assert installer(node).run()[0] == 0
+    assert (node.releases / NEW / "left-by-the-first").exists()
+    guard.rollback(node, guard.read_state(node.state), "test")
+    request_update(node, migrations=())  # rebuilt under the same version
+    assert installer(node).run()[0] == 0
+    assert not (node.releases / NEW / "left-by-the-first").exists()
+    second = (node.releases / NEW / BUNDLE_SHA).read_text()
+    assert second != first and guard.link_target(node.current) == NEW
+    assert node.config.read_text() == CONFIG  # this bundle has no migration
+    # The previous release itself, from another bundle: refused, nothing changed.
+    state = guard.read_state(node.state)
+    state.update(phase="confirmed")
+    guard.write_state(node.state, state)
+    guard.set_link(node.previous, NEW)
+    guard.set_link(node.current, OLD)
+    request_update(node)
+    code, line = installer(node).run()
+    assert code == 1 and "installed from another bundle" in line
+    assert (node.releases / NEW / BUNDLE_SHA).read_text() == second
 
 
 @pytest.mark.parametrize("keep", [0, 2, 21, "3", True])

@@ -52,10 +52,11 @@ from agent.update.guard import (
     read_state,
     release_dir,
     restore_config,
+    sha256_file,
     write_atomic,
     write_state,
 )
-from agent.update.slots import prune
+from agent.update.slots import discard, prune
 
 EX_OK, EX_FAILED, EX_USAGE, EX_CANTCREAT = 0, 1, 64, 73
 MAX_BUNDLE_BYTES = 512 * 1024 * 1024
@@ -63,6 +64,7 @@ VERSION_RE = re.compile(r"[0-9][0-9A-Za-z.+_-]{0,39}")
 GATE_S_RANGE = (10.0, 3600.0)
 MAX_STARTS_RANGE = (1, 10)
 KEEP_RELEASES_RANGE = (3, 20)
+BUNDLE_SHA = ".bundle-sha256"  # in a release folder: the bundle it was installed from
 
 
 class InstallError(Exception):
@@ -321,13 +323,21 @@ class Installer:
             raise InstallError(f"{version} is already the running release")
         settings = _update_settings(p)
         self._prune(state, version, o.keep_releases or settings[2])
+        incoming = p.incoming / f"{version}.tar"
+        _copy_in(req["path"], incoming)
+        self._ck("copied")
+        bundle_sha = sha256_file(incoming)
+        if is_complete(folder) and read_small(folder / BUNDLE_SHA) != f"{bundle_sha}\n".encode():
+            # Installed before from another bundle of the same version (or by install.sh):
+            # what runs must be what this signed bundle holds.
+            if version == link_target(p.previous):
+                raise InstallError(f"{version} is the previous release, installed from "
+                                   "another bundle: send this one under a new version")
+            discard(folder)
         if is_complete(folder):
             manifest = _Stored(json.loads((folder / "MANIFEST.json").read_bytes()))
         else:
             verify, extract, load_keys = self._bundle_api()
-            incoming = p.incoming / f"{version}.tar"
-            _copy_in(req["path"], incoming)
-            self._ck("copied")
             keys = load_keys(p.keys)
             more = {"models_version": models} if models else {}
             manifest = verify(incoming, keys, running_version=base,
@@ -342,6 +352,7 @@ class Installer:
             extract(incoming, manifest, tmp)
             write_atomic(tmp / "MANIFEST.json",
                          getattr(manifest, "raw", b"") or _manifest_bytes(incoming))
+            write_atomic(tmp / BUNDLE_SHA, f"{bundle_sha}\n".encode())
             self._ck("extracted")
             os.rename(tmp, folder)
             fsync_dir(folder.parent)

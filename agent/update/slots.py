@@ -31,6 +31,7 @@ __all__ = [
     "COMPLETE",
     "Paths",
     "complete_releases",
+    "discard",
     "is_complete",
     "link_target",
     "prune",
@@ -79,6 +80,15 @@ def shared_venv_of(folder: Path) -> str | None:
     return target.parent.name if target.name == "venv" and target.parent.name else None
 
 
+def discard(folder: Path) -> None:
+    """Remove a release folder: renamed hidden first (atomic: never half a release under
+    its name), then deleted; a kill in between leaves what the next prune deletes."""
+    trash = folder.with_name(TRASH + folder.name)
+    shutil.rmtree(trash, ignore_errors=True)
+    os.rename(folder, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def prune(paths: Paths, keep: int, *, protect: Iterable[str] = (),
           failed: Iterable[str] = ()) -> list[str]:
     """Remove the release folders an SD card need not keep; the names removed.
@@ -122,9 +132,7 @@ def prune(paths: Paths, keep: int, *, protect: Iterable[str] = (),
             continue
         if name.endswith(".tmp") and name[:-4] in protected:
             continue
-        trash = entry.with_name(TRASH + name)
-        os.rename(entry, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+        discard(entry)
         removed.append(name)
     if removed:
         fsync_dir(paths.releases)
