@@ -9,9 +9,11 @@ on the host, as from an offline bundle, and talks to a mosquitto inside.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import time
 import warnings
@@ -104,8 +106,7 @@ class Container:
             self.wait_booted()
         except Exception as e:  # a container that did not come up is not left running
             seen = self._diagnose()
-            self.proc.kill()
-            self.proc.wait(10)
+            self._kill()
             self._log.close()
             if isinstance(e, BootFailed | RuntimeError):
                 raise BootFailed(f"{e}; {seen}") from e
@@ -182,9 +183,23 @@ class Container:
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+                self._kill()
         self._log.close()
+
+    def _kill(self) -> None:
+        """End the container for good. SIGKILL to systemd-nspawn alone leaves the
+        container's init running (reparented to PID 1, services and all); SIGKILL to a
+        PID namespace's init ends every process in it, then nspawn exits by itself."""
+        for pid in {self.pid, *(int(k) for k in subprocess.run(
+                ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True
+                ).stdout.split())} - {None}:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
 
 
 def _namespace_pid(pid: int) -> int | None:
