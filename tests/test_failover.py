@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from uplink_blackbox import wait_for
 
 from agent.core import config
 from agent.core.config import MqttConfig, parse_broker
@@ -17,17 +18,6 @@ from agent.tools.simulate import Mosquitto, Subscriber, free_port
 from agent.tools.status import _where
 from agent.wire.spool import Spool
 from agent.wire.uplink import Message, Uplink
-
-
-def wait_for(pred, timeout: float) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.mark.parametrize("text,want", [

@@ -312,6 +312,32 @@ def _fleet(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
                           stdin=subprocess.DEVNULL)
 
 
+class LiveView:
+    """``citynode fleet`` (the live view) in a child process, its output collected."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "agent", "fleet", *args], cwd=ROOT,
+                                     text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     stdin=subprocess.DEVNULL)
+        self.lines: list[str] = []
+        out = self.proc.stdout
+        threading.Thread(target=lambda: self.lines.extend(iter(out.readline, "")),  # type: ignore[union-attr]
+                         daemon=True).start()
+
+    def saw(self, text: str, within: float = 15.0) -> bool:
+        """Whether a line with ``text`` came within ``within`` seconds."""
+        end = time.monotonic() + within
+        while time.monotonic() < end:
+            if any(text in line for line in list(self.lines)):
+                return True
+            time.sleep(0.1)
+        return False
+
+    def stop(self, timeout: float) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout)
+
+
 def _view(port: int, *extra: str) -> dict:
     proc = _fleet("--broker", f"127.0.0.1:{port}", "--once", "--wait", "1.5", "--json", *extra)
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -393,37 +419,21 @@ def test_the_fleet_of_three_real_daemons(tmp_path, mosquitto) -> None:
         # A node that stops talking (SIGSTOP: its connection stays up) is flagged silent.
         agents["pole-3"].send_signal(signal.SIGSTOP)
         try:
-            live = subprocess.Popen(
-                [sys.executable, "-m", "agent", "fleet", "--broker", f"127.0.0.1:{port}",
-                 "--silent-after", "2", "--refresh", "0.3"], cwd=ROOT,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                stdin=subprocess.DEVNULL)
-            lines: list[str] = []
-            reader = threading.Thread(target=lambda: lines.extend(iter(live.stdout.readline,
-                                                                      "")), daemon=True)
-            reader.start()
+            live = LiveView("--broker", f"127.0.0.1:{port}", "--silent-after", "2",
+                            "--refresh", "0.3")
             try:
-                def saw(text: str, within: float) -> bool:
-                    end = time.monotonic() + within
-                    while time.monotonic() < end:
-                        if any(text in line for line in list(lines)):
-                            return True
-                        time.sleep(0.1)
-                    return False
-
-                assert saw("pole-3: online", 10), lines
-                assert saw("silent", 10), lines
+                assert live.saw("pole-3: online", 10), live.lines
+                assert live.saw("silent", 10), live.lines
                 assert any(line.split()[1] == "pole-3:" and "silent" in line
-                           for line in lines), lines
+                           for line in live.lines), live.lines
                 # A killed node goes offline through its last will, live.
                 agents["pole-2"].send_signal(signal.SIGKILL)
                 agents["pole-2"].wait(10)
-                assert saw("pole-2: offline (lost)", 10), lines
+                assert live.saw("pole-2: offline (lost)", 10), live.lines
             finally:
-                live.send_signal(signal.SIGINT)
-                live.wait(10)
-            assert "Traceback" not in live.stderr.read()
-            assert live.returncode == 1  # the last verdict: nodes need attention
+                live.stop(10)
+            assert "Traceback" not in live.proc.stderr.read()
+            assert live.proc.returncode == 1  # the last verdict: nodes need attention
         finally:
             agents["pole-3"].send_signal(signal.SIGCONT)
         doc = _view(port, "--problems")
@@ -541,35 +551,18 @@ def test_send_update_waits_for_each_nodes_outcome(tmp_path, mosquitto) -> None:
 
 @pytest.mark.broker
 def test_the_live_view_reconnects_when_the_broker_comes_back(tmp_path, mosquitto) -> None:
-    live = subprocess.Popen(
-        [sys.executable, "-m", "agent", "fleet", "--broker", f"127.0.0.1:{mosquitto.port}",
-         "--refresh", "0.2"], cwd=ROOT, text=True, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(live.stdout.readline, "")),
-                              daemon=True)
-    reader.start()
-
-    def saw(text: str, within: float = 15) -> bool:
-        end = time.monotonic() + within
-        while time.monotonic() < end:
-            if any(text in line for line in list(lines)):
-                return True
-            time.sleep(0.1)
-        return False
-
+    live = LiveView("--broker", f"127.0.0.1:{mosquitto.port}", "--refresh", "0.2")
     try:
         time.sleep(1.0)
         mosquitto.stop()
-        assert saw("retrying"), lines
+        assert live.saw("retrying"), live.lines
         mosquitto.start()
-        assert saw("connected again"), lines
+        assert live.saw("connected again"), live.lines
         node = _FakeNode(mosquitto.port, "back-1", KEY, "confirmed")
         try:
-            assert saw("back-1: online, version 0.1.0: ok"), lines
+            assert live.saw("back-1: online, version 0.1.0: ok"), live.lines
         finally:
             node.stop()
     finally:
-        live.send_signal(signal.SIGINT)
-        live.wait(15)
-    assert "Traceback" not in live.stderr.read()
+        live.stop(15)
+    assert "Traceback" not in live.proc.stderr.read()

@@ -194,12 +194,13 @@ def _handshake_once(m: MqttConfig, client_id: str, protocol: MQTTProtocolVersion
         if answer.code is None and answer.closed and not answer.error:
             answer.error = "the broker closed the connection without answering CONNECT"
     finally:
-        _close(client, connected=answer.code == 0)
+        close_client(client, connected=answer.code == 0)
     return answer
 
 
-def _close(client: mqtt.Client, *, connected: bool) -> None:
-    """Say goodbye when connected, and never leave the socket open."""
+def close_client(client: mqtt.Client, *, connected: bool) -> None:
+    """Say goodbye when connected, and never leave the socket open (a tool's short-lived
+    connection: doctor, provision, fleet)."""
     try:
         if connected:
             client.disconnect()

@@ -219,16 +219,10 @@ class Connection:
 
     def close(self) -> None:
         """Disconnect cleanly when connected; never leave the socket open."""
+        from agent.wire.mqtt import close_client
+
         client, self.client = self.client, None
         if client is None:
             return
-        try:
-            if self.connected:
-                client.disconnect()
-                client.loop(timeout=0.1)
-            sock = client.socket()
-            if sock is not None:
-                sock.close()
-        except (OSError, ValueError):
-            pass
+        close_client(client, connected=self.connected)
         self.connected = False
