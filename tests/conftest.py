@@ -45,3 +45,16 @@ def factory():
     yield f
     f.reset()
     Device.pin_factory = old
+
+
+@pytest.fixture
+def simulate_starts_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``citynode simulate`` may check its options but start no broker and make no
+    folder: either fails the test."""
+    from agent.tools import simulate
+
+    def no(*a: object, **k: object) -> None:
+        raise AssertionError("started something")
+
+    monkeypatch.setattr(simulate, "Mosquitto", no)
+    monkeypatch.setattr(simulate.tempfile, "mkdtemp", no)

@@ -288,14 +288,7 @@ def test_text_input_streams_lines(tmp_path: Path) -> None:
 ])
 def test_simulate_refuses_bad_options_before_anything_starts(
         argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    from agent.tools import simulate
-
-    def no(*a: object, **k: object) -> None:
-        raise AssertionError("started something")
-
-    monkeypatch.setattr(simulate, "Mosquitto", no)
-    monkeypatch.setattr(simulate.tempfile, "mkdtemp", no)
+        simulate_starts_nothing: None) -> None:
     work = tmp_path / "work"
     code, _, err = _cli(capsys, "simulate", "--workdir", str(work), *argv)
     assert code == 64, err

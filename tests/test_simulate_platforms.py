@@ -113,12 +113,7 @@ def test_the_hint_says_where_to_look() -> None:
 ])
 def test_a_bad_platform_option_is_one_line_and_exit_64(
         argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    def no(*a: object, **k: object) -> None:
-        raise AssertionError("started something")
-
-    monkeypatch.setattr(simulate, "Mosquitto", no)
-    monkeypatch.setattr(simulate.tempfile, "mkdtemp", no)
+        simulate_starts_nothing: None) -> None:
     work = tmp_path / "work"
     code = main(["simulate", "--workdir", str(work), *argv])
     err = capsys.readouterr().err
