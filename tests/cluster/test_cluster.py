@@ -21,6 +21,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -146,6 +147,15 @@ def born_on_the_first(platform: Consumer, node: Node, addrs: list[str]) -> None:
     assert wait_for(lambda: node.broker() == addrs[0], 20)
 
 
+def judged(platform: Any, node: Any, goodbye_s: float) -> Any:
+    """After the node's clean stop: its goodbye arrived (within ``goodbye_s``), then what
+    the platform received, judged (lost, duplicates, order)."""
+    assert wait_for(lambda: goodbye(platform, node.id), goodbye_s)
+    time.sleep(2)
+    platform.stop()
+    return judge(platform.snapshot())
+
+
 def test_stop_the_broker_moves_on_and_the_command_brings_it_back(healed, tmp_path):
     cluster = healed
     addrs, platform, node = started(cluster, tmp_path, "fo-1")
@@ -179,10 +189,7 @@ def test_stop_the_broker_moves_on_and_the_command_brings_it_back(healed, tmp_pat
         time.sleep(3)
     finally:
         node.stop()
-    assert wait_for(lambda: goodbye(platform, node.id), 30)
-    time.sleep(1)
-    platform.stop()
-    verdict = judge(platform.snapshot())
+    verdict = judged(platform, node, 30)
     print(f"  {verdict.unique} messages, {verdict.duplicates} duplicates, "
           f"lost {verdict.lost_count}")
     log = node.log.read_text()
@@ -211,10 +218,7 @@ def test_rolling_restart_under_load_loses_nothing(healed, tmp_path):
         time.sleep(3)
     finally:
         node.stop()
-    assert wait_for(lambda: goodbye(platform, node.id), 60)
-    time.sleep(2)
-    platform.stop()
-    verdict = judge(platform.snapshot())
+    verdict = judged(platform, node, 60)
     print(f"  rolling restart: {verdict.unique} messages, {verdict.duplicates} duplicates, "
           f"lost {verdict.lost_count}, reconnect {', '.join(f'{t:.2f}' for t in times)} s")
     assert times, "the node's broker was never stopped"
