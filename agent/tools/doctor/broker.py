@@ -10,8 +10,6 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
 from .base import CERT_WARN_DAYS, CONNECT_TIMEOUT_S, FAIL, OK, WARN, Check
 from .config import _security_text
 from .hints import (
@@ -86,6 +84,8 @@ def broker_targets(cfg: Config) -> list[tuple[str, Any, bool]]:
     """(row target, connection settings, failover?) for every broker the node may use:
     each uplink's primary, then each of its ``failover`` brokers (same TLS settings and
     credentials, as the daemon uses them)."""
+    import msgspec  # not at import: ``citynode --help`` loads this module
+
     links = cfg.uplinks()
     out: list[tuple[str, Any, bool]] = []
     for m in links:
