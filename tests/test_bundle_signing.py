@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -26,7 +25,6 @@ import tarfile
 import tracemalloc
 import zipfile
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -34,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from update_rig import load_bundle_tool
 
 from agent.tools import sdcard
 from agent.tools.cli import main
@@ -45,15 +44,7 @@ RUNNING = "0.2.0"
 CREATED = "2026-12-01T00:00:00Z"
 
 
-def _load_bundle_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("citynode_bundle_sig", ROOT / "deploy/bundle.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-BUNDLE = _load_bundle_module()
+BUNDLE = load_bundle_tool()
 
 
 def fake_wheel(dest: Path, version: str) -> Path:

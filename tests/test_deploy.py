@@ -32,29 +32,35 @@ def test_unit_speaks_the_daemons_protocols():
 
 
 def test_systemd_analyze_verify_is_clean(tmp_path):
-    if shutil.which("systemd-analyze") is None:
-        pytest.skip("systemd-analyze not installed")
-    exe = tmp_path / "citynode"
-    exe.write_text("#!/bin/sh\n")
-    exe.chmod(0o755)
-    text = UNIT.read_text().replace("/opt/citynode/current/venv/bin/citynode", str(exe)) \
-        .replace("/opt/citynode/bin/citynode-guard", str(exe))
-    copy = tmp_path / "citynode.service"
-    copy.write_text(text)
+    _need_systemd_analyze()
+    copy = _testable_copy(tmp_path)
     proc = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True,
                           text=True, timeout=60)
     problems = [ln for ln in proc.stderr.splitlines() if "citynode.service" in ln]
     assert proc.returncode == 0 and not problems, proc.stderr
 
 
-def _testable_copy(tmp_path: Path) -> Path:
+def _need_systemd_analyze() -> None:
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze not installed")
+
+
+def _testable(tmp_path: Path, name: str) -> Path:
+    """deploy/<name> copied into ``tmp_path`` with its executables replaced by a stub that
+    exists (systemd-analyze checks that they do)."""
     exe = tmp_path / "citynode"
-    exe.write_text("#!/bin/sh\n")
-    exe.chmod(0o755)
-    copy = tmp_path / "citynode.service"
-    copy.write_text(UNIT.read_text().replace("/opt/citynode/current/venv/bin/citynode", str(exe))
+    if not exe.exists():
+        exe.write_text("#!/bin/sh\n")
+        exe.chmod(0o755)
+    copy = tmp_path / name
+    copy.write_text((UNIT.parent / name).read_text()
+                    .replace("/opt/citynode/current/venv/bin/citynode", str(exe))
                     .replace("/opt/citynode/bin/citynode-guard", str(exe)))
     return copy
+
+
+def _testable_copy(tmp_path: Path) -> Path:
+    return _testable(tmp_path, UNIT.name)
 
 
 def test_unit_is_hardened_as_promised():
@@ -73,8 +79,7 @@ def test_unit_is_hardened_as_promised():
 
 def test_systemd_analyze_security_exposure_at_most_2(tmp_path):
     """systemd's own score of the unit (offline), the figure ops teams audit."""
-    if shutil.which("systemd-analyze") is None:
-        pytest.skip("systemd-analyze not installed")
+    _need_systemd_analyze()
     copy = _testable_copy(tmp_path)
     proc = subprocess.run(["systemd-analyze", "security", "--offline=true", str(copy)],
                           capture_output=True, text=True, timeout=60)
@@ -147,8 +152,7 @@ def test_config_devices_command_writes_the_dropin(tmp_path, capsys):
 
 
 def test_dropin_is_accepted_by_systemd(tmp_path):
-    if shutil.which("systemd-analyze") is None:
-        pytest.skip("systemd-analyze not installed")
+    _need_systemd_analyze()
     from agent.core import config
     from agent.core.systemd import device_dropin
 
@@ -175,15 +179,9 @@ def test_unit_starts_the_current_release_behind_the_guard():
 
 
 def test_update_units_are_accepted_by_systemd(tmp_path):
-    if shutil.which("systemd-analyze") is None:
-        pytest.skip("systemd-analyze not installed")
-    exe = tmp_path / "citynode"
-    exe.write_text("#!/bin/sh\n")
-    exe.chmod(0o755)
-    deploy = UNIT.parent
+    _need_systemd_analyze()
     for name in UPDATE_UNITS:
-        (tmp_path / name).write_text((deploy / name).read_text().replace(
-            "/opt/citynode/current/venv/bin/citynode", str(exe)))
+        _testable(tmp_path, name)
     svc = configparser.ConfigParser(strict=False, interpolation=None)
     svc.read(tmp_path / "citynode-update.service")
     assert svc["Service"]["Type"] == "oneshot"
@@ -200,12 +198,9 @@ def test_update_units_are_accepted_by_systemd(tmp_path):
 def test_the_bundle_carries_every_file_install_sh_installs() -> None:
     """Each file install.sh takes from the bundle ("$SRC/NAME", the update units, the guard)
     is one the bundle lays out: a missing one once went unseen inside an `if`."""
-    import importlib.util
+    from update_rig import load_bundle_tool
 
-    spec = importlib.util.spec_from_file_location("bundle", ROOT / "deploy/bundle.py")
-    assert spec and spec.loader
-    bundle = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bundle)
+    bundle = load_bundle_tool()
     laid = {name for _, name in bundle.FILES}
     text = (ROOT / "deploy/install.sh").read_text()
     wanted = set(re.findall(r'\$SRC/([A-Za-z0-9_.-]+)"', text)) - {

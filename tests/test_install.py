@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import importlib.util
 import io
 import os
 import shutil
@@ -21,11 +20,11 @@ import sys
 import tarfile
 import zipfile
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from file_kinds import KINDS, WRITABLE, check_outcome, make
 from file_kinds import snapshot as entries
+from update_rig import load_bundle_tool
 
 from agent.tools import sdcard
 
@@ -148,14 +147,6 @@ elif name == "raspi-config":
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def _load_bundle_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("citynode_bundle", ROOT / "deploy/bundle.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def fake_wheel(dest: Path, version: str = VERSION) -> Path:
     """A pure-Python 'citynode' wheel whose console script only answers ``version``."""
     files = {
@@ -183,7 +174,7 @@ def fake_wheel(dest: Path, version: str = VERSION) -> Path:
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny but well-formed aarch64 bundle, made by deploy/bundle.py's own code."""
-    mod = _load_bundle_module()
+    mod = load_bundle_tool()
     tmp = tmp_path_factory.mktemp("bundle")
     wheel = fake_wheel(tmp)
     top = mod.assemble(tmp / "stage", [wheel], version=VERSION, arch="aarch64", pyver=_py(),
@@ -595,7 +586,7 @@ def test_sdcard_kit_into_a_plain_directory_explains_the_hook(tmp_path: Path, bun
 def test_bundle_fetches_requirements_marked_for_the_target_only(tmp_path: Path) -> None:
     """pip evaluates markers on the building machine; the bundle must not lose the
     Pi-only pin driver (lgpio) when it is built on a PC."""
-    bundle = _load_bundle_module()
+    bundle = load_bundle_tool()
     whl = tmp_path / "citynode-0.1.0-py3-none-any.whl"
     with zipfile.ZipFile(whl, "w") as zf:
         zf.writestr("citynode-0.1.0.dist-info/METADATA", "\n".join([
@@ -703,7 +694,7 @@ def test_the_project_wheel_is_built_from_the_source_alone(tmp_path: Path, monkey
     """setuptools packs what its build/ directory still holds: the deleted fire model
     (agent/models/fire.tflite, gone since 2026.12) went on shipping in every bundle built
     from a checkout that had built it once. The wheel is built from a clean copy now."""
-    mod = _load_bundle_module()
+    mod = load_bundle_tool()
     proj = tmp_path / "checkout"
     for rel in ("agent/models/fall.tflite", "agent/models/__init__.py", "setup.cfg",
                 "build/lib/agent/models/fire.tflite", "build/lib/agent/models/fall.tflite",
