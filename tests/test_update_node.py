@@ -833,7 +833,8 @@ def test_install_a_signed_bundle_end_to_end(node: guard.Paths, tmp_path: Path) -
 
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from test_install import _load_bundle_module, fake_wheel
+    from test_install import fake_wheel
+    from update_rig import load_bundle_tool
 
     from agent.update.install import machine_arch
 
@@ -841,7 +842,7 @@ def test_install_a_signed_bundle_end_to_end(node: guard.Paths, tmp_path: Path) -
     node.keys.mkdir(parents=True)
     (node.keys / "fleet.pub").write_bytes(key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    mod = _load_bundle_module()
+    mod = load_bundle_tool()
     top = mod.assemble(tmp_path / "stage", [fake_wheel(tmp_path, NEW)], version=NEW,
                        arch=machine_arch(), pyver="3", extras="", signing_key=key,
                        migrations=[], created="2026-12-07T00:00:00Z")
