@@ -68,6 +68,12 @@ def req_of(out: Out) -> dict[str, Any]:
     return json.loads(out.payload)
 
 
+def unmarked(pc: dict[str, Any]) -> dict[str, Any]:
+    """A contentInstance's pc as its first attempt sent it (a resend says historical)."""
+    cin = pc["m2m:cin"]
+    return {"m2m:cin": {**cin, "con": {**cin["con"], "historical": False}}}
+
+
 def answer(s: Onem2mSession, out: Out, rsc: int, pc: Any = None) -> Reaction:
     body: dict[str, Any] = {"rsc": rsc, "rqi": req_of(out)["rqi"]}
     if pc is not None:
@@ -411,7 +417,10 @@ def test_status_codes_confirm_refuse_or_retry() -> None:
     assert s.poll(10.5).send == []
     (again,) = s.poll(11.0).send  # 1 s later
     assert again.token is None and req_of(again)["rqi"] != req_of(d)["rqi"]
-    assert req_of(again)["pc"] == req_of(d)["pc"]
+    # The same contentInstance, now marked late: the CSE failed it once.
+    first, late = req_of(d)["pc"]["m2m:cin"], req_of(again)["pc"]["m2m:cin"]
+    assert first["con"]["historical"] is False and late["con"]["historical"] is True
+    assert {**late, "con": {**late["con"], "historical": False}} == first
     assert answer(s, again, 2001).confirmed == [d.token]
     st = s.status()
     assert (st["delivered"], st["delivered_before"], st["cse_refused"], st["outstanding"]) == (
@@ -451,6 +460,26 @@ def test_timeouts_back_off_and_never_drop() -> None:
     assert s.status()["overdue"] == 0 and s.status()["outstanding"] == 0
 
 
+def test_a_contentinstance_sent_again_says_historical_and_only_that_one() -> None:
+    """The broker may stay up while the CSE is away: what is sent again is late all the
+    same. Its sibling creates of the same message (other containers) are not touched."""
+    s = make(opts=Options(request_timeout_s=3))
+    register(s)
+    s.poll(0.0)
+    outs = s.render(tele(1))
+    assert len(outs) >= 2 and not any(req_of(o)["pc"]["m2m:cin"]["con"]["historical"]
+                                      for o in outs)
+    for o in outs[1:]:
+        assert answer(s, o, 2001).confirmed == [o.token]
+    s.poll(0.5)
+    sent = [o for t in (4.0, 5.0, 6.0) for o in s.poll(t).send]  # 3 s silent, then 1 s
+    assert len(sent) == 1 and sent[0].token is None
+    assert req_of(sent[0])["pc"]["m2m:cin"]["con"]["historical"] is True
+    assert req_of(outs[0])["pc"]["m2m:cin"]["con"]["historical"] is False  # its first send
+    assert answer(s, sent[0], 2001).confirmed == [outs[0].token]
+    assert s.status()["historical"] == 1
+
+
 def test_a_reset_cse_makes_the_session_register_again_and_resend() -> None:
     s = make()
     register(s)
@@ -463,7 +492,8 @@ def test_a_reset_cse_makes_the_session_register_again_and_resend() -> None:
     sent, held = register(s)  # what the uplink does on reopen
     assert sent[0]["ty"] == 2
     # The held ones go out when the opening is done, with new rqis and their names.
-    assert [req_of(o)["pc"] for o in held] == [req_of(o)["pc"] for o in outs[:2]]
+    assert [unmarked(req_of(o)["pc"]) for o in held] == [req_of(o)["pc"] for o in outs[:2]]
+    assert all(req_of(o)["pc"]["m2m:cin"]["con"]["historical"] for o in held)
     assert not {req_of(o)["rqi"] for o in held} & {req_of(o)["rqi"] for o in outs}
     assert [answer(s, o, 2001).confirmed for o in held] == [[outs[0].token], [outs[1].token]]
 

@@ -266,7 +266,7 @@ def test_backlog_is_marked_by_its_format_without_decoding(spool, monkeypatch):
             up.publish(message("t", pack, fmt=fmt))
             pack.historical = True
             expected.append(fmt.encode(pack).payload)
-    up._connected_wall = time.time() + 10  # everything spooled is older than the connection
+    up._ready_wall = time.time() + 10  # everything spooled is older than the connection
 
     def no_decoding(payload: bytes) -> Pack:
         raise AssertionError("the uplink decoded a payload that had a mark")
@@ -292,7 +292,7 @@ def test_rows_without_a_mark_are_marked_by_decoding(spool):
             expected += [(fmt.encode(back).payload[:1], back)] * 2
     spool.put(TELEMETRY, "t", b"\x80", content_type=CBOR.content_type)  # not a pack: as it is
     spool.put(TELEMETRY, "t", b"raw", content_type="application/octet-stream")
-    up._connected_wall = time.time() + 10
+    up._ready_wall = time.time() + 10
     sent = [up._render(m)[0].payload for m in spool.iter_ready(TELEMETRY)]
     assert sent[-2:] == [b"\x80", b"raw"]
     assert [(data[:1], formats.decode(data)) for data in sent[:-2]] == expected
@@ -301,7 +301,7 @@ def test_rows_without_a_mark_are_marked_by_decoding(spool):
 
 def test_live_messages_are_not_marked(spool):
     up = Uplink(MqttConfig(host="127.0.0.1"), "test-live", spool)
-    up._connected_wall = time.time() - 10
+    up._ready_wall = time.time() - 10
     up.publish(message("t", backlog_packs()[0]))
     item = spool.iter_ready(TELEMETRY)[0]
     assert up._render(item)[0].payload == CBOR.encode(backlog_packs()[0]).payload
@@ -432,6 +432,41 @@ def test_birth_first_then_live_then_history_each_in_order(tmp_path):
                           ("telemetry", 3)]
     history = [formats.decode(p).historical for _, _, p, _, _ in client.wire]
     assert history == [False] * 7 + [True] * 5  # "h" exactly on the history
+    spool.close()
+
+
+def test_what_waited_for_a_session_that_became_ready_late_is_historical(tmp_path):
+    """A platform whose broker comes back before the server behind it (a oneM2M CSE): the
+    session is not ready for a while after the connection. What was accepted more than a
+    second before it became ready waited through the outage, so it is historical; what
+    came after is live. A reopen later on the same connection starts the clock again."""
+    clock = FakeClock()
+    spool = Spool(tmp_path / "s.db", batch_s=0, clock=clock)
+    node = Numbering()
+    up = node.up = Uplink(MqttConfig(host="127.0.0.1"), "t-late", spool, wall=clock)
+    ready = [False]
+    up.session.ready = lambda: ready[0]  # type: ignore[method-assign]
+    client = connect(up)
+    for _ in range(3):  # 0..2: accepted on the connection, while the platform was away
+        node.emit("telemetry")
+        clock.t += 1.0
+    up._send_some(client)
+    assert client.wire == []  # nothing goes before the session is ready
+    ready[0] = True
+    clock.t += 0.5
+    node.emit("telemetry")  # 3: after it was ready
+    up._send_some(client)
+    assert [formats.decode(p).historical for _, _, p, _, _ in client.wire] == [
+        False, True, True, True]  # 3 is live and goes first; 0..2 waited
+    assert qs(client) == [("telemetry", 3), ("telemetry", 0), ("telemetry", 1),
+                          ("telemetry", 2)]
+    ready[0] = False  # the platform lost the node's resources: registering again
+    up._send_some(client)
+    node.emit("telemetry")  # 4
+    clock.t += 5
+    ready[0] = True
+    up._send_some(client)
+    assert formats.decode(client.wire[-1][2]).historical is True
     spool.close()
 
 

@@ -18,7 +18,9 @@ what waited through an outage (*history*). Live: events and results in order, th
 format's announcements, then telemetry in order. History: events, then telemetry, each
 in order, the telemetry at most ``drain_rate`` a second so a fleet coming back at once
 does not flatten the broker. History is marked historical by its format (SenML: "h":
-true) and keeps its original timestamps. A retained message goes retained only on the
+true) and keeps its original timestamps; so is anything accepted more than a second before
+the session said the platform was ready (a oneM2M CSE that came back after its broker,
+say). A retained message goes retained only on the
 connection it was accepted in: an older birth sent late must not replace the current.
 
 No gap in ``q``: numbering and acceptance happen under one lock (``accept_lock``), so
@@ -232,6 +234,11 @@ class Uplink:
         self.historical = 0
         self.connected_since: float | None = None
         self._connected_wall = 0.0
+        # When the session last became ready on this connection (the platform answered):
+        # what was accepted more than HISTORY_AFTER_S before then waited, so is historical.
+        self._ready_wall = 0.0
+        self._session_ready = False
+        self._ready_before = False  # it has been ready on this connection already
 
     # -- public API ------------------------------------------------------------
     @property
@@ -558,6 +565,8 @@ class Uplink:
                 moved(*self.brokers[self.broker])
             with self._lock:
                 self._announce.extend(self.session.opening())
+            self._session_ready = self._ready_before = self.session.ready()
+            self._ready_wall = self._connected_wall
             for m in [] if self._closing else self._on_connect_msgs():
                 item = self.publish(m)
                 if item is not None:
@@ -696,10 +705,14 @@ class Uplink:
         """The next message by the order of the module docstring, or None: what the
         session says first, then (once it is ready) the birth, live events, the goodbye,
         live telemetry, history."""
+        ready = self.session.ready()
+        if ready and not self._session_ready:
+            self._became_ready()
+        self._session_ready = ready
         with self._lock:
             if self._announce:
                 return self._announce.popleft()
-        if not self.session.ready() or len(self._open) >= MAX_OPEN_ITEMS:
+        if not ready or len(self._open) >= MAX_OPEN_ITEMS:
             return self._direct_next() if self._closing else None
         if not self._closing:
             if self._opening:
@@ -712,6 +725,24 @@ class Uplink:
             return out
         return self._take(TELEMETRY, LIVE) or self._take(EVENT, HISTORY) or \
             self._take(TELEMETRY, HISTORY)
+
+    def _became_ready(self) -> None:
+        """The session can deliver again: what waited more than HISTORY_AFTER_S for it is
+        historical. The first time on a connection, nothing spooled has been taken yet, so
+        the live/history boundary moves too: that backlog drains at ``drain_rate`` after
+        the live messages, as after a broker outage (a fleet whose CSE comes back)."""
+        self._ready_wall = self._wall()
+        if self._ready_before:
+            return
+        self._ready_before = True
+        with self._accept:
+            cutoff = self._ready_wall - HISTORY_AFTER_S
+            boundary = {lane: self.spool.last_id_before(lane, cutoff) for lane in LANES}
+        for lane, upto in boundary.items():
+            if upto > self._boundary[lane]:
+                self._boundary[lane] = self._cursor[(lane, LIVE)] = upto
+                self._ready[(lane, LIVE)].clear()
+                self._ready[(lane, HISTORY)].clear()
 
     def _direct_next(self) -> Out | None:
         """The next publication of the per-connection messages, rendered here."""
@@ -765,7 +796,7 @@ class Uplink:
     def _render(self, item: Spooled) -> list[Out]:
         """A spooled message's publications as they go out now: history marked, a
         retained state that waited not retained (the connection's birth is current)."""
-        historical = item.created < self._connected_wall - HISTORY_AFTER_S
+        historical = item.created < self._ready_wall - HISTORY_AFTER_S
         with self._lock:
             corr = self._correlation.get(item.key)
         view = Item(item.kind or kind_of(item.topic), item.topic, item.payload,

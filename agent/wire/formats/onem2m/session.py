@@ -8,7 +8,8 @@ message the node accepted is never dropped for a silent server, but one past
 ``max_retries`` shows in :meth:`status` as overdue. Each contentInstance is named after
 its message (:func:`instance_name`), so a retry whose first attempt was stored after all
 is refused with 4105: the CSE keeps every message once per container, whatever the
-retries.
+retries. A contentInstance sent again says ``"historical": true``: it is late, whether
+the broker stayed up through the platform's outage or not.
 
 Response status codes (TS-0004 clause 6.6.3): 2000/2001/2002/2004 (and 1xxx, accepted)
 deliver, and so does 4105 on a contentInstance (stored before); on the opening's
@@ -291,7 +292,11 @@ class Onem2mSession:
         return list(self._pending.values()) + self._waiting + self._suspended
 
     def _send(self, req: _Request) -> Out:
-        """The request with a fresh rqi, now pending."""
+        """The request with a fresh rqi, now pending. A contentInstance sent again (the CSE
+        did not answer, failed, or had lost the node's resources) waited through an outage
+        of the platform, though the broker may have stayed up: its con says historical."""
+        if req.token is not None and req.attempts:
+            self._mark_historical(req)
         req.rqi = f"{self._prefix}-{next(self._ids)}"
         req.attempts += 1
         req.deadline = None
@@ -303,6 +308,14 @@ class Onem2mSession:
         return Out(self.topics.request,
                    p.request(req.op, req.to, self.originator, req.rqi, ty=req.ty, pc=req.pc),
                    qos=1, content_type="application/json")
+
+    def _mark_historical(self, req: _Request) -> None:
+        cin = req.pc.get("m2m:cin") if isinstance(req.pc, dict) else None
+        con = cin.get("con") if isinstance(cin, dict) else None
+        if isinstance(con, dict) and con.get("historical") is False:
+            # A copy: a con may be shared by the containers of one message.
+            req.pc = {**req.pc, "m2m:cin": {**cin, "con": {**con, "historical": True}}}
+            self.counts["historical"] += 1
 
     def _later(self, req: _Request, now: float | None, why: str) -> None:
         """Send again after 1, 2, 4 ... s (at most backoff_max_s) with a new rqi."""
