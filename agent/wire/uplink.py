@@ -18,10 +18,10 @@ what waited through an outage (*history*). Live: events and results in order, th
 format's announcements, then telemetry in order. History: events, then telemetry, each
 in order, the telemetry at most ``drain_rate`` a second so a fleet coming back at once
 does not flatten the broker. History is marked historical by its format (SenML: "h":
-true) and keeps its original timestamps; so is anything accepted more than a second before
-the session said the platform was ready (a oneM2M CSE that came back after its broker,
-say). A retained message goes retained only on the
-connection it was accepted in: an older birth sent late must not replace the current.
+true) and keeps its original timestamps; so is anything accepted more than a second
+before the session said the platform was ready (a oneM2M CSE that came back after its
+broker, say). A retained message goes retained only on the connection it was accepted
+in: an older birth sent late must not replace the current.
 
 No gap in ``q``: numbering and acceptance happen under one lock (``accept_lock``), so
 acceptance order is number order; a connection starts with a commit, an event's
