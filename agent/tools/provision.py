@@ -638,15 +638,14 @@ def plan(args: argparse.Namespace, secrets: Path) -> Plan:
 
 def failover_list(texts: list[str], host: str, port: int) -> list[str]:
     """--failover values, checked as the configuration checks ``[mqtt] failover``."""
-    from agent.core.config import MAX_FAILOVER
-    from agent.core.config import parse_broker as parse_failover
+    from agent.core.config import MAX_FAILOVER, parse_broker
 
     if len(texts) > MAX_FAILOVER:
         raise Fail(EX_USAGE, f"--failover: at most {MAX_FAILOVER} brokers")
     seen = {(host.lower(), port)}
     for text in texts:
         try:
-            h, pt = parse_failover(text, port)
+            h, pt = parse_broker(text, port)
         except ValueError as exc:
             raise Fail(EX_USAGE, f"--failover {text!r}: {exc}") from None
         if (h.lower(), pt) in seen:

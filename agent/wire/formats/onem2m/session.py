@@ -296,7 +296,10 @@ class Onem2mSession:
         did not answer, failed, or had lost the node's resources) waited through an outage
         of the platform, though the broker may have stayed up: its con says historical."""
         if req.token is not None and req.attempts:
-            self._mark_historical(req)
+            con = req.pc["m2m:cin"]["con"]  # render built it for this request alone
+            if not con["historical"]:
+                con["historical"] = True
+                self.counts["historical"] += 1
         req.rqi = f"{self._prefix}-{next(self._ids)}"
         req.attempts += 1
         req.deadline = None
@@ -308,14 +311,6 @@ class Onem2mSession:
         return Out(self.topics.request,
                    p.request(req.op, req.to, self.originator, req.rqi, ty=req.ty, pc=req.pc),
                    qos=1, content_type="application/json")
-
-    def _mark_historical(self, req: _Request) -> None:
-        cin = req.pc.get("m2m:cin") if isinstance(req.pc, dict) else None
-        con = cin.get("con") if isinstance(cin, dict) else None
-        if isinstance(con, dict) and con.get("historical") is False:
-            # A copy: a con may be shared by the containers of one message.
-            req.pc = {**req.pc, "m2m:cin": {**cin, "con": {**con, "historical": True}}}
-            self.counts["historical"] += 1
 
     def _later(self, req: _Request, now: float | None, why: str) -> None:
         """Send again after 1, 2, 4 ... s (at most backoff_max_s) with a new rqi."""
